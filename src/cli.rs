@@ -1,0 +1,243 @@
+//! The command line: what users type, parsed with clap, and the dispatch to each command.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::emulator::{
+    self, EmulatorConfig, Fault, FaultRates, LatencyModel, ModelProfile, OutputLength,
+};
+use crate::error::{Error, ExitKind};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    the job finished and some records failed
+  2    usage, job file or configuration error
+  70   internal error
+  130  interrupted (Ctrl-C); run the same command again to resume";
+
+/// Batch inference job runner for Amazon Bedrock.
+#[derive(Debug, Parser)]
+#[command(name = "batchrun", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log more (-v: debug, -vv: trace); `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local Bedrock Runtime with a simulated quota, for tests, demos and rehearsing a job.
+    Emulator(EmulatorArgs),
+}
+
+/// `batchrun emulator`: flags describe one model profile that serves every model id, or `--profile` names a
+/// TOML file with a profile per model.
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on; 0 picks a free port. The first line of standard output names the address.
+    #[arg(long, default_value_t = 8480)]
+    pub port: u16,
+    /// TOML profile with a `[models."ID"]` table per model (`"*"` serves any id); replaces the model flags.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Seed for fault draws and latency jitter (overrides the profile's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub model: ModelFlags,
+}
+
+/// The model profile, as flags.
+#[derive(Debug, Args)]
+pub struct ModelFlags {
+    /// Requests per minute (no request quota when left out).
+    #[arg(long, conflicts_with = "profile")]
+    pub rpm: Option<u64>,
+    /// Tokens per minute, reserved as input + maxTokens and settled to input + output × burndown.
+    #[arg(long, conflicts_with = "profile")]
+    pub tpm: Option<u64>,
+    /// Tokens per day.
+    #[arg(long, conflicts_with = "profile")]
+    pub tpd: Option<u64>,
+    /// Quota tokens charged per output token.
+    #[arg(long, default_value_t = 1, conflicts_with = "profile")]
+    pub burndown: u32,
+    /// Largest input in tokens; longer inputs fail validation.
+    #[arg(long, default_value_t = 200_000, conflicts_with = "profile")]
+    pub context_window: u64,
+    /// Largest maxTokens accepted, and the reservation when a request sets none.
+    #[arg(long, default_value_t = 4096, conflicts_with = "profile")]
+    pub max_output_tokens: u64,
+    /// Reply length in tokens before maxTokens caps it: MIN..MAX (uniform per prompt) or N.
+    #[arg(long, default_value = "20..200", conflicts_with = "profile")]
+    pub output_tokens: OutputLength,
+    /// Latency before the first token, in milliseconds.
+    #[arg(long, default_value_t = 0.0, conflicts_with = "profile")]
+    pub first_token_ms: f64,
+    /// Latency per output token, in milliseconds.
+    #[arg(long, default_value_t = 0.0, conflicts_with = "profile")]
+    pub per_token_ms: f64,
+    /// Relative latency jitter in 0..1 (0.2 = ±20 %).
+    #[arg(long, default_value_t = 0.0, conflicts_with = "profile")]
+    pub jitter: f64,
+    /// Requests served at once; beyond it the emulator answers 503.
+    #[arg(long, conflicts_with = "profile")]
+    pub max_concurrency: Option<u32>,
+    /// Inject a fault at a rate, as KIND=RATE; repeat for several. Kinds: service-unavailable, internal,
+    /// model-timeout, model-error, model-not-ready, connection-reset, hang, malformed.
+    #[arg(long = "fault", value_name = "KIND=RATE", conflicts_with = "profile")]
+    pub faults: Vec<FaultRate>,
+    /// How long a hanging request hangs, in milliseconds.
+    #[arg(long, default_value_t = 30_000, conflicts_with = "profile")]
+    pub hang_ms: u64,
+}
+
+/// One `--fault KIND=RATE`.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultRate {
+    /// The fault.
+    pub fault: Fault,
+    /// Its probability per request.
+    pub rate: f64,
+}
+
+impl FromStr for FaultRate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, rate) = s.split_once('=').ok_or_else(|| {
+            format!("expected KIND=RATE, e.g. service-unavailable=0.02, got `{s}`")
+        })?;
+        let fault = kind.parse::<Fault>()?;
+        let rate = rate
+            .parse::<f64>()
+            .map_err(|_| format!("the rate in `{s}` is not a number"))?;
+        Ok(FaultRate { fault, rate })
+    }
+}
+
+impl ModelFlags {
+    fn profile(&self) -> ModelProfile {
+        let mut faults = FaultRates {
+            hang_ms: self.hang_ms,
+            ..FaultRates::default()
+        };
+        for f in &self.faults {
+            faults.set_rate(f.fault, f.rate);
+        }
+        ModelProfile {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            tpd: self.tpd,
+            burndown: self.burndown,
+            context_window: self.context_window,
+            max_output_tokens: self.max_output_tokens,
+            output_tokens: self.output_tokens,
+            latency: LatencyModel {
+                first_token_ms: self.first_token_ms,
+                per_token_ms: self.per_token_ms,
+                jitter: self.jitter,
+            },
+            max_concurrency: self.max_concurrency,
+            faults,
+            ..ModelProfile::default()
+        }
+    }
+}
+
+impl EmulatorArgs {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> Result<EmulatorConfig, Error> {
+        let mut config = match &self.profile {
+            Some(path) => EmulatorConfig::load(path)?,
+            None => EmulatorConfig::any_model(self.model.profile(), 0),
+        };
+        if let Some(seed) = self.seed {
+            config.seed = seed;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the parsed command line and says how the process should exit.
+pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
+    match cli.command {
+        Command::Emulator(args) => run_emulator(args).await,
+    }
+}
+
+async fn run_emulator(args: EmulatorArgs) -> Result<ExitKind, Error> {
+    let config = args.config()?;
+    let summary = describe(&config);
+    let handle = emulator::start(config, SocketAddr::new(args.host, args.port)).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", handle.endpoint()).map_err(Error::Stdout)?;
+        out.flush().map_err(Error::Stdout)?;
+    }
+    for line in summary {
+        eprintln!("{line}");
+    }
+    eprintln!(
+        "stats at {}{}; point the AWS SDK here with AWS_ENDPOINT_URL_BEDROCK_RUNTIME={}; Ctrl-C stops",
+        handle.endpoint(),
+        emulator::STATS_PATH,
+        handle.endpoint()
+    );
+    // A failure to install the handler leaves nothing to wait on; serving until killed is still right.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    let stats = handle.stats();
+    handle.shutdown().await;
+    let (requests, throttled): (u64, u64) = stats.models.values().fold((0, 0), |(r, t), m| {
+        (
+            r + m.totals.requests,
+            t + m.totals.throttled_rpm + m.totals.throttled_tpm + m.totals.throttled_tpd,
+        )
+    });
+    eprintln!("emulator stopped: {requests} requests served, {throttled} throttled");
+    Ok(ExitKind::Ok)
+}
+
+fn describe(config: &EmulatorConfig) -> Vec<String> {
+    let limit = |name: &str, v: Option<u64>| v.map(|n| format!("{name} {n}"));
+    config
+        .models
+        .iter()
+        .map(|(id, m)| {
+            let quotas: Vec<String> = [
+                limit("rpm", m.rpm),
+                limit("tpm", m.tpm),
+                limit("tpd", m.tpd),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let quotas = if quotas.is_empty() {
+                "no quota".to_string()
+            } else {
+                quotas.join(", ")
+            };
+            let who = if id == emulator::config::ANY_MODEL {
+                "any model id".to_string()
+            } else {
+                format!("model {id}")
+            };
+            format!("serving {who}: {quotas}, burndown {}", m.burndown)
+        })
+        .collect()
+}

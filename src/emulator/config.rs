@@ -1,0 +1,522 @@
+//! What the emulator simulates: per-model quotas, token limits, latency and faults.
+//!
+//! A configuration comes either from command-line flags (one profile that serves every model id) or from a TOML
+//! profile file with a table per model id. Both end up as an [`EmulatorConfig`]; nothing else in the emulator
+//! reads flags or files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// The model key that serves any model id not listed by name.
+pub const ANY_MODEL: &str = "*";
+
+/// Everything the emulator needs to know to serve requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EmulatorConfig {
+    /// Seed for fault draws and latency jitter; the same seed and the same request order give the same faults.
+    #[serde(default)]
+    pub seed: u64,
+    /// The models served, keyed by model id (as the client sends it, after percent-decoding). The key `"*"`
+    /// serves every id that has no table of its own; without it, unknown ids get `ResourceNotFoundException`.
+    pub models: BTreeMap<String, ModelProfile>,
+}
+
+/// How one model behaves.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ModelProfile {
+    /// Requests per minute; left out means no request quota (what Bedrock does for most text models now).
+    pub rpm: Option<u64>,
+    /// Tokens per minute, input and output together, charged as Bedrock charges them (reserve, then settle).
+    pub tpm: Option<u64>,
+    /// Tokens per day, charged like `tpm` over a 24 hour window.
+    pub tpd: Option<u64>,
+    /// Quota tokens charged per output token (5 for the newer Claude Sonnet / Opus models, 1 elsewhere).
+    pub burndown: u32,
+    /// Largest input, in tokens, the model accepts; above it the request fails validation.
+    pub context_window: u64,
+    /// Largest `maxTokens` accepted; also the reservation when a request does not set `maxTokens`.
+    pub max_output_tokens: u64,
+    /// Length of the generated reply before `maxTokens` caps it, drawn per prompt.
+    pub output_tokens: OutputLength,
+    /// How long a reply takes.
+    pub latency: LatencyModel,
+    /// Requests served at once for this model; beyond it the emulator answers 503 ServiceUnavailable.
+    pub max_concurrency: Option<u32>,
+    /// Every call answers 403 AccessDeniedException, as for a model the account has not been granted.
+    pub access_denied: bool,
+    /// Vector length of embeddings when the request does not ask for one.
+    pub embedding_dimensions: usize,
+    /// Injected faults, drawn per request.
+    pub faults: FaultRates,
+}
+
+impl Default for ModelProfile {
+    fn default() -> Self {
+        ModelProfile {
+            rpm: None,
+            tpm: None,
+            tpd: None,
+            burndown: 1,
+            // Claude-sized defaults: a 200k context and 4096 output tokens unless the profile says otherwise.
+            context_window: 200_000,
+            max_output_tokens: 4096,
+            output_tokens: OutputLength { min: 20, max: 200 },
+            latency: LatencyModel::default(),
+            max_concurrency: None,
+            access_denied: false,
+            embedding_dimensions: 1024,
+            faults: FaultRates::default(),
+        }
+    }
+}
+
+/// Reply length before capping by `maxTokens`: uniform in `min..=max`, chosen from the prompt's hash so that the
+/// same prompt always gets the same reply.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OutputLength {
+    /// Fewest output tokens.
+    pub min: u64,
+    /// Most output tokens.
+    pub max: u64,
+}
+
+impl FromStr for OutputLength {
+    type Err = String;
+
+    /// Parses `MIN..MAX` (inclusive) or a single number.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("expected MIN..MAX or N (whole numbers), got `{s}`"))
+        };
+        let (min, max) = match s.split_once("..") {
+            Some((a, b)) => (parse(a)?, parse(b.trim_start_matches('='))?),
+            None => {
+                let n = parse(s)?;
+                (n, n)
+            }
+        };
+        if min > max {
+            return Err(format!("MIN ({min}) is above MAX ({max}) in `{s}`"));
+        }
+        Ok(OutputLength { min, max })
+    }
+}
+
+/// Time to answer: `first-token-ms + per-token-ms × output tokens`, scaled by a uniform factor in
+/// `1 ± jitter`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LatencyModel {
+    /// Fixed part of every reply's latency, in milliseconds.
+    pub first_token_ms: f64,
+    /// Milliseconds per generated token.
+    pub per_token_ms: f64,
+    /// Relative jitter in `0..1`: 0.2 spreads latencies uniformly over ±20 %.
+    pub jitter: f64,
+}
+
+/// Probability per request of each injected fault. They are exclusive: at most one fault per request, and the
+/// rates must add up to at most 1.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct FaultRates {
+    /// 503 ServiceUnavailableException ("Too many connections…").
+    pub service_unavailable: f64,
+    /// 500 InternalServerException.
+    pub internal: f64,
+    /// 408 ModelTimeoutException.
+    pub model_timeout: f64,
+    /// 424 ModelErrorException.
+    pub model_error: f64,
+    /// 429 ModelNotReadyException.
+    pub model_not_ready: f64,
+    /// The connection is closed without a reply.
+    pub connection_reset: f64,
+    /// No reply for `hang-ms`, then the connection is closed: a client without a timeout waits that long.
+    pub hang: f64,
+    /// A 200 reply whose JSON body is cut short.
+    pub malformed: f64,
+    /// How long a hanging request hangs, in milliseconds.
+    pub hang_ms: u64,
+}
+
+impl Default for FaultRates {
+    fn default() -> Self {
+        FaultRates {
+            service_unavailable: 0.0,
+            internal: 0.0,
+            model_timeout: 0.0,
+            model_error: 0.0,
+            model_not_ready: 0.0,
+            connection_reset: 0.0,
+            hang: 0.0,
+            malformed: 0.0,
+            // Long enough to outlast any sensible client timeout, short enough that a test never waits long
+            // for the emulator to let go of a connection.
+            hang_ms: 30_000,
+        }
+    }
+}
+
+/// One kind of injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fault {
+    /// 503 ServiceUnavailableException.
+    ServiceUnavailable,
+    /// 500 InternalServerException.
+    Internal,
+    /// 408 ModelTimeoutException.
+    ModelTimeout,
+    /// 424 ModelErrorException.
+    ModelError,
+    /// 429 ModelNotReadyException.
+    ModelNotReady,
+    /// Connection closed without a reply.
+    ConnectionReset,
+    /// No reply until `hang-ms`, then the connection is closed.
+    Hang,
+    /// A 200 reply with a truncated JSON body.
+    Malformed,
+}
+
+impl Fault {
+    /// Every fault, in the order rates are laid out when one is drawn.
+    pub const ALL: [Fault; 8] = [
+        Fault::ServiceUnavailable,
+        Fault::Internal,
+        Fault::ModelTimeout,
+        Fault::ModelError,
+        Fault::ModelNotReady,
+        Fault::ConnectionReset,
+        Fault::Hang,
+        Fault::Malformed,
+    ];
+
+    /// The kebab-case name used in profiles, flags and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::ServiceUnavailable => "service-unavailable",
+            Fault::Internal => "internal",
+            Fault::ModelTimeout => "model-timeout",
+            Fault::ModelError => "model-error",
+            Fault::ModelNotReady => "model-not-ready",
+            Fault::ConnectionReset => "connection-reset",
+            Fault::Hang => "hang",
+            Fault::Malformed => "malformed",
+        }
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Fault::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown fault `{s}`; expected one of: {}", names.join(", "))
+            })
+    }
+}
+
+impl FaultRates {
+    /// The rate of one fault.
+    pub fn rate(&self, fault: Fault) -> f64 {
+        match fault {
+            Fault::ServiceUnavailable => self.service_unavailable,
+            Fault::Internal => self.internal,
+            Fault::ModelTimeout => self.model_timeout,
+            Fault::ModelError => self.model_error,
+            Fault::ModelNotReady => self.model_not_ready,
+            Fault::ConnectionReset => self.connection_reset,
+            Fault::Hang => self.hang,
+            Fault::Malformed => self.malformed,
+        }
+    }
+
+    /// Sets the rate of one fault.
+    pub fn set_rate(&mut self, fault: Fault, rate: f64) {
+        let slot = match fault {
+            Fault::ServiceUnavailable => &mut self.service_unavailable,
+            Fault::Internal => &mut self.internal,
+            Fault::ModelTimeout => &mut self.model_timeout,
+            Fault::ModelError => &mut self.model_error,
+            Fault::ModelNotReady => &mut self.model_not_ready,
+            Fault::ConnectionReset => &mut self.connection_reset,
+            Fault::Hang => &mut self.hang,
+            Fault::Malformed => &mut self.malformed,
+        };
+        *slot = rate;
+    }
+
+    /// Picks the fault for a request from a uniform draw in `0..1`, or none.
+    pub fn pick(&self, draw: f64) -> Option<Fault> {
+        let mut edge = 0.0;
+        for fault in Fault::ALL {
+            edge += self.rate(fault);
+            if draw < edge {
+                return Some(fault);
+            }
+        }
+        None
+    }
+}
+
+/// A profile that could not be used. Messages name the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The profile file could not be read.
+    #[error("failed to read emulator profile {}", path.display())]
+    Read {
+        /// The profile's path.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The profile is not valid TOML or does not have the expected shape.
+    #[error("invalid emulator profile {}:\n{message}", path.display())]
+    Parse {
+        /// The profile's path.
+        path: PathBuf,
+        /// The TOML parser's message, with line, column and caret.
+        message: String,
+    },
+    /// A value is out of range, or two values contradict each other.
+    #[error("invalid emulator setting `{key}`: {message}")]
+    Invalid {
+        /// The setting, as a dotted TOML key or a flag.
+        key: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+impl EmulatorConfig {
+    /// One profile serving every model id, as the command-line flags describe it.
+    pub fn any_model(profile: ModelProfile, seed: u64) -> Self {
+        EmulatorConfig {
+            seed,
+            models: BTreeMap::from([(ANY_MODEL.to_string(), profile)]),
+        }
+    }
+
+    /// Parses and checks a TOML profile.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: EmulatorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks a TOML profile file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks ranges and cross-field rules that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.models.is_empty() {
+            return Err(invalid(
+                "models",
+                "no models are defined; add a `[models.\"*\"]` table to serve every model id",
+            ));
+        }
+        for (id, m) in &self.models {
+            let key = |field: &str| format!("models.\"{id}\".{field}");
+            for (field, value) in [("rpm", m.rpm), ("tpm", m.tpm), ("tpd", m.tpd)] {
+                if value == Some(0) {
+                    return Err(invalid(
+                        &key(field),
+                        "must be at least 1; leave it out for no quota",
+                    ));
+                }
+            }
+            if m.burndown == 0 {
+                return Err(invalid(&key("burndown"), "must be at least 1"));
+            }
+            if m.max_output_tokens == 0 || m.context_window == 0 {
+                return Err(invalid(
+                    &key("max-output-tokens"),
+                    "token limits must be at least 1",
+                ));
+            }
+            if m.output_tokens.min > m.output_tokens.max {
+                return Err(invalid(
+                    &key("output-tokens"),
+                    &format!(
+                        "min ({}) is above max ({})",
+                        m.output_tokens.min, m.output_tokens.max
+                    ),
+                ));
+            }
+            let l = &m.latency;
+            if !(l.first_token_ms >= 0.0 && l.per_token_ms >= 0.0) {
+                return Err(invalid(
+                    &key("latency"),
+                    "latencies must be zero or positive",
+                ));
+            }
+            if !(0.0..1.0).contains(&l.jitter) {
+                return Err(invalid(
+                    &key("latency.jitter"),
+                    "must be in 0..1 (0.2 means ±20 %)",
+                ));
+            }
+            if m.max_concurrency == Some(0) {
+                return Err(invalid(
+                    &key("max-concurrency"),
+                    "must be at least 1; leave it out for no cap",
+                ));
+            }
+            if m.embedding_dimensions == 0 {
+                return Err(invalid(&key("embedding-dimensions"), "must be at least 1"));
+            }
+            let mut total = 0.0;
+            for fault in Fault::ALL {
+                let rate = m.faults.rate(fault);
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(invalid(
+                        &key(&format!("faults.{}", fault.name())),
+                        &format!("a rate must be in 0..1, got {rate}"),
+                    ));
+                }
+                total += rate;
+            }
+            if total > 1.0 + 1e-9 {
+                return Err(invalid(
+                    &key("faults"),
+                    &format!("the fault rates add up to {total}, above 1"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The profile that serves `model_id`: its own table, else the `"*"` table, else none.
+    pub fn profile_for(&self, model_id: &str) -> Option<&ModelProfile> {
+        self.models
+            .get(model_id)
+            .or_else(|| self.models.get(ANY_MODEL))
+    }
+}
+
+fn invalid(key: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<EmulatorConfig, ConfigError> {
+        EmulatorConfig::from_toml(text, Path::new("profile.toml"))
+    }
+
+    #[test]
+    fn parses_a_profile_with_defaults_filled_in() {
+        let config = parse(
+            r#"
+            seed = 7
+            [models."anthropic.claude-3-haiku-20240307-v1:0"]
+            tpm = 200000
+            burndown = 5
+            latency = { first-token-ms = 300, per-token-ms = 10, jitter = 0.2 }
+            faults = { service-unavailable = 0.02 }
+            [models."*"]
+            rpm = 50
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.seed, 7);
+        let haiku = config
+            .profile_for("anthropic.claude-3-haiku-20240307-v1:0")
+            .unwrap();
+        assert_eq!(haiku.tpm, Some(200_000));
+        assert_eq!(haiku.burndown, 5);
+        assert_eq!(haiku.rpm, None);
+        assert_eq!(haiku.max_output_tokens, 4096);
+        assert_eq!(haiku.faults.service_unavailable, 0.02);
+        assert_eq!(haiku.faults.hang_ms, 30_000);
+        assert_eq!(config.profile_for("other").unwrap().rpm, Some(50));
+    }
+
+    #[test]
+    fn unknown_models_have_no_profile_without_a_wildcard() {
+        let config = parse("[models.a]\n").unwrap();
+        assert!(config.profile_for("a").is_some());
+        assert!(config.profile_for("b").is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_the_line() {
+        let err = parse("[models.a]\ntpn = 5\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("tpn"), "{err}");
+    }
+
+    #[test]
+    fn fault_rates_above_one_are_refused_with_the_key() {
+        let err = parse("[models.a.faults]\ninternal = 0.7\nhang = 0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("models.\"a\".faults"), "{err}");
+        assert!(err.contains("above 1"), "{err}");
+    }
+
+    #[test]
+    fn inverted_output_range_is_refused() {
+        let err = parse("[models.a]\noutput-tokens = { min = 9, max = 3 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("output-tokens"), "{err}");
+    }
+
+    #[test]
+    fn output_length_parses_ranges_and_single_values() {
+        assert_eq!(
+            "10..20".parse::<OutputLength>().unwrap(),
+            OutputLength { min: 10, max: 20 }
+        );
+        assert_eq!(
+            "10..=20".parse::<OutputLength>().unwrap(),
+            OutputLength { min: 10, max: 20 }
+        );
+        assert_eq!(
+            "7".parse::<OutputLength>().unwrap(),
+            OutputLength { min: 7, max: 7 }
+        );
+        assert!("20..10".parse::<OutputLength>().is_err());
+        assert!("x".parse::<OutputLength>().is_err());
+    }
+
+    #[test]
+    fn fault_pick_follows_the_rates() {
+        let mut rates = FaultRates::default();
+        rates.set_rate(Fault::Internal, 0.25);
+        rates.set_rate(Fault::Hang, 0.25);
+        assert_eq!(rates.pick(0.1), Some(Fault::Internal));
+        assert_eq!(rates.pick(0.3), Some(Fault::Hang));
+        assert_eq!(rates.pick(0.6), None);
+        assert_eq!(FaultRates::default().pick(0.0), None);
+    }
+}

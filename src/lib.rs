@@ -1,0 +1,25 @@
+//! batchrun: a batch inference job runner for Amazon Bedrock.
+//!
+//! ```text
+//!  job.toml ──► job (validate, fingerprint)
+//!                  │
+//!  local / s3 ──► source (JSONL | CSV | documents + template) ──► Record{id, request}
+//!                  ▼
+//!              checkpoint (SQLite)  ◄──────────── results, attempts, usage, errors
+//!                  │ pending records                      ▲
+//!                  ▼                                      │
+//!              budget (RPM + TPM buckets × adaptive multiplier, concurrency cap)
+//!                  ▼                                      │
+//!              invoke (aws-sdk-bedrockruntime, SDK retries off) ──┘
+//!                  ▼
+//!              sink (part files + manifest, exactly once) ──► report
+//! ```
+//!
+//! Beside the pipeline, [`emulator`] is a local Bedrock Runtime that tests, benchmarks and the demo talk to
+//! through the real SDK. The stages arrive one issue at a time; today the crate holds the emulator and the CLI.
+
+pub mod cli;
+pub mod emulator;
+pub mod error;
+
+pub use error::{Error, ExitKind};

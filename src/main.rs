@@ -1,0 +1,56 @@
+//! The `batchrun` binary: parse the command line, set up logging and the runtime, run, map the result to an
+//! exit code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use batchrun::cli::{self, Cli};
+use batchrun::{Error, ExitKind};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::from(ExitKind::Internal as u8);
+        }
+    };
+    let kind = match runtime.block_on(cli::run(cli)) {
+        Ok(kind) => kind,
+        Err(e) => {
+            report(&e);
+            e.exit_kind()
+        }
+    };
+    ExitCode::from(kind as u8)
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "batchrun=debug,warn",
+        _ => "batchrun=trace,debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Prints `error: …`, each cause on a `caused by:` line, then the hint if there is one.
+fn report(e: &Error) {
+    eprintln!("error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    if let Some(hint) = e.hint() {
+        eprintln!("hint: {hint}");
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: one binary, a module per area (ripgrep / jj style).
+
+mod common;
+mod emulator_cli;
+mod emulator_errors;
+mod emulator_quota;
+mod emulator_sdk;
