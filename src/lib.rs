@@ -21,5 +21,8 @@
 pub mod cli;
 pub mod emulator;
 pub mod error;
+pub mod job;
+pub mod source;
+pub mod tokens;
 
 pub use error::{Error, ExitKind};

@@ -1,0 +1,191 @@
+//! The job file as written: every table and key, with its default. Unknown keys are refused.
+//!
+//! ```toml
+//! [job]
+//! name = "nightly-rag"
+//! [model]
+//! id = "anthropic.claude-3-5-haiku-20241022-v1:0"
+//! max-tokens = 512
+//! [input]
+//! path = "data/docs/"
+//! format = "documents"
+//! template = "Summarize:\n\n{{ text }}"
+//! [budget]
+//! tpm = 200000
+//! [output]
+//! path = "out/nightly-rag/"
+//! ```
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole job file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobFile {
+    /// `[job]`: the job's identity.
+    pub job: JobTable,
+    /// `[model]`: what is called and how requests are shaped.
+    pub model: ModelTable,
+    /// `[input]`: where the prompts come from.
+    pub input: InputTable,
+    /// `[budget]`: the account's quota for this model.
+    #[serde(default)]
+    pub budget: BudgetTable,
+    /// `[retry]`: backoff for throttles and transient errors.
+    #[serde(default)]
+    pub retry: RetryTable,
+    /// `[output]`: where results go.
+    pub output: OutputTable,
+    /// `[endpoint]`: which Bedrock to call.
+    #[serde(default)]
+    pub endpoint: EndpointTable,
+}
+
+/// `[job]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobTable {
+    /// The job's name: its key in the state database. Submitting a job with the same name resumes it.
+    pub name: Spanned<String>,
+}
+
+/// Which Bedrock Runtime operation to call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Api {
+    /// Converse: one request shape for every text model.
+    #[default]
+    Converse,
+    /// InvokeModel: the model's native body, sent as is (embeddings, Bedrock-batch records).
+    Invoke,
+}
+
+/// `[model]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelTable {
+    /// Model id, inference profile id (`us.…`, `global.…`) or ARN.
+    pub id: Spanned<String>,
+    /// AWS region; left out, the standard AWS configuration decides (`AWS_REGION`, the profile).
+    pub region: Option<String>,
+    /// `converse` (default) or `invoke`.
+    #[serde(default)]
+    pub api: Api,
+    /// Most output tokens per request. Bedrock reserves `input + max-tokens` from the TPM quota while a request
+    /// runs, so a value far above real outputs costs throughput.
+    pub max_tokens: Option<Spanned<u32>>,
+    /// Sampling temperature, 0 to 1.
+    pub temperature: Option<Spanned<f32>>,
+    /// Nucleus sampling, 0 to 1.
+    pub top_p: Option<Spanned<f32>>,
+    /// System prompt sent with every Converse request.
+    pub system: Option<String>,
+    /// Quota tokens charged per output token: 5 for the newer Claude Sonnet / Opus models, 1 elsewhere.
+    // Bedrock's published rule; a per-model value because it changes with model generations.
+    #[serde(default = "one")]
+    pub output_burndown: Spanned<u32>,
+}
+
+fn one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+/// How input records are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFormat {
+    /// One JSON object per line: `{"recordId", "modelInput"}` (Bedrock batch), `{"id", "prompt"}` or
+    /// `{"id", "messages"}`.
+    Jsonl,
+    /// A header row, an id column, and text columns rendered through `template`.
+    Csv,
+    /// One record per file of a folder (or glob); the id is the file's relative path.
+    Documents,
+}
+
+/// `[input]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InputTable {
+    /// A file, a folder or a glob, relative to the job file's folder.
+    pub path: Spanned<String>,
+    /// `jsonl`, `csv` or `documents`.
+    pub format: InputFormat,
+    /// Prompt template (minijinja): fields of a JSONL line, columns of a CSV row, or `text`, `file_name` and
+    /// `path` of a document.
+    pub template: Option<Spanned<String>>,
+    /// With `api = "invoke"`: a template that renders the whole JSON body from the same fields, for example
+    /// `{"inputText": {{ text | tojson }}}` for Titan embeddings.
+    pub body_template: Option<Spanned<String>>,
+    /// CSV: the column that holds each record's id.
+    #[serde(default = "default_id_column")]
+    pub id_column: String,
+}
+
+fn default_id_column() -> String {
+    "id".to_string()
+}
+
+/// `[budget]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BudgetTable {
+    /// Requests per minute; left out, requests are not limited.
+    pub rpm: Option<Spanned<u64>>,
+    /// Tokens per minute (input and output together, as Bedrock counts them); left out, tokens are not limited.
+    pub tpm: Option<Spanned<u64>>,
+    /// Most requests in flight at once.
+    pub max_concurrency: Option<Spanned<u32>>,
+}
+
+/// `[retry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetryTable {
+    /// First backoff ceiling, in milliseconds; each retry doubles it up to `max-delay-ms`, and the wait is drawn
+    /// uniformly below the ceiling (full jitter).
+    pub base_delay_ms: Option<u64>,
+    /// Largest backoff ceiling, in milliseconds.
+    pub max_delay_ms: Option<u64>,
+    /// Attempts before a record that keeps failing with transient errors (5xx, timeouts) is marked failed.
+    /// Throttles do not count: a throttled record is retried until it succeeds.
+    pub max_attempts: Option<Spanned<u32>>,
+}
+
+/// How results are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// Bedrock-batch shaped lines: `{"recordId", "modelInput", "modelOutput" | "error"}`.
+    #[default]
+    Jsonl,
+    /// One row per record: id, status, output text, error, tokens.
+    Csv,
+}
+
+/// `[output]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OutputTable {
+    /// The folder that receives `part-00001.jsonl`, … and `manifest.json`, relative to the job file's folder.
+    pub path: Spanned<String>,
+    /// `jsonl` (default) or `csv`.
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// Records per part file.
+    pub records_per_part: Option<Spanned<u64>>,
+}
+
+/// `[endpoint]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EndpointTable {
+    /// Left out: real Bedrock, found by the standard AWS configuration. `"emulator"`: batchrun's own emulator,
+    /// started in-process (no AWS account needed). A URL: that endpoint (a separately run emulator, a proxy).
+    pub url: Option<Spanned<String>>,
+    /// With `url = "emulator"`: the emulator profile (TOML), relative to the job file's folder.
+    pub emulator_profile: Option<Spanned<String>>,
+    /// Seconds one call may take before it is abandoned and retried.
+    pub timeout_secs: Option<Spanned<f64>>,
+}

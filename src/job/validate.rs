@@ -1,0 +1,589 @@
+//! From the job file as written to a [`Job`] that can run: defaults applied, paths resolved against the job
+//! file's folder, ranges and cross-field rules checked. Every error points at the key (line and column, with a
+//! caret) and says what to do.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use toml::Spanned;
+
+use super::error::JobError;
+use super::spec::{Api, InputFormat, JobFile, OutputFormat};
+
+/// A checked job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `job.name`.
+    pub name: String,
+    /// The job file, as given.
+    pub file: PathBuf,
+    /// The folder relative paths are resolved against: the job file's folder.
+    pub dir: PathBuf,
+    /// Model and request shaping.
+    pub model: ModelSettings,
+    /// Inputs.
+    pub input: InputSettings,
+    /// Quota.
+    pub budget: BudgetSettings,
+    /// Backoff.
+    pub retry: RetrySettings,
+    /// Outputs.
+    pub output: OutputSettings,
+    /// Which Bedrock.
+    pub endpoint: Endpoint,
+    /// Longest a single call may take.
+    pub timeout: Duration,
+}
+
+/// `[model]`, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSettings {
+    /// Model id, inference profile or ARN.
+    pub id: String,
+    /// Region, when the job sets one.
+    #[serde(skip)]
+    pub region: Option<String>,
+    /// Converse or InvokeModel.
+    pub api: Api,
+    /// `maxTokens` for Converse, and the reservation for invoke bodies that do not set their own.
+    pub max_tokens: Option<u32>,
+    /// Temperature.
+    pub temperature: Option<f32>,
+    /// Top-p.
+    pub top_p: Option<f32>,
+    /// System prompt.
+    pub system: Option<String>,
+    /// Quota tokens per output token.
+    pub output_burndown: u32,
+}
+
+/// `[input]`, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputSettings {
+    /// The path as written in the job file.
+    pub path: String,
+    /// The path resolved against the job file's folder (may hold glob characters).
+    #[serde(skip)]
+    pub resolved: PathBuf,
+    /// Format.
+    pub format: InputFormat,
+    /// Prompt template.
+    pub template: Option<String>,
+    /// Body template (invoke).
+    pub body_template: Option<String>,
+    /// CSV id column.
+    pub id_column: String,
+}
+
+/// `[budget]`, checked.
+#[derive(Debug, Clone)]
+pub struct BudgetSettings {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Most requests in flight.
+    pub max_concurrency: u32,
+}
+
+/// `[retry]`, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    /// First backoff ceiling.
+    pub base_delay: Duration,
+    /// Largest backoff ceiling.
+    pub max_delay: Duration,
+    /// Attempts before transient errors fail a record.
+    pub max_attempts: u32,
+}
+
+/// `[output]`, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputSettings {
+    /// The path as written.
+    pub path: String,
+    /// The folder, resolved.
+    #[serde(skip)]
+    pub dir: PathBuf,
+    /// Format.
+    pub format: OutputFormat,
+    /// Records per part file.
+    pub records_per_part: u64,
+}
+
+/// Which Bedrock Runtime endpoint to call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    /// Real Bedrock, by the standard AWS configuration.
+    Aws,
+    /// batchrun's emulator, started in-process with this profile (or its defaults).
+    Emulator {
+        /// The profile file, resolved.
+        profile: Option<PathBuf>,
+    },
+    /// Another endpoint URL.
+    Url(String),
+}
+
+/// The settings that decide what is sent and what is written: a change to any of them means a different job.
+/// Budget, retry, endpoint and region are left out: they change how fast, not what.
+#[derive(Debug, Serialize)]
+pub struct Settings<'a> {
+    /// Model and request shaping.
+    pub model: &'a ModelSettings,
+    /// Input reading.
+    pub input: &'a InputSettings,
+    /// Output layout.
+    pub output: &'a OutputSettings,
+}
+
+// Defaults, with their reasons.
+// 16 in flight is enough to fill a typical on-demand quota at Bedrock latencies without flooding a small one.
+const DEFAULT_CONCURRENCY: u32 = 16;
+const MAX_CONCURRENCY: u32 = 4096;
+// The AWS SDK's own backoff defaults: 1 s base would waste a small quota's recovery; 250 ms reacts sooner.
+const DEFAULT_BASE_DELAY_MS: u64 = 250;
+const DEFAULT_MAX_DELAY_MS: u64 = 20_000;
+const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+const DEFAULT_RECORDS_PER_PART: u64 = 1000;
+// Long replies from large models take minutes; a hung connection should not hold a record for longer.
+const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
+
+struct Checker<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn at(&self, span: Range<usize>, message: impl AsRef<str>) -> JobError {
+        JobError::Invalid {
+            path: self.path.to_path_buf(),
+            message: render_at(self.text, span, message.as_ref()),
+        }
+    }
+
+    fn plain(&self, message: impl Into<String>) -> JobError {
+        JobError::Invalid {
+            path: self.path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Renders `message` under the line holding `span`, with a caret under the span, as the TOML parser does.
+fn render_at(text: &str, span: Range<usize>, message: &str) -> String {
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let width = text[start..span.end.clamp(start, line_end)]
+        .chars()
+        .count()
+        .max(1);
+    let gutter = " ".repeat(line_no.to_string().len());
+    format!(
+        "at line {line_no}, column {column}\n{gutter} |\n{line_no} | {}\n{gutter} | {}{}\n{message}",
+        &text[line_start..line_end],
+        " ".repeat(column - 1),
+        "^".repeat(width),
+    )
+}
+
+fn within_unit<T: Into<f64> + Copy>(
+    c: &Checker<'_>,
+    v: &Option<Spanned<T>>,
+    key: &str,
+) -> Result<Option<T>, JobError> {
+    match v {
+        None => Ok(None),
+        Some(s) => {
+            let x: f64 = (*s.get_ref()).into();
+            if (0.0..=1.0).contains(&x) {
+                Ok(Some(*s.get_ref()))
+            } else {
+                Err(c.at(s.span(), format!("{key} must be between 0 and 1, got {x}")))
+            }
+        }
+    }
+}
+
+fn positive<T: Copy + PartialOrd + Default + std::fmt::Display>(
+    c: &Checker<'_>,
+    v: &Option<Spanned<T>>,
+    key: &str,
+    hint: &str,
+) -> Result<Option<T>, JobError> {
+    match v {
+        Some(s) if *s.get_ref() <= T::default() => Err(c.at(
+            s.span(),
+            format!("{key} must be at least 1, got {}; {hint}", s.get_ref()),
+        )),
+        Some(s) => Ok(Some(*s.get_ref())),
+        None => Ok(None),
+    }
+}
+
+fn compile_template(c: &Checker<'_>, t: &Spanned<String>, key: &str) -> Result<String, JobError> {
+    let env = minijinja::Environment::new();
+    if let Err(e) = env.template_from_str(t.get_ref()) {
+        return Err(c.at(t.span(), format!("{key} is not a valid template: {e}")));
+    }
+    Ok(t.get_ref().clone())
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+impl Job {
+    /// Reads and checks a job file.
+    pub fn load(path: &Path) -> Result<Job, JobError> {
+        let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Job::parse(&text, path)
+    }
+
+    /// Checks a job file's text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Job, JobError> {
+        let file: JobFile = toml::from_str(text).map_err(|e| JobError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let c = Checker { text, path };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+
+        let name = file.job.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(c.at(file.job.name.span(), "job.name must not be empty"));
+        }
+
+        let m = &file.model;
+        if m.id.get_ref().trim().is_empty() {
+            return Err(c.at(
+                m.id.span(),
+                "model.id must not be empty: give a model id, inference profile id or ARN",
+            ));
+        }
+        let max_tokens = positive(&c, &m.max_tokens, "model.max-tokens", "it caps every reply")?;
+        if m.api == Api::Converse && max_tokens.is_none() {
+            return Err(c.plain(
+                "[model] needs `max-tokens`: Bedrock reserves input + max-tokens from the TPM quota for every request \
+                 (the model's maximum, often 4,096 to 64,000, when it is left out), so set it a little above the \
+                 longest reply you expect, e.g. `max-tokens = 512`",
+            ));
+        }
+        let output_burndown = *m.output_burndown.get_ref();
+        if output_burndown == 0 {
+            return Err(c.at(
+                m.output_burndown.span(),
+                "model.output-burndown must be at least 1 (5 for the newer Claude Sonnet / Opus models, 1 elsewhere)",
+            ));
+        }
+        let model = ModelSettings {
+            id: m.id.get_ref().trim().to_string(),
+            region: m.region.clone(),
+            api: m.api,
+            max_tokens,
+            temperature: within_unit(&c, &m.temperature, "model.temperature")?,
+            top_p: within_unit(&c, &m.top_p, "model.top-p")?,
+            system: m.system.clone(),
+            output_burndown,
+        };
+
+        let i = &file.input;
+        let template = i
+            .template
+            .as_ref()
+            .map(|t| compile_template(&c, t, "input.template"))
+            .transpose()?;
+        let body_template = i
+            .body_template
+            .as_ref()
+            .map(|t| compile_template(&c, t, "input.body-template"))
+            .transpose()?;
+        if let Some(bt) = &i.body_template
+            && model.api == Api::Converse
+        {
+            return Err(c.at(
+                bt.span(),
+                "input.body-template is for `api = \"invoke\"`; with Converse use input.template for the prompt",
+            ));
+        }
+        if model.api == Api::Invoke && i.format != InputFormat::Jsonl && body_template.is_none() {
+            return Err(c.at(
+                i.path.span(),
+                "with `api = \"invoke\"`, csv and documents inputs need input.body-template to render each request \
+                 body, e.g. body-template = '{\"inputText\": {{ text | tojson }}}'",
+            ));
+        }
+        if i.format == InputFormat::Csv && template.is_none() && body_template.is_none() {
+            return Err(c.at(
+                i.path.span(),
+                "csv input needs input.template to say which columns make the prompt, e.g. template = \"{{ question }}\"",
+            ));
+        }
+        let written = i.path.get_ref().trim();
+        if written.is_empty() {
+            return Err(c.at(i.path.span(), "input.path must not be empty"));
+        }
+        if written.starts_with("s3://") {
+            return Err(c.at(
+                i.path.span(),
+                "S3 inputs are not supported yet; copy the objects to a local folder and point input.path at it",
+            ));
+        }
+        let resolved = dir.join(written);
+        if !has_glob(written) && !resolved.exists() {
+            return Err(c.at(
+                i.path.span(),
+                format!(
+                    "input.path: no such file or folder {} (relative paths start at the job file's folder {})",
+                    resolved.display(),
+                    dir.display()
+                ),
+            ));
+        }
+        let input = InputSettings {
+            path: written.to_string(),
+            resolved,
+            format: i.format,
+            template,
+            body_template,
+            id_column: i.id_column.clone(),
+        };
+
+        let b = &file.budget;
+        let rpm = positive(
+            &c,
+            &b.rpm,
+            "budget.rpm",
+            "leave it out for no request limit",
+        )?;
+        let tpm = positive(&c, &b.tpm, "budget.tpm", "leave it out for no token limit")?;
+        let max_concurrency = positive(
+            &c,
+            &b.max_concurrency,
+            "budget.max-concurrency",
+            "it caps requests in flight",
+        )?
+        .unwrap_or(DEFAULT_CONCURRENCY);
+        if max_concurrency > MAX_CONCURRENCY {
+            let span = b
+                .max_concurrency
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or_default();
+            return Err(c.at(
+                span,
+                format!("budget.max-concurrency must be at most {MAX_CONCURRENCY}"),
+            ));
+        }
+        if let (Some(tpm_value), Some(max)) = (tpm, model.max_tokens) {
+            // The smallest possible request still reserves max-tokens plus at least one input token.
+            if tpm_value <= u64::from(max) {
+                let span = b.tpm.as_ref().expect("tpm is set").span();
+                return Err(c.at(
+                    span,
+                    format!(
+                        "budget.tpm = {tpm_value} cannot hold a single request: each request reserves its input \
+                         tokens + model.max-tokens ({max}) while it runs. Raise budget.tpm to your real quota or \
+                         lower model.max-tokens"
+                    ),
+                ));
+            }
+        }
+        let budget = BudgetSettings {
+            rpm,
+            tpm,
+            max_concurrency,
+        };
+
+        let r = &file.retry;
+        let base = r.base_delay_ms.unwrap_or(DEFAULT_BASE_DELAY_MS).max(1);
+        let max = r.max_delay_ms.unwrap_or(DEFAULT_MAX_DELAY_MS);
+        if max < base {
+            return Err(c.plain(format!(
+                "[retry] max-delay-ms ({max}) is below base-delay-ms ({base}); raise max-delay-ms"
+            )));
+        }
+        let retry = RetrySettings {
+            base_delay: Duration::from_millis(base),
+            max_delay: Duration::from_millis(max),
+            max_attempts: positive(
+                &c,
+                &r.max_attempts,
+                "retry.max-attempts",
+                "1 means no retry",
+            )?
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+        };
+
+        let o = &file.output;
+        let out_written = o.path.get_ref().trim();
+        if out_written.is_empty() {
+            return Err(c.at(o.path.span(), "output.path must not be empty"));
+        }
+        if out_written.starts_with("s3://") {
+            return Err(c.at(
+                o.path.span(),
+                "S3 outputs are not supported yet; write to a local folder",
+            ));
+        }
+        let output = OutputSettings {
+            path: out_written.to_string(),
+            dir: dir.join(out_written),
+            format: o.format,
+            records_per_part: positive(
+                &c,
+                &o.records_per_part,
+                "output.records-per-part",
+                "each part holds at least one record",
+            )?
+            .unwrap_or(DEFAULT_RECORDS_PER_PART),
+        };
+
+        let e = &file.endpoint;
+        let endpoint = match &e.url {
+            None => Endpoint::Aws,
+            Some(u) if u.get_ref() == "emulator" => Endpoint::Emulator {
+                profile: e.emulator_profile.as_ref().map(|p| dir.join(p.get_ref())),
+            },
+            Some(u)
+                if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") =>
+            {
+                Endpoint::Url(u.get_ref().trim_end_matches('/').to_string())
+            }
+            Some(u) => {
+                return Err(c.at(
+                    u.span(),
+                    "endpoint.url must be \"emulator\" or an http:// or https:// URL; leave it out for real Bedrock",
+                ));
+            }
+        };
+        if let Some(p) = &e.emulator_profile {
+            if !matches!(endpoint, Endpoint::Emulator { .. }) {
+                return Err(c.at(
+                    p.span(),
+                    "endpoint.emulator-profile needs endpoint.url = \"emulator\"",
+                ));
+            }
+            if !dir.join(p.get_ref()).is_file() {
+                return Err(c.at(
+                    p.span(),
+                    format!(
+                        "endpoint.emulator-profile: no such file {}",
+                        dir.join(p.get_ref()).display()
+                    ),
+                ));
+            }
+        }
+        let timeout = match &e.timeout_secs {
+            Some(t) if !(*t.get_ref() > 0.0) => {
+                return Err(c.at(t.span(), "endpoint.timeout-secs must be above 0"));
+            }
+            Some(t) => Duration::from_secs_f64(*t.get_ref()),
+            None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
+        };
+
+        Ok(Job {
+            name,
+            file: path.to_path_buf(),
+            dir,
+            model,
+            input,
+            budget,
+            retry,
+            output,
+            endpoint,
+            timeout,
+        })
+    }
+
+    /// The settings a resumed run must share with the first.
+    pub fn settings(&self) -> Settings<'_> {
+        Settings {
+            model: &self.model,
+            input: &self.input,
+            output: &self.output,
+        }
+    }
+
+    /// The default state database: `.batchrun/state.db` in the job file's folder.
+    pub fn default_state_path(&self) -> PathBuf {
+        self.dir.join(".batchrun").join("state.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[job]
+name = "t"
+[model]
+id = "m"
+max-tokens = 100
+[input]
+path = "."
+format = "documents"
+[budget]
+tpm = 1000
+[output]
+path = "out"
+"#;
+
+    fn parse(text: &str) -> Result<Job, JobError> {
+        Job::parse(text, Path::new("jobs/t.toml"))
+    }
+
+    #[test]
+    fn a_minimal_job_gets_its_defaults() {
+        let job = Job::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(job.name, "t");
+        assert_eq!(job.model.api, Api::Converse);
+        assert_eq!(job.budget.max_concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(job.output.records_per_part, DEFAULT_RECORDS_PER_PART);
+        assert_eq!(job.endpoint, Endpoint::Aws);
+        assert_eq!(job.output.dir, Path::new("./out"));
+        assert_eq!(job.default_state_path(), Path::new("./.batchrun/state.db"));
+    }
+
+    #[test]
+    fn tpm_below_one_reservation_points_at_the_key() {
+        let text = GOOD.replace("tpm = 1000", "tpm = 100");
+        let err = Job::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at line 11, column 7"), "{err}");
+        assert!(err.contains("11 | tpm = 100\n   |       ^^^"), "{err}");
+        assert!(err.contains("lower model.max-tokens"), "{err}");
+    }
+
+    #[test]
+    fn converse_needs_max_tokens() {
+        let err = parse(&GOOD.replace("max-tokens = 100\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs `max-tokens`"), "{err}");
+    }
+
+    #[test]
+    fn render_at_marks_the_span() {
+        let text = "a = 1\nbb = 22\n";
+        let rendered = render_at(text, 11..13, "bad");
+        assert_eq!(
+            rendered,
+            "at line 2, column 6\n  |\n2 | bb = 22\n  |      ^^\nbad"
+        );
+    }
+}

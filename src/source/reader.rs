@@ -1,0 +1,405 @@
+//! Reading one input file into [`Item`]s, pushed to a callback one at a time so that memory stays bounded.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+
+use serde_json::{Map, Value};
+
+use super::request::{Built, RequestBuilder};
+use super::{BadRecord, InputFile, Item, Record, SourceError};
+use crate::job::{InputFormat, Job};
+
+fn open(file: &InputFile) -> Result<File, SourceError> {
+    File::open(&file.path).map_err(|source| SourceError::Io {
+        path: file.path.clone(),
+        source,
+    })
+}
+
+fn item(id: String, location: String, built: Result<Built, String>) -> Item {
+    match built {
+        Ok(b) => Item::Good(Record {
+            id,
+            location,
+            request: b.request,
+            est_tokens: b.est_tokens,
+            max_tokens: b.max_tokens,
+        }),
+        Err(message) => Item::Bad(BadRecord {
+            location,
+            id: Some(id),
+            message,
+        }),
+    }
+}
+
+fn bad(location: String, message: impl Into<String>) -> Item {
+    Item::Bad(BadRecord {
+        location,
+        id: None,
+        message: message.into(),
+    })
+}
+
+/// Reads `file` as `job.input.format` says and hands each item to `emit`; stops early when `emit` returns
+/// false.
+pub fn items(
+    job: &Job,
+    builder: &RequestBuilder,
+    file: &InputFile,
+    emit: &mut dyn FnMut(Item) -> bool,
+) -> Result<(), SourceError> {
+    match job.input.format {
+        InputFormat::Jsonl => jsonl(builder, file, emit),
+        InputFormat::Csv => csv(builder, file, &job.input.id_column, emit),
+        InputFormat::Documents => document(builder, file, emit),
+    }
+}
+
+fn id_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn jsonl(
+    builder: &RequestBuilder,
+    file: &InputFile,
+    emit: &mut dyn FnMut(Item) -> bool,
+) -> Result<(), SourceError> {
+    let mut reader = BufReader::new(open(file)?);
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| SourceError::Io {
+                path: file.path.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let location = format!("{}:{line_no}", file.rel);
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            if !emit(bad(location, "the line is not UTF-8 text")) {
+                return Ok(());
+            }
+            continue;
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = match serde_json::from_str::<Value>(line) {
+            Err(e) => bad(location, format!("invalid JSON: {e}")),
+            Ok(Value::Object(obj)) => json_record(builder, &obj, location),
+            Ok(_) => bad(location, "each line must be a JSON object"),
+        };
+        if !emit(parsed) {
+            return Ok(());
+        }
+    }
+}
+
+fn json_record(builder: &RequestBuilder, obj: &Map<String, Value>, location: String) -> Item {
+    // A record without an id is named by where it stands, as Bedrock batch names records it assigns.
+    let id = obj
+        .get("recordId")
+        .or_else(|| obj.get("id"))
+        .and_then(id_of)
+        .unwrap_or_else(|| location.clone());
+    let fields = Value::Object(obj.clone());
+    let built = if let Some(input) = obj.get("modelInput") {
+        builder.from_model_input(input)
+    } else if let Some(messages) = obj.get("messages").filter(|_| !builder.has_template()) {
+        builder.from_messages(messages, obj.get("system").and_then(Value::as_str))
+    } else {
+        builder.from_fields(&fields, obj.get("prompt").and_then(Value::as_str))
+    };
+    item(id, location, built)
+}
+
+fn csv(
+    builder: &RequestBuilder,
+    file: &InputFile,
+    id_column: &str,
+    emit: &mut dyn FnMut(Item) -> bool,
+) -> Result<(), SourceError> {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(open(file)?);
+    let headers = reader
+        .headers()
+        .map_err(|e| SourceError::CsvHeader {
+            path: file.path.clone(),
+            message: e.to_string(),
+        })?
+        .clone();
+    let Some(id_index) = headers.iter().position(|h| h == id_column) else {
+        return Err(SourceError::CsvNoIdColumn {
+            path: file.path.clone(),
+            column: id_column.to_string(),
+            found: headers.iter().collect::<Vec<_>>().join(", "),
+        });
+    };
+    let mut row = ::csv::StringRecord::new();
+    loop {
+        let read = reader.read_record(&mut row);
+        // Lines count from 1 at the header; a record spanning lines is named by its first.
+        let line = match &read {
+            Ok(_) => row.position().map(|p| p.line()),
+            Err(e) => e.position().map(|p| p.line()),
+        }
+        .unwrap_or(reader.position().line());
+        let location = format!("{}:{line}", file.rel);
+        let parsed = match read {
+            Ok(false) => return Ok(()),
+            Err(e) => bad(location, format!("unreadable CSV row: {e}")),
+            Ok(true) if row.len() != headers.len() => bad(
+                location,
+                format!(
+                    "expected {} columns ({}), found {}",
+                    headers.len(),
+                    headers.iter().collect::<Vec<_>>().join(", "),
+                    row.len()
+                ),
+            ),
+            Ok(true) => match id_of(&Value::String(row[id_index].to_string())) {
+                None => bad(location, format!("the `{id_column}` column is empty")),
+                Some(id) => {
+                    let fields: Map<String, Value> = headers
+                        .iter()
+                        .zip(row.iter())
+                        .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
+                        .collect();
+                    item(
+                        id,
+                        location,
+                        builder.from_fields(&Value::Object(fields), None),
+                    )
+                }
+            },
+        };
+        if !emit(parsed) {
+            return Ok(());
+        }
+    }
+}
+
+fn document(
+    builder: &RequestBuilder,
+    file: &InputFile,
+    emit: &mut dyn FnMut(Item) -> bool,
+) -> Result<(), SourceError> {
+    let bytes = std::fs::read(&file.path).map_err(|source| SourceError::Io {
+        path: file.path.clone(),
+        source,
+    })?;
+    let parsed = match String::from_utf8(bytes) {
+        Err(_) => Item::Bad(BadRecord {
+            location: file.rel.clone(),
+            id: Some(file.rel.clone()),
+            message: "the document is not UTF-8 text".into(),
+        }),
+        Ok(text) => {
+            let file_name = file.rel.rsplit('/').next().unwrap_or(&file.rel).to_string();
+            let fields =
+                serde_json::json!({ "text": text, "file_name": file_name, "path": file.rel });
+            item(
+                file.rel.clone(),
+                file.rel.clone(),
+                builder.from_fields(&fields, Some(&text)),
+            )
+        }
+    };
+    emit(parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::source::list;
+
+    fn job(dir: &Path, extra: &str) -> Job {
+        let text = format!(
+            "[job]\nname = \"t\"\n[model]\nid = \"m\"\nmax-tokens = 50\n{extra}\n[output]\npath = \"out\"\n"
+        );
+        Job::parse(&text, &dir.join("job.toml")).unwrap()
+    }
+
+    fn read_all(job: &Job) -> Vec<Item> {
+        let builder = RequestBuilder::new(job);
+        let mut out = Vec::new();
+        for file in list(&job.input.resolved, job.input.format).unwrap() {
+            items(job, &builder, &file, &mut |i| {
+                out.push(i);
+                true
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    fn good(i: &Item) -> &Record {
+        match i {
+            Item::Good(r) => r,
+            Item::Bad(b) => panic!("unexpected bad record {b:?}"),
+        }
+    }
+
+    fn bad_message(i: &Item) -> (&str, &str) {
+        match i {
+            Item::Bad(b) => (b.location.as_str(), b.message.as_str()),
+            Item::Good(r) => panic!("unexpected good record {r:?}"),
+        }
+    }
+
+    #[test]
+    fn jsonl_lines_of_every_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("in.jsonl"),
+            concat!(
+                "{\"id\": \"a\", \"prompt\": \"Hello\"}\n",
+                "\n",
+                "{\"id\": 7, \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"system\": \"Sys\"}\n",
+                "{\"id\": \"b\", \"prompt\": \"  \"}\n",
+                "{not json\n",
+                "{\"prompt\": \"no id\"}\n",
+            ),
+        )
+        .unwrap();
+        let items = read_all(&job(
+            dir.path(),
+            "[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"",
+        ));
+        assert_eq!(items.len(), 5);
+        let a = good(&items[0]);
+        assert_eq!(a.id, "a");
+        assert_eq!(a.location, "in.jsonl:1");
+        assert_eq!(
+            a.request,
+            r#"{"inferenceConfig":{"maxTokens":50},"messages":[{"content":[{"text":"Hello"}],"role":"user"}]}"#
+        );
+        assert_eq!(a.max_tokens, 50);
+        let seven = good(&items[1]);
+        assert_eq!(seven.id, "7");
+        assert!(
+            seven.request.contains(r#""system":[{"text":"Sys"}]"#),
+            "{}",
+            seven.request
+        );
+        assert_eq!(
+            bad_message(&items[2]),
+            ("in.jsonl:4", "empty prompt: the record has no text to send")
+        );
+        let (loc, msg) = bad_message(&items[3]);
+        assert_eq!(loc, "in.jsonl:5");
+        assert!(msg.starts_with("invalid JSON"), "{msg}");
+        assert_eq!(good(&items[4]).id, "in.jsonl:6");
+    }
+
+    #[test]
+    fn bedrock_batch_lines_are_sent_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("in.jsonl"),
+            "{\"recordId\": \"r1\", \"modelInput\": {\"inputText\": \"embed me\"}}\n\
+             {\"recordId\": \"r2\", \"modelInput\": {\"anthropic_version\": \"x\", \"max_tokens\": 300, \"messages\": []}}\n",
+        )
+        .unwrap();
+        let j = job(
+            dir.path(),
+            "api = \"invoke\"\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"",
+        );
+        let items = read_all(&j);
+        let r1 = good(&items[0]);
+        assert_eq!(r1.request, r#"{"inputText":"embed me"}"#);
+        // No cap in the body: the job's max-tokens is reserved.
+        assert_eq!(r1.max_tokens, 50);
+        assert_eq!(good(&items[1]).max_tokens, 300);
+    }
+
+    #[test]
+    fn csv_rows_render_the_template() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("q.csv"),
+            "id,question,context\nq1,What?,Ctx one\nq2,Why?\nq3,How?,\"multi\nline\"\n,Who?,x\n",
+        )
+        .unwrap();
+        let j = job(
+            dir.path(),
+            "[input]\npath = \"q.csv\"\nformat = \"csv\"\ntemplate = \"{{ question }} ({{ context }})\"",
+        );
+        let items = read_all(&j);
+        assert_eq!(items.len(), 4);
+        assert!(good(&items[0]).request.contains("What? (Ctx one)"));
+        let (loc, msg) = bad_message(&items[1]);
+        assert_eq!(loc, "q.csv:3");
+        assert!(
+            msg.contains("expected 3 columns (id, question, context), found 2"),
+            "{msg}"
+        );
+        assert!(good(&items[2]).request.contains("How? (multi\\nline)"));
+        assert_eq!(
+            bad_message(&items[3]),
+            ("q.csv:6", "the `id` column is empty")
+        );
+    }
+
+    #[test]
+    fn csv_template_naming_a_missing_column_fails_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("q.csv"), "id,question\nq1,What?\n").unwrap();
+        let j = job(
+            dir.path(),
+            "[input]\npath = \"q.csv\"\nformat = \"csv\"\ntemplate = \"{{ answer }}\"",
+        );
+        let items = read_all(&j);
+        let (_, msg) = bad_message(&items[0]);
+        assert!(msg.contains("undefined"), "{msg}");
+    }
+
+    #[test]
+    fn documents_render_with_text_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/a.md"), "Alpha text").unwrap();
+        std::fs::write(dir.path().join("docs/b.md"), [0xff, 0xfe]).unwrap();
+        let j = job(
+            dir.path(),
+            "[input]\npath = \"docs\"\nformat = \"documents\"\ntemplate = \"{{ file_name }}: {{ text }}\"",
+        );
+        let items = read_all(&j);
+        let a = good(&items[0]);
+        assert_eq!(a.id, "a.md");
+        assert!(a.request.contains("a.md: Alpha text"), "{}", a.request);
+        assert_eq!(
+            bad_message(&items[1]),
+            ("b.md", "the document is not UTF-8 text")
+        );
+    }
+
+    #[test]
+    fn documents_through_a_body_template_for_embeddings() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "say \"hi\"").unwrap();
+        let j = job(
+            dir.path(),
+            "api = \"invoke\"\n[input]\npath = \"a.txt\"\nformat = \"documents\"\nbody-template = '{\"inputText\": {{ text | tojson }}}'",
+        );
+        assert_eq!(
+            good(&read_all(&j)[0]).request,
+            r#"{"inputText":"say \"hi\""}"#
+        );
+    }
+}

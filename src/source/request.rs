@@ -1,0 +1,228 @@
+//! Turning input fields into request bodies: the prompt template (minijinja, strict about undefined names),
+//! the Converse request shape, and InvokeModel bodies taken as given or rendered from a body template.
+
+use minijinja::value::Serde;
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{Map, Value, json};
+
+use crate::job::{Api, Job, ModelSettings};
+use crate::tokens;
+
+/// A request body, with what admission needs to know about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Built {
+    /// The body, compact JSON.
+    pub request: String,
+    /// Estimated input tokens.
+    pub est_tokens: u64,
+    /// Output tokens reserved.
+    pub max_tokens: u64,
+}
+
+/// Builds request bodies for one job.
+pub struct RequestBuilder {
+    model: ModelSettings,
+    env: Environment<'static>,
+    has_template: bool,
+    has_body_template: bool,
+}
+
+impl std::fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("model", &self.model.id)
+            .finish()
+    }
+}
+
+fn render_error(e: minijinja::Error) -> String {
+    // minijinja's Display carries the kind and detail; keep it on one line for the record's error message.
+    let mut message = e.to_string();
+    if let Some(detail) = e.detail()
+        && !message.contains(detail)
+    {
+        message = format!("{message}: {detail}");
+    }
+    message.replace('\n', " ")
+}
+
+impl RequestBuilder {
+    /// A builder for `job`. The templates were checked when the job was loaded.
+    pub fn new(job: &Job) -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        if let Some(t) = &job.input.template {
+            env.add_template_owned("prompt", t.clone())
+                .expect("checked at load");
+        }
+        if let Some(t) = &job.input.body_template {
+            env.add_template_owned("body", t.clone())
+                .expect("checked at load");
+        }
+        RequestBuilder {
+            model: job.model.clone(),
+            env,
+            has_template: job.input.template.is_some(),
+            has_body_template: job.input.body_template.is_some(),
+        }
+    }
+
+    /// Whether the job renders prompts from a template.
+    pub fn has_template(&self) -> bool {
+        self.has_template
+    }
+
+    fn render(&self, name: &str, fields: &Value) -> Result<String, String> {
+        let template = self.env.get_template(name).expect("added in new");
+        template
+            .render(Serde(fields))
+            .map_err(|e| format!("the {name} template failed: {}", render_error(e)))
+    }
+
+    /// A request from named fields (a JSONL object, a CSV row, a document): the body template for InvokeModel,
+    /// else the prompt template, else `fallback_prompt` (a `prompt` field or the document's text).
+    pub fn from_fields(
+        &self,
+        fields: &Value,
+        fallback_prompt: Option<&str>,
+    ) -> Result<Built, String> {
+        if self.model.api == Api::Invoke {
+            if !self.has_body_template {
+                return Err("with api = \"invoke\" each line needs a `modelInput` body, or set input.body-template".into());
+            }
+            let rendered = self.render("body", fields)?;
+            let body: Value = serde_json::from_str(&rendered).map_err(|e| {
+                format!("the body template did not render valid JSON ({e}); use the `tojson` filter for text values")
+            })?;
+            return self.from_model_input(&body);
+        }
+        let prompt = if self.has_template {
+            self.render("prompt", fields)?
+        } else {
+            fallback_prompt
+                .ok_or("no `prompt` or `messages` field; add one, or set input.template")?
+                .to_string()
+        };
+        if prompt.trim().is_empty() {
+            return Err("empty prompt: the record has no text to send".into());
+        }
+        let messages = json!([{ "role": "user", "content": [{ "text": prompt }] }]);
+        Ok(self.converse(messages, None))
+    }
+
+    /// A Converse request from a `messages` list (`{"role", "content"}` with content a string or a list of
+    /// `{"text"}` blocks) and an optional per-record system prompt.
+    pub fn from_messages(&self, messages: &Value, system: Option<&str>) -> Result<Built, String> {
+        if self.model.api == Api::Invoke {
+            return Err(
+                "`messages` records are for api = \"converse\"; with invoke give `modelInput`"
+                    .into(),
+            );
+        }
+        let list = messages
+            .as_array()
+            .ok_or("`messages` must be a list of {\"role\", \"content\"}")?;
+        if list.is_empty() {
+            return Err("empty prompt: `messages` is empty".into());
+        }
+        let mut normalized = Vec::with_capacity(list.len());
+        let mut any_text = false;
+        for (i, m) in list.iter().enumerate() {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+            if role != "user" && role != "assistant" {
+                return Err(format!(
+                    "messages[{i}].role must be \"user\" or \"assistant\""
+                ));
+            }
+            let content = match m.get("content") {
+                Some(Value::String(s)) => vec![json!({ "text": s })],
+                Some(Value::Array(blocks)) => blocks.clone(),
+                _ => {
+                    return Err(format!(
+                        "messages[{i}].content must be text or a list of {{\"text\"}} blocks"
+                    ));
+                }
+            };
+            any_text |= content.iter().any(|b| {
+                b.get("text")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !t.trim().is_empty())
+            });
+            normalized.push(json!({ "role": role, "content": content }));
+        }
+        if !any_text {
+            return Err("empty prompt: no message has text".into());
+        }
+        Ok(self.converse(Value::Array(normalized), system))
+    }
+
+    /// An InvokeModel request whose body is given (`modelInput` of a Bedrock batch record).
+    pub fn from_model_input(&self, body: &Value) -> Result<Built, String> {
+        if self.model.api == Api::Converse {
+            return Err(
+                "`modelInput` records are InvokeModel bodies: set model.api = \"invoke\"".into(),
+            );
+        }
+        if !body.is_object() {
+            return Err(
+                "`modelInput` must be a JSON object (the model's native request body)".into(),
+            );
+        }
+        let max_tokens = body_max_tokens(body)
+            .or(self.model.max_tokens.map(u64::from))
+            .unwrap_or(0);
+        Ok(Built {
+            request: body.to_string(),
+            est_tokens: tokens::estimate_body(body),
+            max_tokens,
+        })
+    }
+
+    fn converse(&self, messages: Value, system: Option<&str>) -> Built {
+        let mut body = Map::new();
+        body.insert("messages".into(), messages);
+        if let Some(s) = system.or(self.model.system.as_deref()) {
+            body.insert("system".into(), json!([{ "text": s }]));
+        }
+        let mut config = Map::new();
+        let max_tokens = self
+            .model
+            .max_tokens
+            .expect("converse jobs have max-tokens");
+        config.insert("maxTokens".into(), json!(max_tokens));
+        if let Some(t) = self.model.temperature {
+            config.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = self.model.top_p {
+            config.insert("topP".into(), json!(p));
+        }
+        body.insert("inferenceConfig".into(), Value::Object(config));
+        let body = Value::Object(body);
+        let est_tokens = tokens::estimate_body(&body["messages"])
+            + body.get("system").map_or(0, tokens::estimate_body);
+        Built {
+            request: body.to_string(),
+            est_tokens,
+            max_tokens: u64::from(max_tokens),
+        }
+    }
+}
+
+/// The output cap a native body sets, under the names the model families use.
+fn body_max_tokens(body: &Value) -> Option<u64> {
+    ["max_tokens", "max_gen_len", "maxTokens", "max_new_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .or_else(|| {
+            body.pointer("/inferenceConfig/maxTokens")
+                .and_then(Value::as_u64)
+        })
+        .or_else(|| {
+            body.pointer("/inferenceConfig/max_new_tokens")
+                .and_then(Value::as_u64)
+        })
+        .or_else(|| {
+            body.pointer("/textGenerationConfig/maxTokenCount")
+                .and_then(Value::as_u64)
+        })
+}
