@@ -487,7 +487,7 @@ impl Job {
             }
         }
         let timeout = match &e.timeout_secs {
-            Some(t) if !(*t.get_ref() > 0.0) => {
+            Some(t) if !t.get_ref().is_finite() || *t.get_ref() <= 0.0 => {
                 return Err(c.at(t.span(), "endpoint.timeout-secs must be above 0"));
             }
             Some(t) => Duration::from_secs_f64(*t.get_ref()),
