@@ -18,10 +18,14 @@
 //! Beside the pipeline, [`emulator`] is a local Bedrock Runtime that tests, benchmarks and the demo talk to
 //! through the real SDK. The stages arrive one issue at a time; today the crate holds the emulator and the CLI.
 
+pub mod budget;
+pub mod checkpoint;
 pub mod cli;
 pub mod emulator;
 pub mod error;
+pub mod invoke;
 pub mod job;
+pub mod sink;
 pub mod source;
 pub mod tokens;
 

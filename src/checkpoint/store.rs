@@ -1,0 +1,718 @@
+//! The SQLite store. Writes go through multi-row statements (sqlx costs about 90 µs per statement, so one row
+//! per statement would cap a run near 10,000 records a second); the runner funnels them through one writer
+//! task.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+/// A store that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The database could not be opened or created.
+    #[error("failed to open the state database {}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("failed to update the state database schema")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A statement failed.
+    #[error("failed to {what} in the state database")]
+    Query {
+        /// What was being done, as "failed to …" reads.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> CheckpointError {
+    move |source| CheckpointError::Query { what, source }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredJob {
+    /// Fingerprint of settings and inputs.
+    pub fingerprint: String,
+    /// Settings JSON.
+    pub settings: String,
+    /// Input identities JSON.
+    pub inputs: String,
+    /// Whether every record was ingested.
+    pub ingested: bool,
+    /// Records ingested.
+    pub total: u64,
+}
+
+/// A record to ingest.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// Position in input order.
+    pub seq: u64,
+    /// Id.
+    pub record_id: String,
+    /// `file:line`.
+    pub location: String,
+    /// Request body, or `None` for a bad line.
+    pub request: Option<String>,
+    /// Estimated input tokens.
+    pub est_tokens: u64,
+    /// Reserved output tokens.
+    pub max_tokens: u64,
+}
+
+/// A record waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRecord {
+    /// Position.
+    pub seq: u64,
+    /// Id.
+    pub record_id: String,
+    /// Request body.
+    pub request: String,
+    /// Estimated input tokens.
+    pub est_tokens: u64,
+    /// Reserved output tokens.
+    pub max_tokens: u64,
+}
+
+/// How a record ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Succeeded, with a result.
+    Done,
+    /// Failed for good, with an error.
+    Failed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Done => "done",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// A record's final outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// Position.
+    pub seq: u64,
+    /// Done or failed.
+    pub status: Status,
+    /// Calls made.
+    pub attempts: u32,
+    /// The reply (`modelOutput`) when done.
+    pub result: Option<String>,
+    /// Error code when failed (e.g. `ValidationException`, `InvalidInput`).
+    pub error_code: Option<String>,
+    /// Error message when failed.
+    pub error_message: Option<String>,
+    /// Input tokens Bedrock reported.
+    pub input_tokens: u64,
+    /// Output tokens Bedrock reported.
+    pub output_tokens: u64,
+    /// Latency of the successful call.
+    pub latency_ms: u64,
+}
+
+/// One record's line in an output part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRow {
+    /// Id.
+    pub record_id: String,
+    /// Request body, if the line could be read.
+    pub request: Option<String>,
+    /// Done or failed.
+    pub status: Status,
+    /// Reply when done.
+    pub result: Option<String>,
+    /// Error code when failed.
+    pub error_code: Option<String>,
+    /// Error message when failed.
+    pub error_message: Option<String>,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+}
+
+/// A published part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRow {
+    /// Part number, from 1.
+    pub part: u64,
+    /// File name.
+    pub file: String,
+    /// Records in it.
+    pub records: u64,
+    /// Size.
+    pub bytes: u64,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+/// Records by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// All records.
+    pub total: u64,
+    /// Succeeded.
+    pub done: u64,
+    /// Failed.
+    pub failed: u64,
+}
+
+impl Counts {
+    /// Records without an outcome.
+    pub fn pending(&self) -> u64 {
+        self.total - self.done - self.failed
+    }
+}
+
+/// Token sums over finished records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenTotals {
+    /// Input tokens.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+}
+
+/// The state database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+// Rows per multi-row statement: well below SQLite's 32,766 bound variables at 11 columns a row.
+const ROWS_PER_STATEMENT: usize = 500;
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, CheckpointError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| CheckpointError::Open {
+                path: path.to_path_buf(),
+                source: sqlx::Error::Io(e),
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|source| CheckpointError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL loses at most the last commits on power loss, never consistency; a lost outcome
+            // is simply sent again on resume.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| CheckpointError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(CheckpointError::Migrate)?;
+        Ok(Store { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The stored job named `name`.
+    pub async fn job(&self, name: &str) -> Result<Option<StoredJob>, CheckpointError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, settings, inputs, ingested, total FROM jobs WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("read the job"))?;
+        Ok(row.map(|r| StoredJob {
+            fingerprint: r.get(0),
+            settings: r.get(1),
+            inputs: r.get(2),
+            ingested: r.get::<i64, _>(3) != 0,
+            total: r.get::<i64, _>(4) as u64,
+        }))
+    }
+
+    /// Names of every job in the database.
+    pub async fn job_names(&self) -> Result<Vec<String>, CheckpointError> {
+        sqlx::query_scalar("SELECT name FROM jobs ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("list jobs"))
+    }
+
+    /// Starts a job from nothing: any earlier state under `name` is deleted.
+    pub async fn create_job(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        settings: &str,
+        inputs: &str,
+    ) -> Result<(), CheckpointError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin a transaction"))?;
+        for sql in [
+            "DELETE FROM parts WHERE job = ?",
+            "DELETE FROM outcomes WHERE job = ?",
+            "DELETE FROM records WHERE job = ?",
+            "DELETE FROM jobs WHERE name = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("clear the job's earlier state"))?;
+        }
+        let t = now();
+        sqlx::query(
+            "INSERT INTO jobs (name, fingerprint, settings, inputs, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(settings)
+        .bind(inputs)
+        .bind(t)
+        .bind(t)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("create the job"))?;
+        tx.commit().await.map_err(q("commit the new job"))
+    }
+
+    /// Removes the records of an ingest that did not finish, so it can start over.
+    pub async fn clear_records(&self, job: &str) -> Result<(), CheckpointError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin a transaction"))?;
+        for sql in [
+            "DELETE FROM outcomes WHERE job = ?",
+            "DELETE FROM records WHERE job = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(job)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("clear an unfinished ingest"))?;
+        }
+        tx.commit().await.map_err(q("commit"))
+    }
+
+    /// Inserts records; returns those whose id was already taken (by an earlier record of the job), which are
+    /// not inserted.
+    pub async fn insert_records(
+        &self,
+        job: &str,
+        records: &[NewRecord],
+    ) -> Result<Vec<NewRecord>, CheckpointError> {
+        let mut duplicates = Vec::new();
+        let mut tx = self.pool.begin().await.map_err(q("begin a transaction"))?;
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            let mut b = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO records (job, seq, record_id, location, request, est_tokens, max_tokens) ",
+            );
+            b.push_values(chunk, |mut row, r| {
+                row.push_bind(job.to_string())
+                    .push_bind(r.seq as i64)
+                    .push_bind(r.record_id.clone())
+                    .push_bind(r.location.clone())
+                    .push_bind(r.request.clone())
+                    .push_bind(r.est_tokens as i64)
+                    .push_bind(r.max_tokens as i64);
+            });
+            b.push(" ON CONFLICT DO NOTHING RETURNING seq");
+            let inserted: Vec<i64> = b
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(q("insert records"))?;
+            if inserted.len() < chunk.len() {
+                let inserted: std::collections::HashSet<i64> = inserted.into_iter().collect();
+                duplicates.extend(
+                    chunk
+                        .iter()
+                        .filter(|r| !inserted.contains(&(r.seq as i64)))
+                        .cloned(),
+                );
+            }
+        }
+        tx.commit().await.map_err(q("commit records"))?;
+        Ok(duplicates)
+    }
+
+    /// Where the record with `record_id` was read from.
+    pub async fn location_of(
+        &self,
+        job: &str,
+        record_id: &str,
+    ) -> Result<Option<String>, CheckpointError> {
+        sqlx::query_scalar("SELECT location FROM records WHERE job = ? AND record_id = ?")
+            .bind(job)
+            .bind(record_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("look up a record"))
+    }
+
+    /// Marks the ingest complete with `total` records.
+    pub async fn mark_ingested(&self, job: &str, total: u64) -> Result<(), CheckpointError> {
+        sqlx::query("UPDATE jobs SET ingested = 1, total = ?, updated_at = ? WHERE name = ?")
+            .bind(total as i64)
+            .bind(now())
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(q("mark the ingest complete"))?;
+        Ok(())
+    }
+
+    /// Up to `limit` pending records after `after_seq` (exclusive), in input order.
+    pub async fn pending(
+        &self,
+        job: &str,
+        after_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<PendingRecord>, CheckpointError> {
+        let rows = sqlx::query(
+            "SELECT r.seq, r.record_id, r.request, r.est_tokens, r.max_tokens FROM records r \
+             WHERE r.job = ? AND r.seq > ? AND r.request IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job = r.job AND o.seq = r.seq) \
+             ORDER BY r.seq LIMIT ?",
+        )
+        .bind(job)
+        .bind(after_seq.map_or(-1, |s| s as i64))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read pending records"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PendingRecord {
+                seq: r.get::<i64, _>(0) as u64,
+                record_id: r.get(1),
+                request: r.get(2),
+                est_tokens: r.get::<i64, _>(3) as u64,
+                max_tokens: r.get::<i64, _>(4) as u64,
+            })
+            .collect())
+    }
+
+    /// Writes outcomes in one transaction. An outcome already written is kept, never replaced: a part may
+    /// already hold it.
+    pub async fn write_outcomes(
+        &self,
+        job: &str,
+        outcomes: &[Finished],
+    ) -> Result<(), CheckpointError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let t = now();
+        let mut tx = self.pool.begin().await.map_err(q("begin a transaction"))?;
+        for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+            let mut b = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, \
+                 input_tokens, output_tokens, latency_ms, finished_at) ",
+            );
+            b.push_values(chunk, |mut row, o| {
+                row.push_bind(job.to_string())
+                    .push_bind(o.seq as i64)
+                    .push_bind(o.status.as_str())
+                    .push_bind(i64::from(o.attempts))
+                    .push_bind(o.result.clone())
+                    .push_bind(o.error_code.clone())
+                    .push_bind(o.error_message.clone())
+                    .push_bind(o.input_tokens as i64)
+                    .push_bind(o.output_tokens as i64)
+                    .push_bind(o.latency_ms as i64)
+                    .push_bind(t);
+            });
+            b.push(" ON CONFLICT DO NOTHING");
+            b.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(q("write outcomes"))?;
+        }
+        tx.commit().await.map_err(q("commit outcomes"))
+    }
+
+    /// Records by state.
+    pub async fn counts(&self, job: &str) -> Result<Counts, CheckpointError> {
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE job = ?")
+            .bind(job)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("count records"))?;
+        let row = sqlx::query(
+            "SELECT coalesce(sum(status = 'done'), 0), coalesce(sum(status = 'failed'), 0) FROM outcomes WHERE job = ?",
+        )
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("count outcomes"))?;
+        Ok(Counts {
+            total: total as u64,
+            done: row.get::<i64, _>(0) as u64,
+            failed: row.get::<i64, _>(1) as u64,
+        })
+    }
+
+    /// Input and output tokens over the job's outcomes.
+    pub async fn token_totals(&self, job: &str) -> Result<TokenTotals, CheckpointError> {
+        let row = sqlx::query(
+            "SELECT coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0) FROM outcomes WHERE job = ?",
+        )
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("sum tokens"))?;
+        Ok(TokenTotals {
+            input: row.get::<i64, _>(0) as u64,
+            output: row.get::<i64, _>(1) as u64,
+        })
+    }
+
+    /// Outcomes written for records with seq in `start..end`.
+    pub async fn finished_between(
+        &self,
+        job: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<u64, CheckpointError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outcomes WHERE job = ? AND seq >= ? AND seq < ?",
+        )
+        .bind(job)
+        .bind(start as i64)
+        .bind(end as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("count finished records"))?;
+        Ok(n as u64)
+    }
+
+    /// The finished records with seq in `start..end`, in order.
+    pub async fn output_rows(
+        &self,
+        job: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<OutputRow>, CheckpointError> {
+        let rows = sqlx::query(
+            "SELECT r.record_id, r.request, o.status, o.result, o.error_code, o.error_message, \
+             o.input_tokens, o.output_tokens \
+             FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq \
+             WHERE r.job = ? AND r.seq >= ? AND r.seq < ? ORDER BY r.seq",
+        )
+        .bind(job)
+        .bind(start as i64)
+        .bind(end as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("read a part's records"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutputRow {
+                record_id: r.get(0),
+                request: r.get(1),
+                status: if r.get::<String, _>(2) == "done" {
+                    Status::Done
+                } else {
+                    Status::Failed
+                },
+                result: r.get(3),
+                error_code: r.get(4),
+                error_message: r.get(5),
+                input_tokens: r.get::<i64, _>(6) as u64,
+                output_tokens: r.get::<i64, _>(7) as u64,
+            })
+            .collect())
+    }
+
+    /// Parts published so far, in order.
+    pub async fn parts(&self, job: &str) -> Result<Vec<PartRow>, CheckpointError> {
+        let rows = sqlx::query(
+            "SELECT part, file, records, bytes, sha256 FROM parts WHERE job = ? ORDER BY part",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list parts"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PartRow {
+                part: r.get::<i64, _>(0) as u64,
+                file: r.get(1),
+                records: r.get::<i64, _>(2) as u64,
+                bytes: r.get::<i64, _>(3) as u64,
+                sha256: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Records a part as published.
+    pub async fn record_part(&self, job: &str, part: &PartRow) -> Result<(), CheckpointError> {
+        sqlx::query(
+            "INSERT INTO parts (job, part, file, records, bytes, sha256, published_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(job)
+        .bind(part.part as i64)
+        .bind(&part.file)
+        .bind(part.records as i64)
+        .bind(part.bytes as i64)
+        .bind(&part.sha256)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(q("record a published part"))?;
+        Ok(())
+    }
+
+    /// Marks the job finished.
+    pub async fn mark_finished(&self, job: &str) -> Result<(), CheckpointError> {
+        let t = now();
+        sqlx::query("UPDATE jobs SET finished_at = ?, updated_at = ? WHERE name = ?")
+            .bind(t)
+            .bind(t)
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(q("mark the job finished"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, id: &str) -> NewRecord {
+        NewRecord {
+            seq,
+            record_id: id.into(),
+            location: format!("in.jsonl:{}", seq + 1),
+            request: Some(format!("{{\"n\":{seq}}}")),
+            est_tokens: 10,
+            max_tokens: 100,
+        }
+    }
+
+    fn done(seq: u64) -> Finished {
+        Finished {
+            seq,
+            status: Status::Done,
+            attempts: 1,
+            result: Some("{}".into()),
+            error_code: None,
+            error_message: None,
+            input_tokens: 3,
+            output_tokens: 4,
+            latency_ms: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_outcomes_and_parts_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sub/state.db")).await.unwrap();
+        assert_eq!(store.job("j").await.unwrap(), None);
+        store.create_job("j", "fp", "{}", "[]").await.unwrap();
+
+        let records: Vec<_> = (0..1200).map(|i| rec(i, &format!("r{i}"))).collect();
+        assert!(
+            store
+                .insert_records("j", &records)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Same ids again (new seqs): all duplicates, none inserted.
+        let again: Vec<_> = (0..3).map(|i| rec(5000 + i, &format!("r{i}"))).collect();
+        let dups = store.insert_records("j", &again).await.unwrap();
+        assert_eq!(dups.len(), 3);
+        assert_eq!(
+            store.location_of("j", "r2").await.unwrap().as_deref(),
+            Some("in.jsonl:3")
+        );
+        store.mark_ingested("j", 1200).await.unwrap();
+        let job = store.job("j").await.unwrap().unwrap();
+        assert!(job.ingested);
+        assert_eq!(job.total, 1200);
+
+        let first = store.pending("j", None, 10).await.unwrap();
+        assert_eq!(
+            first.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
+        let outcomes: Vec<_> = (0..600).map(done).collect();
+        store.write_outcomes("j", &outcomes).await.unwrap();
+        // Writing an outcome twice keeps the first.
+        let mut failed = done(0);
+        failed.status = Status::Failed;
+        store.write_outcomes("j", &[failed]).await.unwrap();
+        let counts = store.counts("j").await.unwrap();
+        assert_eq!(
+            (counts.total, counts.done, counts.failed, counts.pending()),
+            (1200, 600, 0, 600)
+        );
+        assert_eq!(store.pending("j", None, 1).await.unwrap()[0].seq, 600);
+        assert_eq!(store.finished_between("j", 500, 1000).await.unwrap(), 100);
+        assert_eq!(
+            store.token_totals("j").await.unwrap(),
+            TokenTotals {
+                input: 1800,
+                output: 2400
+            }
+        );
+
+        let rows = store.output_rows("j", 0, 3).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].record_id, "r2");
+        assert_eq!(rows[0].status, Status::Done);
+
+        let part = PartRow {
+            part: 1,
+            file: "part-00001.jsonl".into(),
+            records: 3,
+            bytes: 10,
+            sha256: "ab".into(),
+        };
+        store.record_part("j", &part).await.unwrap();
+        assert_eq!(store.parts("j").await.unwrap(), vec![part]);
+
+        // Starting the job over clears everything under its name.
+        store.create_job("j", "fp2", "{}", "[]").await.unwrap();
+        assert_eq!(store.counts("j").await.unwrap(), Counts::default());
+        assert!(store.parts("j").await.unwrap().is_empty());
+        assert_eq!(store.job_names().await.unwrap(), vec!["j".to_string()]);
+    }
+}

@@ -1,0 +1,126 @@
+//! What a failed call means, decided once: throttled (wait and retry, never fail the record), transient (retry
+//! with backoff, a bounded number of times), permanent (fail the record with the message) or fatal (no record
+//! can succeed: stop the job and say what to fix).
+
+use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// The class of a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A quota ran out: `ThrottlingException` (and `ServiceQuotaExceededException`).
+    Throttled,
+    /// Worth another try: 5xx, model not ready, timeouts, dropped connections, unreadable replies.
+    Transient,
+    /// This record cannot succeed: validation errors (too long, bad body).
+    Permanent,
+    /// No record can succeed: credentials, access to the model, an unknown model id.
+    Fatal,
+}
+
+/// A failed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// Its class.
+    pub class: Class,
+    /// Bedrock's error code (`ThrottlingException`, …) or a transport code (`Timeout`, `ConnectionError`).
+    pub code: String,
+    /// The message.
+    pub message: String,
+}
+
+fn by_code(code: &str, status: u16) -> Class {
+    match code {
+        "ThrottlingException" | "ServiceQuotaExceededException" | "TooManyRequestsException" => {
+            Class::Throttled
+        }
+        "ModelNotReadyException"
+        | "ServiceUnavailableException"
+        | "InternalServerException"
+        | "ModelTimeoutException"
+        | "ModelErrorException"
+        | "ModelStreamErrorException" => Class::Transient,
+        "AccessDeniedException"
+        | "ResourceNotFoundException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "IncompleteSignature"
+        | "MissingAuthenticationTokenException"
+        | "ExpiredTokenException" => Class::Fatal,
+        "ValidationException" => Class::Permanent,
+        _ => match status {
+            429 => Class::Throttled,
+            500..=599 | 408 => Class::Transient,
+            401 | 403 => Class::Fatal,
+            _ => Class::Permanent,
+        },
+    }
+}
+
+/// Classifies an SDK error from any operation.
+pub fn classify<E>(err: SdkError<E>) -> CallError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let e = service.err();
+            let code = e
+                .code()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP{status}"));
+            let message = e
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+            CallError {
+                class: by_code(&code, status),
+                code,
+                message,
+            }
+        }
+        SdkError::TimeoutError(_) => CallError {
+            class: Class::Transient,
+            code: "Timeout".into(),
+            message: "the call took longer than endpoint.timeout-secs".into(),
+        },
+        SdkError::ResponseError(_) => CallError {
+            class: Class::Transient,
+            code: "ResponseError".into(),
+            message: DisplayErrorContext(&err).to_string(),
+        },
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => CallError {
+            class: Class::Transient,
+            code: "ConnectionError".into(),
+            message: DisplayErrorContext(&err).to_string(),
+        },
+        // Credentials that cannot be loaded, a request that cannot be built: nothing will go better next time.
+        _ => CallError {
+            class: Class::Fatal,
+            code: "ClientError".into(),
+            message: DisplayErrorContext(&err).to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_classes() {
+        assert_eq!(by_code("ThrottlingException", 429), Class::Throttled);
+        assert_eq!(by_code("ModelNotReadyException", 429), Class::Transient);
+        assert_eq!(
+            by_code("ServiceUnavailableException", 503),
+            Class::Transient
+        );
+        assert_eq!(by_code("ModelTimeoutException", 408), Class::Transient);
+        assert_eq!(by_code("ValidationException", 400), Class::Permanent);
+        assert_eq!(by_code("AccessDeniedException", 403), Class::Fatal);
+        assert_eq!(by_code("ResourceNotFoundException", 404), Class::Fatal);
+        assert_eq!(by_code("SomethingNew", 502), Class::Transient);
+        assert_eq!(by_code("SomethingNew", 429), Class::Throttled);
+        assert_eq!(by_code("SomethingNew", 400), Class::Permanent);
+    }
+}

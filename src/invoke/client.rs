@@ -1,0 +1,288 @@
+//! The Bedrock Runtime client and one call.
+
+use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
+use aws_sdk_bedrockruntime::config::{Credentials, Region};
+use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, ConverseOutput as OutputUnion, InferenceConfiguration, Message,
+    SystemContentBlock,
+};
+use serde_json::{Value, json};
+
+use super::classify::{CallError, Class, classify};
+use crate::job::{Api, Job};
+
+/// The client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// No region from the job or the AWS configuration.
+    #[error("no AWS region for model {model}: set model.region in the job file, or AWS_REGION")]
+    NoRegion {
+        /// The model id.
+        model: String,
+    },
+}
+
+/// A successful call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The reply as JSON (the output's `modelOutput`): the Converse response, or the InvokeModel body.
+    pub output: String,
+    /// Input tokens Bedrock reported (or the estimate when the reply does not say).
+    pub input_tokens: u64,
+    /// Output tokens Bedrock reported.
+    pub output_tokens: u64,
+    /// Wall time of the call.
+    pub latency_ms: u64,
+}
+
+/// Sends one job's requests.
+#[derive(Debug, Clone)]
+pub struct Invoker {
+    client: Client,
+    model_id: String,
+    api: Api,
+}
+
+// Connecting to a regional endpoint takes milliseconds; a connect that hangs is a network problem to retry.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Invoker {
+    /// A client for `job` against `endpoint_url` (None: the standard AWS endpoint). `static_credentials`
+    /// gives fixed test credentials (for the embedded emulator, which checks none) instead of the standard AWS
+    /// credential chain.
+    pub async fn connect(
+        job: &Job,
+        endpoint_url: Option<&str>,
+        static_credentials: bool,
+    ) -> Result<Invoker, InvokeError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &job.model.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if static_credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                "AKIDEMULATOR",
+                "emulator-secret",
+                None,
+                None,
+                "batchrun-emulator",
+            ));
+            if job.model.region.is_none() {
+                loader = loader.region(Region::new("us-east-1"));
+            }
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(InvokeError::NoRegion {
+                model: job.model.id.clone(),
+            });
+        }
+        // batchrun owns retries: the SDK's would hide throttles from the budget and run dry after about a
+        // hundred of them (research/bedrock.md §3).
+        let config = aws_sdk_bedrockruntime::config::Builder::from(&sdk)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(job.timeout)
+                    .operation_timeout(job.timeout)
+                    .build(),
+            )
+            .build();
+        Ok(Invoker {
+            client: Client::from_conf(config),
+            model_id: job.model.id.clone(),
+            api: job.model.api,
+        })
+    }
+
+    /// Sends one request body (as stored in the checkpoint) and returns the reply or the classified error.
+    pub async fn call(&self, request: &str, est_tokens: u64) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        match self.api {
+            Api::Converse => {
+                let body: Value = serde_json::from_str(request)
+                    .map_err(|e| permanent(format!("stored request is not JSON: {e}")))?;
+                let (messages, system, config) = converse_parts(&body)?;
+                let out = self
+                    .client
+                    .converse()
+                    .model_id(&self.model_id)
+                    .set_messages(Some(messages))
+                    .set_system(system)
+                    .inference_config(config)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                Ok(converse_reply(&out, started.elapsed()))
+            }
+            Api::Invoke => {
+                let out = self
+                    .client
+                    .invoke_model()
+                    .model_id(&self.model_id)
+                    .content_type("application/json")
+                    .accept("application/json")
+                    .body(Blob::new(request.as_bytes().to_vec()))
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                let raw = out.body().as_ref();
+                let parsed: Value = serde_json::from_slice(raw)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()));
+                let (input, output) = invoke_usage(&parsed).unwrap_or((est_tokens, 0));
+                Ok(Reply {
+                    output: parsed.to_string(),
+                    input_tokens: input,
+                    output_tokens: output,
+                    latency_ms: started.elapsed().as_millis() as u64,
+                })
+            }
+        }
+    }
+}
+
+fn permanent(message: String) -> CallError {
+    CallError {
+        class: Class::Permanent,
+        code: "InvalidRequest".into(),
+        message,
+    }
+}
+
+type ConverseParts = (
+    Vec<Message>,
+    Option<Vec<SystemContentBlock>>,
+    InferenceConfiguration,
+);
+
+/// The SDK request of a stored Converse body (`messages`, `system`, `inferenceConfig`), text blocks only.
+fn converse_parts(body: &Value) -> Result<ConverseParts, CallError> {
+    let mut messages = Vec::new();
+    for m in body["messages"].as_array().into_iter().flatten() {
+        let role = match m["role"].as_str() {
+            Some("assistant") => ConversationRole::Assistant,
+            _ => ConversationRole::User,
+        };
+        let mut builder = Message::builder().role(role);
+        for block in m["content"].as_array().into_iter().flatten() {
+            match block["text"].as_str() {
+                Some(t) => builder = builder.content(ContentBlock::Text(t.to_string())),
+                None => {
+                    return Err(permanent(format!(
+                        "only text content blocks are supported, got {block}"
+                    )));
+                }
+            }
+        }
+        messages.push(builder.build().map_err(|e| permanent(e.to_string()))?);
+    }
+    let system = body["system"].as_array().map(|blocks| {
+        blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .map(|t| SystemContentBlock::Text(t.to_string()))
+            .collect()
+    });
+    let c = &body["inferenceConfig"];
+    let config = InferenceConfiguration::builder()
+        .set_max_tokens(c["maxTokens"].as_i64().map(|n| n as i32))
+        .set_temperature(c["temperature"].as_f64().map(|t| t as f32))
+        .set_top_p(c["topP"].as_f64().map(|t| t as f32))
+        .build();
+    Ok((messages, system, config))
+}
+
+/// The Converse response as JSON, shaped as Bedrock's wire format.
+fn converse_reply(out: &ConverseOutput, elapsed: Duration) -> Reply {
+    let content: Vec<Value> = match out.output() {
+        Some(OutputUnion::Message(m)) => m
+            .content()
+            .iter()
+            .filter_map(|b| b.as_text().ok())
+            .map(|t| json!({ "text": t }))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let usage = out.usage();
+    let input = usage.map_or(0, |u| u.input_tokens().max(0) as u64);
+    let output = usage.map_or(0, |u| u.output_tokens().max(0) as u64);
+    let latency = out
+        .metrics()
+        .map_or(elapsed.as_millis() as i64, |m| m.latency_ms());
+    let body = json!({
+        "output": { "message": { "role": "assistant", "content": content } },
+        "stopReason": out.stop_reason().as_str(),
+        "usage": { "inputTokens": input, "outputTokens": output, "totalTokens": input + output },
+        "metrics": { "latencyMs": latency },
+    });
+    Reply {
+        output: body.to_string(),
+        input_tokens: input,
+        output_tokens: output,
+        latency_ms: elapsed.as_millis() as u64,
+    }
+}
+
+/// Input and output tokens from the native reply bodies of the common model families.
+fn invoke_usage(body: &Value) -> Option<(u64, u64)> {
+    let n = |p: &str| body.pointer(p).and_then(Value::as_u64);
+    if let (Some(i), Some(o)) = (n("/usage/input_tokens"), n("/usage/output_tokens")) {
+        return Some((i, o));
+    }
+    if let (Some(i), Some(o)) = (n("/usage/inputTokens"), n("/usage/outputTokens")) {
+        return Some((i, o));
+    }
+    if let (Some(i), Some(o)) = (n("/prompt_token_count"), n("/generation_token_count")) {
+        return Some((i, o));
+    }
+    n("/inputTextTokenCount").map(|i| (i, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_converse_bodies_become_sdk_requests() {
+        let body = json!({
+            "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+            "system": [{"text": "sys"}],
+            "inferenceConfig": {"maxTokens": 50, "temperature": 0.5}
+        });
+        let (messages, system, config) = converse_parts(&body).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(system.unwrap().len(), 1);
+        assert_eq!(config.max_tokens(), Some(50));
+        assert_eq!(config.temperature(), Some(0.5));
+        let image = json!({"messages": [{"role": "user", "content": [{"image": {}}]}]});
+        assert_eq!(converse_parts(&image).unwrap_err().class, Class::Permanent);
+    }
+
+    #[test]
+    fn usage_from_native_bodies() {
+        assert_eq!(
+            invoke_usage(&json!({"usage": {"input_tokens": 3, "output_tokens": 4}})),
+            Some((3, 4))
+        );
+        assert_eq!(
+            invoke_usage(&json!({"prompt_token_count": 5, "generation_token_count": 6})),
+            Some((5, 6))
+        );
+        assert_eq!(
+            invoke_usage(&json!({"embedding": [], "inputTextTokenCount": 7})),
+            Some((7, 0))
+        );
+        assert_eq!(invoke_usage(&json!({"embeddings": []})), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Calling Bedrock: the SDK client built from the job (standard AWS configuration, the SDK's own retries off,
+//! timeouts set), one call per attempt, and each failure classified once ([`Class`]).
+//!
+//! Retry policy lives in [`retry`]; reacting to throttles belongs to the budget. This module keeps no state
+//! between calls.
+
+mod classify;
+mod client;
+pub mod retry;
+
+pub use classify::{CallError, Class};
+pub use client::{InvokeError, Invoker, Reply};

@@ -1,0 +1,198 @@
+//! Rendering records into part bytes, and the manifest.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::checkpoint::{OutputRow, Status};
+use crate::job::OutputFormat;
+
+/// The file name of part `part` (from 1).
+pub fn part_file_name(part: u64, format: OutputFormat) -> String {
+    let ext = match format {
+        OutputFormat::Jsonl => "jsonl",
+        OutputFormat::Csv => "csv",
+    };
+    format!("part-{part:05}.{ext}")
+}
+
+fn json_string(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+/// The text of a reply: Converse content blocks, an Anthropic messages body, a `generation`, else the JSON.
+fn reply_text(result: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(result) else {
+        return result.to_string();
+    };
+    let texts = |blocks: &Value| -> Option<String> {
+        let parts: Vec<&str> = blocks
+            .as_array()?
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(""))
+    };
+    texts(&v["output"]["message"]["content"])
+        .or_else(|| texts(&v["content"]))
+        .or_else(|| v["generation"].as_str().map(str::to_string))
+        .unwrap_or_else(|| result.to_string())
+}
+
+/// The bytes of one part: a line per record in input order.
+///
+/// JSONL lines are shaped as Bedrock batch output: `{"recordId", "modelInput", "modelOutput"}`, or
+/// `{"recordId", "modelInput", "error": {"errorCode", "errorMessage"}}` for a failed record (`modelInput` is left
+/// out for an input line that could not be read). CSV has a header and one row per record.
+pub fn render_part(rows: &[OutputRow], format: OutputFormat) -> Vec<u8> {
+    match format {
+        OutputFormat::Jsonl => {
+            let mut out = String::new();
+            for r in rows {
+                out.push_str("{\"recordId\":");
+                out.push_str(&json_string(&r.record_id));
+                if let Some(req) = &r.request {
+                    out.push_str(",\"modelInput\":");
+                    out.push_str(req);
+                }
+                match (r.status, &r.result) {
+                    (Status::Done, Some(result)) => {
+                        out.push_str(",\"modelOutput\":");
+                        out.push_str(result);
+                    }
+                    _ => {
+                        out.push_str(",\"error\":{\"errorCode\":");
+                        out.push_str(&json_string(r.error_code.as_deref().unwrap_or("Unknown")));
+                        out.push_str(",\"errorMessage\":");
+                        out.push_str(&json_string(r.error_message.as_deref().unwrap_or("")));
+                        out.push('}');
+                    }
+                }
+                out.push_str("}\n");
+            }
+            out.into_bytes()
+        }
+        OutputFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record([
+                "recordId",
+                "status",
+                "output",
+                "errorCode",
+                "errorMessage",
+                "inputTokens",
+                "outputTokens",
+            ])
+            .expect("writing to memory");
+            for r in rows {
+                let (status, output) = match (r.status, &r.result) {
+                    (Status::Done, Some(result)) => ("done", reply_text(result)),
+                    _ => ("failed", String::new()),
+                };
+                w.write_record([
+                    r.record_id.as_str(),
+                    status,
+                    &output,
+                    r.error_code.as_deref().unwrap_or(""),
+                    r.error_message.as_deref().unwrap_or(""),
+                    &r.input_tokens.to_string(),
+                    &r.output_tokens.to_string(),
+                ])
+                .expect("writing to memory");
+            }
+            w.into_inner().expect("writing to memory")
+        }
+    }
+}
+
+/// `manifest.json`: counts as Bedrock batch names them, token totals, and the parts.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// The job's name.
+    pub job: String,
+    /// The model id.
+    pub model_id: String,
+    /// Input records.
+    pub total_record_count: u64,
+    /// Records with an outcome.
+    pub processed_record_count: u64,
+    /// Records that succeeded.
+    pub success_record_count: u64,
+    /// Records that failed.
+    pub error_record_count: u64,
+    /// Input tokens Bedrock reported.
+    pub input_token_count: u64,
+    /// Output tokens Bedrock reported.
+    pub output_token_count: u64,
+    /// The part files, in order.
+    pub parts: Vec<ManifestPart>,
+}
+
+/// One part in the manifest.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ManifestPart {
+    /// File name.
+    pub file: String,
+    /// Records in it.
+    pub records: u64,
+    /// Size.
+    pub bytes: u64,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, status: Status) -> OutputRow {
+        OutputRow {
+            record_id: id.into(),
+            request: Some(r#"{"messages":[]}"#.into()),
+            status,
+            result: (status == Status::Done)
+                .then(|| r#"{"output":{"message":{"content":[{"text":"hi, there"}]}}}"#.into()),
+            error_code: (status == Status::Failed).then(|| "ValidationException".into()),
+            error_message: (status == Status::Failed).then(|| "Input is \"too\" long".into()),
+            input_tokens: 3,
+            output_tokens: 2,
+        }
+    }
+
+    #[test]
+    fn jsonl_lines_are_bedrock_batch_shaped() {
+        let text = String::from_utf8(render_part(
+            &[row("a", Status::Done), row("b", Status::Failed)],
+            OutputFormat::Jsonl,
+        ))
+        .unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["recordId"], "a");
+        assert_eq!(lines[0]["modelInput"], serde_json::json!({"messages": []}));
+        assert_eq!(
+            lines[0]["modelOutput"]["output"]["message"]["content"][0]["text"],
+            "hi, there"
+        );
+        assert_eq!(lines[1]["error"]["errorCode"], "ValidationException");
+        assert_eq!(lines[1]["error"]["errorMessage"], "Input is \"too\" long");
+        assert!(lines[1].get("modelOutput").is_none());
+    }
+
+    #[test]
+    fn csv_rows_carry_the_reply_text() {
+        let text = String::from_utf8(render_part(
+            &[row("a", Status::Done), row("b", Status::Failed)],
+            OutputFormat::Csv,
+        ))
+        .unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(&rows[0][2], "hi, there");
+        assert_eq!(&rows[1][1], "failed");
+        assert_eq!(&rows[1][4], "Input is \"too\" long");
+        assert_eq!(part_file_name(12, OutputFormat::Csv), "part-00012.csv");
+    }
+}
