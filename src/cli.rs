@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -11,6 +12,8 @@ use crate::emulator::{
     self, EmulatorConfig, Fault, FaultRates, LatencyModel, ModelProfile, OutputLength,
 };
 use crate::error::{Error, ExitKind};
+use crate::report::progress::ProgressMode;
+use crate::run::{RunOutcome, Shutdown, SubmitOptions, submit};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -35,8 +38,29 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a job, or resume it: records already done are not sent again.
+    Submit(SubmitArgs),
     /// Run a local Bedrock Runtime with a simulated quota, for tests, demos and rehearsing a job.
     Emulator(EmulatorArgs),
+}
+
+/// `batchrun submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// The state database [default: .batchrun/state.db in the job file's folder].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Discard this job's earlier results and start over (needed after changing its settings or inputs).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Seconds calls in flight may take to finish after the first Ctrl-C.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub grace: f64,
+    /// Progress: `auto` (a bar on a terminal, a line every 10 s otherwise), `lines`, or `off`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "lines", "off"])]
+    pub progress: String,
 }
 
 /// `batchrun emulator`: flags describe one model profile that serves every model id, or `--profile` names a
@@ -71,6 +95,9 @@ pub struct ModelFlags {
     /// Tokens per day.
     #[arg(long, conflicts_with = "profile")]
     pub tpd: Option<u64>,
+    /// How full the quota buckets are at start, 0 to 1 (below 1: a quota already in use elsewhere).
+    #[arg(long, default_value_t = 1.0, conflicts_with = "profile")]
+    pub initial_fill: f64,
     /// Quota tokens charged per output token.
     #[arg(long, default_value_t = 1, conflicts_with = "profile")]
     pub burndown: u32,
@@ -141,6 +168,7 @@ impl ModelFlags {
             rpm: self.rpm,
             tpm: self.tpm,
             tpd: self.tpd,
+            initial_fill: self.initial_fill,
             burndown: self.burndown,
             context_window: self.context_window,
             max_output_tokens: self.max_output_tokens,
@@ -175,8 +203,32 @@ impl EmulatorArgs {
 /// Runs the parsed command line and says how the process should exit.
 pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
     match cli.command {
+        Command::Submit(args) => run_submit(args).await,
         Command::Emulator(args) => run_emulator(args).await,
     }
+}
+
+async fn run_submit(args: SubmitArgs) -> Result<ExitKind, Error> {
+    let progress = match args.progress.as_str() {
+        "lines" => ProgressMode::Lines(Duration::from_secs(10)),
+        "off" => ProgressMode::Off,
+        _ => ProgressMode::Auto,
+    };
+    let grace = Duration::from_secs_f64(args.grace.max(0.0));
+    let opts = SubmitOptions {
+        job_file: args.job,
+        state: args.state,
+        fresh: args.fresh,
+        grace,
+        progress,
+    };
+    let shutdown = Shutdown::default();
+    shutdown.listen(grace);
+    Ok(match submit(&opts, shutdown).await? {
+        RunOutcome::Finished { failed: 0 } => ExitKind::Ok,
+        RunOutcome::Finished { .. } => ExitKind::RecordsFailed,
+        RunOutcome::Interrupted => ExitKind::Interrupted,
+    })
 }
 
 async fn run_emulator(args: EmulatorArgs) -> Result<ExitKind, Error> {

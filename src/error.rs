@@ -1,6 +1,13 @@
-//! The top-level error: what failed, and which exit code that maps to.
+//! The top-level error: what failed, which exit code that maps to, and a hint for the user.
 
+use std::path::PathBuf;
+
+use crate::checkpoint::CheckpointError;
 use crate::emulator::{ConfigError, EmulatorError};
+use crate::invoke::InvokeError;
+use crate::job::JobError;
+use crate::sink::OutputError;
+use crate::source::SourceError;
 
 /// Process exit codes, documented in `--help` and the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,9 +16,9 @@ pub enum ExitKind {
     Ok = 0,
     /// The job finished, and some records failed.
     RecordsFailed = 1,
-    /// The command line or a configuration file is wrong.
+    /// The command line, the job file or the job's setup (inputs, credentials, model access) is wrong.
     Config = 2,
-    /// Something unexpected failed (I/O, a bug).
+    /// Something unexpected failed (I/O, the state database, a bug).
     Internal = 70,
     /// Interrupted by Ctrl-C.
     Interrupted = 130,
@@ -26,6 +33,51 @@ pub enum Error {
     /// The emulator could not start.
     #[error(transparent)]
     Emulator(EmulatorError),
+    /// The job file is wrong.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// The inputs cannot be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The state database failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The output cannot be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The Bedrock client cannot be set up.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    /// A resumed job whose settings or inputs changed.
+    #[error("job `{name}` changed since it was started, so it cannot be resumed:\n{}", changes.iter().map(|c| format!("  - {c}")).collect::<Vec<_>>().join("\n"))]
+    JobChanged {
+        /// The job's name.
+        name: String,
+        /// The job file.
+        path: PathBuf,
+        /// What changed.
+        changes: Vec<String>,
+    },
+    /// Bedrock refused every call for a reason no retry can fix.
+    #[error("stopped: model {model} answered {code}: {message}")]
+    Fatal {
+        /// The model id.
+        model: String,
+        /// The error code.
+        code: String,
+        /// The message.
+        message: String,
+        /// The job file, to say how to resume.
+        path: PathBuf,
+    },
+    /// No job of that name in the state database.
+    #[error("no job named `{name}` in {}", state.display())]
+    UnknownJob {
+        /// The name asked for.
+        name: String,
+        /// The state database.
+        state: PathBuf,
+    },
     /// Writing to standard output failed.
     #[error("failed to write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -44,8 +96,16 @@ impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_kind(&self) -> ExitKind {
         match self {
-            Error::EmulatorConfig(_) => ExitKind::Config,
-            Error::Emulator(_) | Error::Stdout(_) => ExitKind::Internal,
+            Error::EmulatorConfig(_)
+            | Error::Job(_)
+            | Error::Source(_)
+            | Error::Invoke(_)
+            | Error::JobChanged { .. }
+            | Error::Fatal { .. }
+            | Error::UnknownJob { .. } => ExitKind::Config,
+            Error::Emulator(_) | Error::Checkpoint(_) | Error::Output(_) | Error::Stdout(_) => {
+                ExitKind::Internal
+            }
         }
     }
 
@@ -54,6 +114,32 @@ impl Error {
         match self {
             Error::Emulator(EmulatorError::Bind { .. }) => {
                 Some("pick another port with `--port`, or `--port 0` for any free port".into())
+            }
+            Error::JobChanged { path, .. } => Some(format!(
+                "to start over with the new settings, run `batchrun submit {} --fresh` (earlier results of this job are discarded); \
+                 to keep them, restore the old settings or give the job a new name",
+                path.display()
+            )),
+            Error::Fatal { code, path, .. } => {
+                let what = match code.as_str() {
+                    "AccessDeniedException" => {
+                        "check that the credentials may call bedrock:InvokeModel and that access to the model is enabled in the Bedrock console"
+                    }
+                    "ResourceNotFoundException" => {
+                        "check model.id (a model id, inference profile id or ARN) and that the model is offered in model.region"
+                    }
+                    "ExpiredTokenException" => {
+                        "the credentials expired: refresh them (for SSO, run `aws sso login`)"
+                    }
+                    _ => "check the AWS credentials and region (for SSO, run `aws sso login`)",
+                };
+                Some(format!(
+                    "{what}; nothing was lost: run `batchrun submit {}` again to resume",
+                    path.display()
+                ))
+            }
+            Error::Invoke(InvokeError::NoRegion { .. }) => {
+                Some("set `region = \"us-east-1\"` (for example) under [model]".into())
             }
             _ => None,
         }

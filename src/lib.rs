@@ -25,6 +25,8 @@ pub mod emulator;
 pub mod error;
 pub mod invoke;
 pub mod job;
+pub mod report;
+pub mod run;
 pub mod sink;
 pub mod source;
 pub mod tokens;

@@ -35,6 +35,9 @@ pub struct ModelProfile {
     pub tpm: Option<u64>,
     /// Tokens per day, charged like `tpm` over a 24 hour window.
     pub tpd: Option<u64>,
+    /// How full the quota buckets are at start, 0 to 1: below 1 simulates a quota already in use by other
+    /// clients when the run begins.
+    pub initial_fill: f64,
     /// Quota tokens charged per output token (5 for the newer Claude Sonnet / Opus models, 1 elsewhere).
     pub burndown: u32,
     /// Largest input, in tokens, the model accepts; above it the request fails validation.
@@ -61,6 +64,7 @@ impl Default for ModelProfile {
             rpm: None,
             tpm: None,
             tpd: None,
+            initial_fill: 1.0,
             burndown: 1,
             // Claude-sized defaults: a 200k context and 4096 output tokens unless the profile says otherwise.
             context_window: 200_000,
@@ -347,6 +351,9 @@ impl EmulatorConfig {
                         "must be at least 1; leave it out for no quota",
                     ));
                 }
+            }
+            if !(0.0..=1.0).contains(&m.initial_fill) {
+                return Err(invalid(&key("initial-fill"), "must be between 0 and 1"));
             }
             if m.burndown == 0 {
                 return Err(invalid(&key("burndown"), "must be at least 1"));

@@ -24,12 +24,12 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A full bucket of `per_window` units that refills over `window`.
-    pub fn new(per_window: u64, window: Duration, now: Instant) -> Self {
+    /// A bucket of `per_window` units that refills over `window`, starting `fill` full (0 to 1).
+    pub fn new(per_window: u64, window: Duration, fill: f64, now: Instant) -> Self {
         let capacity = per_window as f64;
         Bucket {
             capacity,
-            level: capacity,
+            level: capacity * fill.clamp(0.0, 1.0),
             per_second: capacity / window.as_secs_f64(),
             last: now,
         }
@@ -118,12 +118,13 @@ const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Quota {
-    /// Full buckets for the quotas the profile sets.
+    /// Buckets for the quotas the profile sets, filled as far as its `initial-fill` says.
     pub fn new(profile: &ModelProfile, now: Instant) -> Self {
+        let fill = profile.initial_fill;
         Quota {
-            rpm: profile.rpm.map(|n| Bucket::new(n, MINUTE, now)),
-            tpm: profile.tpm.map(|n| Bucket::new(n, MINUTE, now)),
-            tpd: profile.tpd.map(|n| Bucket::new(n, DAY, now)),
+            rpm: profile.rpm.map(|n| Bucket::new(n, MINUTE, fill, now)),
+            tpm: profile.tpm.map(|n| Bucket::new(n, MINUTE, fill, now)),
+            tpd: profile.tpd.map(|n| Bucket::new(n, DAY, fill, now)),
             burndown: u64::from(profile.burndown),
         }
     }
@@ -332,6 +333,18 @@ mod tests {
             Err(Throttle::TokensPerDay)
         );
         assert!(q.admit(0, 500, t0 + secs(61.0)).is_ok());
+    }
+
+    #[test]
+    fn initial_fill_starts_the_buckets_part_used() {
+        let t0 = Instant::now();
+        let p = ModelProfile {
+            rpm: Some(600),
+            initial_fill: 0.1,
+            ..ModelProfile::default()
+        };
+        let mut q = Quota::new(&p, t0);
+        assert_eq!(q.rpm_level(t0), Some(60.0));
     }
 
     #[test]

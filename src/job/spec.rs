@@ -76,9 +76,9 @@ pub struct ModelTable {
     /// runs, so a value far above real outputs costs throughput.
     pub max_tokens: Option<Spanned<u32>>,
     /// Sampling temperature, 0 to 1.
-    pub temperature: Option<Spanned<f32>>,
+    pub temperature: Option<Spanned<f64>>,
     /// Nucleus sampling, 0 to 1.
-    pub top_p: Option<Spanned<f32>>,
+    pub top_p: Option<Spanned<f64>>,
     /// System prompt sent with every Converse request.
     pub system: Option<String>,
     /// Quota tokens charged per output token: 5 for the newer Claude Sonnet / Opus models, 1 elsewhere.

@@ -50,9 +50,9 @@ pub struct ModelSettings {
     /// `maxTokens` for Converse, and the reservation for invoke bodies that do not set their own.
     pub max_tokens: Option<u32>,
     /// Temperature.
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     /// Top-p.
-    pub top_p: Option<f32>,
+    pub top_p: Option<f64>,
     /// System prompt.
     pub system: Option<String>,
     /// Quota tokens per output token.
@@ -234,6 +234,29 @@ fn compile_template(c: &Checker<'_>, t: &Spanned<String>, key: &str) -> Result<S
     Ok(t.get_ref().clone())
 }
 
+/// `dir/rel` with `.` and `a/..` folded away, without touching the file system (the path may not exist yet).
+fn resolve(dir: &Path, rel: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in dir.join(rel).components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => match out.components().next_back() {
+                Some(std::path::Component::Normal(_)) => {
+                    out.pop();
+                }
+                // Nothing is above the root.
+                Some(std::path::Component::RootDir) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
@@ -341,7 +364,7 @@ impl Job {
                 "S3 inputs are not supported yet; copy the objects to a local folder and point input.path at it",
             ));
         }
-        let resolved = dir.join(written);
+        let resolved = resolve(&dir, written);
         if !has_glob(written) && !resolved.exists() {
             return Err(c.at(
                 i.path.span(),
@@ -440,7 +463,7 @@ impl Job {
         }
         let output = OutputSettings {
             path: out_written.to_string(),
-            dir: dir.join(out_written),
+            dir: resolve(&dir, out_written),
             format: o.format,
             records_per_part: positive(
                 &c,
@@ -455,7 +478,7 @@ impl Job {
         let endpoint = match &e.url {
             None => Endpoint::Aws,
             Some(u) if u.get_ref() == "emulator" => Endpoint::Emulator {
-                profile: e.emulator_profile.as_ref().map(|p| dir.join(p.get_ref())),
+                profile: e.emulator_profile.as_ref().map(|p| resolve(&dir, p.get_ref())),
             },
             Some(u)
                 if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") =>
@@ -554,7 +577,10 @@ path = "out"
         assert_eq!(job.budget.max_concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(job.output.records_per_part, DEFAULT_RECORDS_PER_PART);
         assert_eq!(job.endpoint, Endpoint::Aws);
-        assert_eq!(job.output.dir, Path::new("./out"));
+        assert_eq!(job.output.dir, Path::new("out"));
+        assert_eq!(resolve(Path::new("jobs"), "../out/demo/"), Path::new("out/demo"));
+        assert_eq!(resolve(Path::new("."), "data"), Path::new("data"));
+        assert_eq!(resolve(Path::new("/a/b"), "../../.."), Path::new("/"));
         assert_eq!(job.default_state_path(), Path::new("./.batchrun/state.db"));
     }
 

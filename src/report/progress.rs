@@ -1,0 +1,76 @@
+//! Live progress: an indicatif bar when standard error is a terminal, plain periodic lines otherwise (cron,
+//! CI, a pipe).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::RunStats;
+use super::summary::{bar_message, status_line};
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on a terminal, lines elsewhere.
+    Auto,
+    /// Lines every `interval`.
+    Lines(Duration),
+    /// Nothing.
+    Off,
+}
+
+// Often enough to see a run move in a log, rarely enough not to flood it.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs the reporter until `done` is cancelled.
+pub fn spawn(stats: Arc<RunStats>, mode: ProgressMode, done: CancellationToken) -> JoinHandle<()> {
+    let mode = match mode {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => None,
+        ProgressMode::Auto => Some(LOG_INTERVAL),
+        ProgressMode::Lines(i) => Some(i),
+        ProgressMode::Off => return tokio::spawn(async {}),
+    };
+    let started = Instant::now();
+    tokio::spawn(async move {
+        match mode {
+            Some(interval) => {
+                let mut tick = tokio::time::interval(interval);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = done.cancelled() => return,
+                        _ = tick.tick() => eprintln!("{}", status_line(&stats.snapshot(), started.elapsed())),
+                    }
+                }
+            }
+            None => {
+                let bar = ProgressBar::with_draw_target(
+                    Some(stats.snapshot().planned),
+                    ProgressDrawTarget::stderr(),
+                );
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} eta {eta} {msg}",
+                    )
+                    .expect("a valid template"),
+                );
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    let s = stats.snapshot();
+                    bar.set_length(s.planned);
+                    bar.set_position(s.finished());
+                    bar.set_message(bar_message(&s));
+                    tokio::select! {
+                        _ = done.cancelled() => break,
+                        _ = tick.tick() => {}
+                    }
+                }
+                bar.finish_and_clear();
+            }
+        }
+    })
+}

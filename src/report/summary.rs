@@ -1,0 +1,112 @@
+//! End-of-run and progress text, from pure functions so they can be tested as text.
+
+use std::time::Duration;
+
+use super::Snapshot;
+
+/// `1.2s`, `3m04s`, `2h05m`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
+    }
+}
+
+/// One progress line, for logs: counts, rate, throttles, ETA.
+pub fn status_line(s: &Snapshot, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let rate = s.finished() as f64 / secs;
+    let left = s.planned.saturating_sub(s.finished());
+    let eta = if rate > 0.0 {
+        duration(Duration::from_secs_f64(left as f64 / rate))
+    } else {
+        "?".to_string()
+    };
+    format!(
+        "progress: {}/{} records ({} failed), {:.1} records/s, {} in flight, {} throttled, {} retried, eta {}",
+        s.finished(),
+        s.planned,
+        s.failed,
+        rate,
+        s.in_flight,
+        s.throttled,
+        s.transient,
+        eta
+    )
+}
+
+/// The bar's message: what the bar itself does not show.
+pub fn bar_message(s: &Snapshot) -> String {
+    format!(
+        "{} failed, {} throttled, {} retried",
+        s.failed, s.throttled, s.transient
+    )
+}
+
+/// The summary after a run that finished every record.
+pub fn finished(s: &Snapshot, elapsed: Duration, total_done: u64, total_failed: u64) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "finished: {} records this run in {} ({:.1} records/s): {} succeeded, {} failed; {} throttled calls and {} \
+         transient errors retried; tokens in {} / out {}\njob total: {} succeeded, {} failed",
+        s.finished(),
+        duration(elapsed),
+        s.finished() as f64 / secs,
+        s.succeeded,
+        s.failed,
+        s.throttled,
+        s.transient,
+        s.input_tokens,
+        s.output_tokens,
+        total_done,
+        total_failed,
+    )
+}
+
+/// The message after an interruption.
+pub fn interrupted(done: u64, pending: u64, job_file: &str) -> String {
+    format!(
+        "interrupted: {done} done, {pending} pending — resume with `batchrun submit {job_file}`"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts() {
+        let s = Snapshot {
+            planned: 100,
+            succeeded: 40,
+            failed: 2,
+            throttled: 7,
+            transient: 1,
+            in_flight: 4,
+            input_tokens: 1000,
+            output_tokens: 2000,
+        };
+        assert_eq!(
+            status_line(&s, Duration::from_secs(6)),
+            "progress: 42/100 records (2 failed), 7.0 records/s, 4 in flight, 7 throttled, 1 retried, eta 8.3s"
+        );
+        assert_eq!(duration(Duration::from_secs(184)), "3m04s");
+        assert_eq!(duration(Duration::from_secs(7500)), "2h05m");
+        insta::assert_snapshot!(finished(&s, Duration::from_secs(10), 90, 3), @r"
+        finished: 42 records this run in 10.0s (4.2 records/s): 40 succeeded, 2 failed; 7 throttled calls and 1 transient errors retried; tokens in 1000 / out 2000
+        job total: 90 succeeded, 3 failed
+        ");
+        assert_eq!(
+            interrupted(5, 7, "jobs/demo.toml"),
+            "interrupted: 5 done, 7 pending — resume with `batchrun submit jobs/demo.toml`"
+        );
+    }
+}

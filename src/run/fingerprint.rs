@@ -1,0 +1,131 @@
+//! What makes a job the same job: its request- and output-shaping settings and its inputs' identities. A resume
+//! compares fingerprints and, when they differ, says what changed.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::job::Job;
+use crate::source::InputFile;
+
+/// A job's identity, and the JSON it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// SHA-256 over the two JSON texts, hex.
+    pub hash: String,
+    /// The settings, JSON.
+    pub settings: String,
+    /// The input identities, JSON.
+    pub inputs: String,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `job` reading `files`.
+    pub fn of(job: &Job, files: &[InputFile]) -> Fingerprint {
+        let settings = serde_json::to_string(&job.settings()).expect("settings serialize");
+        let inputs = serde_json::to_string(files).expect("input identities serialize");
+        let mut h = Sha256::new();
+        h.update(settings.as_bytes());
+        h.update([0]);
+        h.update(inputs.as_bytes());
+        let hash = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Fingerprint {
+            hash,
+            settings,
+            inputs,
+        }
+    }
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.replace('_', "-")
+                } else {
+                    format!("{prefix}.{}", k.replace('_', "-"))
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// Lines saying how `now` differs from `before` (settings first, then input files), at most a dozen.
+pub fn describe_changes(before: &Fingerprint, now: &Fingerprint) -> Vec<String> {
+    let mut lines = Vec::new();
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    flatten("", &parse(&before.settings), &mut a);
+    flatten("", &parse(&now.settings), &mut b);
+    for (key, old) in &a {
+        match b.iter().find(|(k, _)| k == key) {
+            Some((_, new)) if new != old => lines.push(format!("{key}: {old} → {new}")),
+            None => lines.push(format!("{key}: {old} → (unset)")),
+            _ => {}
+        }
+    }
+    for (key, new) in &b {
+        if !a.iter().any(|(k, _)| k == key) {
+            lines.push(format!("{key}: (unset) → {new}"));
+        }
+    }
+    let files = |s: &str| -> Vec<(String, Value)> {
+        parse(s)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| (f["rel"].as_str().unwrap_or("").to_string(), f.clone()))
+            .collect()
+    };
+    let (old_files, new_files) = (files(&before.inputs), files(&now.inputs));
+    for (rel, old) in &old_files {
+        match new_files.iter().find(|(r, _)| r == rel) {
+            None => lines.push(format!("input file removed: {rel}")),
+            Some((_, new)) if new != old => lines.push(format!(
+                "input file changed: {rel} (size or modification time)"
+            )),
+            _ => {}
+        }
+    }
+    for (rel, _) in &new_files {
+        if !old_files.iter().any(|(r, _)| r == rel) {
+            lines.push(format!("input file added: {rel}"));
+        }
+    }
+    let more = lines.len().saturating_sub(12);
+    lines.truncate(12);
+    if more > 0 {
+        lines.push(format!("… and {more} more"));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_named() {
+        let before = Fingerprint {
+            hash: "a".into(),
+            settings: r#"{"model":{"max_tokens":512,"id":"m"}}"#.into(),
+            inputs: r#"[{"rel":"a.md","size":1},{"rel":"b.md","size":2}]"#.into(),
+        };
+        let now = Fingerprint {
+            hash: "b".into(),
+            settings: r#"{"model":{"max_tokens":1024,"id":"m"}}"#.into(),
+            inputs: r#"[{"rel":"a.md","size":5},{"rel":"c.md","size":2}]"#.into(),
+        };
+        assert_eq!(
+            describe_changes(&before, &now),
+            [
+                "model.max-tokens: 512 → 1024",
+                "input file changed: a.md (size or modification time)",
+                "input file removed: b.md",
+                "input file added: c.md",
+            ]
+        );
+    }
+}

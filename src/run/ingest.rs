@@ -1,0 +1,143 @@
+//! Ingest: every input record into the checkpoint, once, in input order. Reading runs on a blocking thread and
+//! hands batches to the async side, so memory holds a batch, not the input. Bad lines and duplicate ids are
+//! stored as failed records with their reason, so they appear in the output like any other record.
+
+use tokio::sync::mpsc;
+
+use crate::checkpoint::{Finished, NewRecord, Status, Store};
+use crate::error::Error;
+use crate::job::Job;
+use crate::source::{self, InputFile, Item, RequestBuilder};
+
+const BATCH: usize = 500;
+// Bad lines printed as warnings before the rest are only counted.
+const WARN_LIMIT: usize = 20;
+
+fn failed(seq: u64, code: &str, message: String) -> Finished {
+    Finished {
+        seq,
+        status: Status::Failed,
+        attempts: 0,
+        result: None,
+        error_code: Some(code.to_string()),
+        error_message: Some(message),
+        input_tokens: 0,
+        output_tokens: 0,
+        latency_ms: 0,
+    }
+}
+
+/// Reads every input into the checkpoint and marks the ingest complete. Returns the record count.
+pub async fn ingest(job: &Job, files: Vec<InputFile>, store: &Store) -> Result<u64, Error> {
+    store.clear_records(&job.name).await?;
+    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(4);
+    let reader_job = job.clone();
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), source::SourceError> {
+        let builder = RequestBuilder::new(&reader_job);
+        let mut batch = Vec::with_capacity(BATCH);
+        for file in &files {
+            let mut open = true;
+            source::items(&reader_job, &builder, file, &mut |item| {
+                batch.push(item);
+                if batch.len() >= BATCH {
+                    open = tx
+                        .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                        .is_ok();
+                }
+                open
+            })?;
+            if !open {
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        Ok(())
+    });
+
+    let mut seq = 0u64;
+    let mut warnings = 0usize;
+    let mut warn = |location: &str, message: &str| {
+        warnings += 1;
+        if warnings <= WARN_LIMIT {
+            eprintln!("warning: {location}: {message}");
+        }
+    };
+    while let Some(items) = rx.recv().await {
+        let mut rows = Vec::with_capacity(items.len());
+        let mut bad = Vec::new();
+        for item in items {
+            match item {
+                Item::Good(r) => rows.push(NewRecord {
+                    seq,
+                    record_id: r.id,
+                    location: r.location,
+                    request: Some(r.request),
+                    est_tokens: r.est_tokens,
+                    max_tokens: r.max_tokens,
+                }),
+                Item::Bad(b) => {
+                    warn(&b.location, &b.message);
+                    bad.push(failed(seq, "InvalidInput", b.message));
+                    rows.push(NewRecord {
+                        seq,
+                        record_id: b.id.unwrap_or_else(|| b.location.clone()),
+                        location: b.location,
+                        request: None,
+                        est_tokens: 0,
+                        max_tokens: 0,
+                    });
+                }
+            }
+            seq += 1;
+        }
+        let duplicates = store.insert_records(&job.name, &rows).await?;
+        if !duplicates.is_empty() {
+            let mut renamed = Vec::with_capacity(duplicates.len());
+            for d in duplicates {
+                let first = store
+                    .location_of(&job.name, &d.record_id)
+                    .await?
+                    .unwrap_or_default();
+                let message = format!(
+                    "duplicate id `{}` (first at {first}); this line is not sent",
+                    d.record_id
+                );
+                warn(&d.location, &message);
+                bad.retain(|f| f.seq != d.seq);
+                bad.push(failed(d.seq, "DuplicateId", message));
+                // The line is kept under its location, so that it still appears once in the output.
+                renamed.push(NewRecord {
+                    record_id: d.location.clone(),
+                    request: None,
+                    est_tokens: 0,
+                    max_tokens: 0,
+                    ..d
+                });
+            }
+            for again in store.insert_records(&job.name, &renamed).await? {
+                let id = format!("{}#{}", again.location, again.seq);
+                store
+                    .insert_records(
+                        &job.name,
+                        &[NewRecord {
+                            record_id: id,
+                            ..again
+                        }],
+                    )
+                    .await?;
+            }
+        }
+        store.write_outcomes(&job.name, &bad).await?;
+    }
+    reader.await.expect("the reader thread does not panic")?;
+    if warnings > WARN_LIMIT {
+        eprintln!(
+            "warning: … and {} more bad input lines (each is a failed record in the output)",
+            warnings - WARN_LIMIT
+        );
+    }
+    store.mark_ingested(&job.name, seq).await?;
+    Ok(seq)
+}

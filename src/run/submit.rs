@@ -1,0 +1,279 @@
+//! The run itself: decide new, resume or refuse; ingest; send; publish; summarize.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::fingerprint::{Fingerprint, describe_changes};
+use super::ingest::ingest;
+use super::parts::Parts;
+use super::shutdown::Shutdown;
+use super::{worker, writer};
+use crate::budget::Budget;
+use crate::checkpoint::{PendingRecord, Store};
+use crate::emulator::{self, EmulatorConfig, EmulatorHandle, ModelProfile};
+use crate::error::Error;
+use crate::invoke::Invoker;
+use crate::job::{Endpoint, Job};
+use crate::report::progress::{self, ProgressMode};
+use crate::report::{RunStats, summary};
+use crate::sink::LocalSink;
+use crate::source;
+
+/// What `batchrun submit` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SubmitOptions {
+    /// The job file.
+    pub job_file: PathBuf,
+    /// The state database; `None` for the job's default (`.batchrun/state.db` beside the job file).
+    pub state: Option<PathBuf>,
+    /// Discard earlier state and output of this job and start over.
+    pub fresh: bool,
+    /// How long calls in flight may take to finish after the first Ctrl-C.
+    pub grace: Duration,
+    /// How progress is shown.
+    pub progress: ProgressMode,
+}
+
+/// How a run ended, when it did not end in an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Every record has an outcome; `failed` of them failed.
+    Finished {
+        /// Failed records in the whole job.
+        failed: u64,
+    },
+    /// Stopped early; records are pending and a resume continues.
+    Interrupted,
+}
+
+// Records queued ahead of the workers: enough to keep them busy, few enough to stay small.
+const QUEUE_PER_WORKER: usize = 2;
+const PAGE: u32 = 256;
+
+/// Runs (or resumes) the job in `opts`, stopping early when `shutdown` says so.
+pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutcome, Error> {
+    let job = Job::load(&opts.job_file)?;
+    let files = source::list(&job.input.resolved, job.input.format)?;
+    let fingerprint = Fingerprint::of(&job, &files);
+    let state = opts
+        .state
+        .clone()
+        .unwrap_or_else(|| job.default_state_path());
+    let store = Store::open(&state).await?;
+    let sink = LocalSink::open(&job.output.dir)?;
+    let job_file = opts.job_file.display().to_string();
+
+    match store.job(&job.name).await? {
+        Some(stored) if stored.fingerprint == fingerprint.hash && !opts.fresh => {
+            eprintln!("resuming job `{}` (state {})", job.name, state.display());
+        }
+        Some(stored) if !opts.fresh => {
+            let before = Fingerprint {
+                hash: stored.fingerprint,
+                settings: stored.settings,
+                inputs: stored.inputs,
+            };
+            return Err(Error::JobChanged {
+                name: job.name.clone(),
+                path: opts.job_file.clone(),
+                changes: describe_changes(&before, &fingerprint),
+            });
+        }
+        existing => {
+            if existing.is_some() {
+                eprintln!(
+                    "starting job `{}` over (--fresh): earlier results discarded",
+                    job.name
+                );
+            }
+            store
+                .create_job(
+                    &job.name,
+                    &fingerprint.hash,
+                    &fingerprint.settings,
+                    &fingerprint.inputs,
+                )
+                .await?;
+            sink.clear()?;
+        }
+    }
+    let stored = store.job(&job.name).await?.expect("the job row exists");
+    let total = if stored.ingested {
+        stored.total
+    } else {
+        let n = ingest(&job, files, &store).await?;
+        eprintln!("read {n} records from {}", job.input.path);
+        n
+    };
+    let mut parts = Parts::load(&job, sink, total, &store).await?;
+    parts.publish_all_complete(&store).await?;
+    let counts = store.counts(&job.name).await?;
+    if counts.pending() == 0 && stored.ingested && parts.published() as u64 == parts.count() {
+        parts.write_manifest(&store).await?;
+        eprintln!(
+            "job `{}` is already finished: {} succeeded, {} failed; output in {}",
+            job.name,
+            counts.done,
+            counts.failed,
+            job.output.dir.display()
+        );
+        return Ok(RunOutcome::Finished { failed: counts.failed });
+    }
+
+    let started = Instant::now();
+    let stats = Arc::new(RunStats::default());
+    if counts.pending() > 0 {
+        stats.planned.store(counts.pending(), Ordering::Relaxed);
+        let (_emulator, endpoint, static_credentials) = endpoint(&job).await?;
+        let invoker = Invoker::connect(&job, endpoint.as_deref(), static_credentials).await?;
+        let ctx = Arc::new(worker::Ctx {
+            budget: Budget::new(&job),
+            invoker,
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            fatal: std::sync::Mutex::new(None),
+            progress: opts.progress,
+            job: job.clone(),
+        });
+        eprintln!(
+            "sending {} records to {} ({} done, {} failed before this run)",
+            counts.pending(),
+            job.model.id,
+            counts.done,
+            counts.failed
+        );
+        parts = send(&ctx, store.clone(), parts).await?;
+        if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(Error::Fatal {
+                model: job.model.id.clone(),
+                code: e.code,
+                message: e.message,
+                path: opts.job_file.clone(),
+            });
+        }
+    }
+
+    let counts = store.counts(&job.name).await?;
+    if counts.pending() > 0 {
+        eprintln!(
+            "{}",
+            summary::interrupted(counts.done + counts.failed, counts.pending(), &job_file)
+        );
+        return Ok(RunOutcome::Interrupted);
+    }
+    parts.publish_all_complete(&store).await?;
+    parts.write_manifest(&store).await?;
+    store.mark_finished(&job.name).await?;
+    eprintln!(
+        "{}",
+        summary::finished(
+            &stats.snapshot(),
+            started.elapsed(),
+            counts.done,
+            counts.failed
+        )
+    );
+    eprintln!(
+        "output: {} ({} part{}, manifest.json)",
+        job.output.dir.display(),
+        parts.published(),
+        if parts.published() == 1 { "" } else { "s" }
+    );
+    store.close().await;
+    Ok(RunOutcome::Finished {
+        failed: counts.failed,
+    })
+}
+
+/// The endpoint to call: the embedded emulator (started here, kept alive by the returned handle), a URL, or
+/// real Bedrock. The flag says whether to use fixed test credentials.
+async fn endpoint(job: &Job) -> Result<(Option<EmulatorHandle>, Option<String>, bool), Error> {
+    match &job.endpoint {
+        Endpoint::Aws => Ok((None, None, false)),
+        Endpoint::Url(u) => Ok((None, Some(u.clone()), false)),
+        Endpoint::Emulator { profile } => {
+            let config = match profile {
+                Some(p) => EmulatorConfig::load(p)?,
+                None => EmulatorConfig::any_model(ModelProfile::default(), 0),
+            };
+            let handle = emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let url = handle.endpoint();
+            eprintln!("using the embedded Bedrock emulator at {url}");
+            Ok((Some(handle), Some(url), true))
+        }
+    }
+}
+
+/// Feeds pending records to the workers and collects their outcomes until all are done or the run stops.
+async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Parts, Error> {
+    let workers = ctx.job.budget.max_concurrency as usize;
+    let (record_tx, record_rx) = mpsc::channel::<PendingRecord>(workers * QUEUE_PER_WORKER);
+    let (outcome_tx, outcome_rx) = mpsc::channel(4096);
+    let writer = tokio::spawn(writer::run(
+        ctx.job.name.clone(),
+        store.clone(),
+        parts,
+        outcome_rx,
+        ctx.stats.clone(),
+    ));
+    let feeder = tokio::spawn(feed(
+        store,
+        ctx.job.name.clone(),
+        record_tx,
+        ctx.shutdown.stop.clone(),
+    ));
+    let record_rx = Arc::new(Mutex::new(record_rx));
+    let mut pool = JoinSet::new();
+    for _ in 0..workers {
+        pool.spawn(worker::run(
+            ctx.clone(),
+            record_rx.clone(),
+            outcome_tx.clone(),
+        ));
+    }
+    drop(outcome_tx);
+    let progress_done = CancellationToken::new();
+    let reporter = progress::spawn(ctx.stats.clone(), ctx.progress, progress_done.clone());
+    while let Some(joined) = pool.join_next().await {
+        joined.expect("a worker does not panic");
+    }
+    // Workers are gone: the feeder is either done or blocked on a full queue nobody reads.
+    feeder.abort();
+    let fed = feeder.await;
+    let parts = writer.await.expect("the writer does not panic")?;
+    progress_done.cancel();
+    let _ = reporter.await;
+    if let Ok(Err(e)) = fed {
+        return Err(e);
+    }
+    Ok(parts)
+}
+
+async fn feed(
+    store: Store,
+    job: String,
+    tx: mpsc::Sender<PendingRecord>,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    let mut after = None;
+    loop {
+        let page = store.pending(&job, after, PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.seq);
+        for record in page {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                sent = tx.send(record) => if sent.is_err() { return Ok(()) },
+            }
+        }
+    }
+}

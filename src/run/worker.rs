@@ -1,0 +1,171 @@
+//! A worker: takes pending records one at a time and sees each through admission, the call and its retries,
+//! then hands the outcome to the writer. Throttles are retried until the record succeeds; transient errors up
+//! to `retry.max-attempts`; permanent errors fail the record; a fatal error stops the run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Mutex, mpsc};
+
+use super::shutdown::Shutdown;
+use crate::budget::Budget;
+use crate::checkpoint::{Finished, PendingRecord, Status};
+use crate::invoke::{CallError, Class, Invoker, retry};
+use crate::job::Job;
+use crate::report::RunStats;
+use crate::report::progress::ProgressMode;
+
+/// What every worker shares.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The job.
+    pub job: Job,
+    /// The client.
+    pub invoker: Invoker,
+    /// The budget.
+    pub budget: Arc<Budget>,
+    /// Counters.
+    pub stats: Arc<RunStats>,
+    /// Stop signals.
+    pub shutdown: Shutdown,
+    /// The first fatal error, which stops the run.
+    pub fatal: std::sync::Mutex<Option<CallError>>,
+    /// How progress is shown.
+    pub progress: ProgressMode,
+}
+
+/// Runs one worker until the records run out or the run stops.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    records: Arc<Mutex<mpsc::Receiver<PendingRecord>>>,
+    out: mpsc::Sender<Finished>,
+) {
+    loop {
+        let next = {
+            let mut rx = records.lock().await;
+            tokio::select! {
+                _ = ctx.shutdown.stop.cancelled() => None,
+                r = rx.recv() => r,
+            }
+        };
+        let Some(record) = next else { return };
+        if let Some(finished) = process(&ctx, record).await
+            && out.send(finished).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn failed(seq: u64, attempts: u32, code: &str, message: String) -> Finished {
+    Finished {
+        seq,
+        status: Status::Failed,
+        attempts,
+        result: None,
+        error_code: Some(code.to_string()),
+        error_message: Some(message),
+        input_tokens: 0,
+        output_tokens: 0,
+        latency_ms: 0,
+    }
+}
+
+/// One record to its outcome, or `None` when the run stops first (the record stays pending).
+async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
+    let reservation = record.est_tokens + record.max_tokens;
+    if !ctx.budget.can_ever_admit(reservation) {
+        let tpm = ctx.budget.tpm().unwrap_or_default();
+        return Some(failed(
+            record.seq,
+            0,
+            "ReservationTooLarge",
+            format!(
+                "this request reserves about {reservation} tokens (input ≈{} + max tokens {}) but budget.tpm is {tpm}, \
+                 so Bedrock would throttle it every time; lower model.max-tokens or shorten the input",
+                record.est_tokens, record.max_tokens
+            ),
+        ));
+    }
+    let retry_settings = ctx.job.retry;
+    let mut attempts = 0u32;
+    let mut throttles = 0u32;
+    let mut transients = 0u32;
+    loop {
+        let admission = tokio::select! {
+            _ = ctx.shutdown.stop.cancelled() => return None,
+            a = ctx.budget.admit(reservation) => a,
+        };
+        attempts += 1;
+        ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = tokio::select! {
+            _ = ctx.shutdown.abort.cancelled() => None,
+            r = ctx.invoker.call(&record.request, record.est_tokens) => Some(r),
+        };
+        ctx.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let error = match result? {
+            Ok(reply) => {
+                admission.settle(reply.input_tokens, reply.output_tokens);
+                ctx.stats
+                    .input_tokens
+                    .fetch_add(reply.input_tokens, Ordering::Relaxed);
+                ctx.stats
+                    .output_tokens
+                    .fetch_add(reply.output_tokens, Ordering::Relaxed);
+                return Some(Finished {
+                    seq: record.seq,
+                    status: Status::Done,
+                    attempts,
+                    result: Some(reply.output),
+                    error_code: None,
+                    error_message: None,
+                    input_tokens: reply.input_tokens,
+                    output_tokens: reply.output_tokens,
+                    latency_ms: reply.latency_ms,
+                });
+            }
+            Err(e) => e,
+        };
+        drop(admission);
+        tracing::debug!(record_id = %record.record_id, attempt = attempts, code = %error.code, "call failed");
+        let wait = match error.class {
+            Class::Throttled => {
+                RunStats::bump(&ctx.stats.throttled);
+                throttles += 1;
+                retry::backoff(
+                    throttles - 1,
+                    retry_settings.base_delay,
+                    retry_settings.max_delay,
+                )
+            }
+            Class::Transient => {
+                transients += 1;
+                if transients >= retry_settings.max_attempts {
+                    let message = format!("gave up after {attempts} attempts: {}", error.message);
+                    return Some(failed(record.seq, attempts, &error.code, message));
+                }
+                RunStats::bump(&ctx.stats.transient);
+                retry::backoff(
+                    transients - 1,
+                    retry_settings.base_delay,
+                    retry_settings.max_delay,
+                )
+            }
+            Class::Permanent => {
+                return Some(failed(record.seq, attempts, &error.code, error.message));
+            }
+            Class::Fatal => {
+                ctx.fatal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(error);
+                ctx.shutdown.stop.cancel();
+                return None;
+            }
+        };
+        tokio::select! {
+            _ = ctx.shutdown.stop.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
