@@ -3,6 +3,7 @@
 //! can succeed: stop the job and say what to fix).
 
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_types::retry::ErrorKind;
 
 /// The class of a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +90,28 @@ where
             code: "ResponseError".into(),
             message: DisplayErrorContext(&err).to_string(),
         },
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => CallError {
-            class: Class::Transient,
-            code: "ConnectionError".into(),
-            message: DisplayErrorContext(&err).to_string(),
-        },
+        // A dropped or reset connection surfaces as I/O, a timeout, or "other" marked transient.
+        SdkError::DispatchFailure(d)
+            if d.is_io()
+                || d.is_timeout()
+                || matches!(
+                    d.as_other(),
+                    Some(ErrorKind::TransientError | ErrorKind::ServerError)
+                ) =>
+        {
+            CallError {
+                class: Class::Transient,
+                code: "ConnectionError".into(),
+                message: DisplayErrorContext(&err).to_string(),
+            }
+        }
+        SdkError::DispatchFailure(d) if d.as_other() == Some(ErrorKind::ThrottlingError) => {
+            CallError {
+                class: Class::Throttled,
+                code: "ConnectionThrottled".into(),
+                message: DisplayErrorContext(&err).to_string(),
+            }
+        }
         // Credentials that cannot be loaded, a request that cannot be built: nothing will go better next time.
         _ => CallError {
             class: Class::Fatal,

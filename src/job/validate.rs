@@ -478,7 +478,10 @@ impl Job {
         let endpoint = match &e.url {
             None => Endpoint::Aws,
             Some(u) if u.get_ref() == "emulator" => Endpoint::Emulator {
-                profile: e.emulator_profile.as_ref().map(|p| resolve(&dir, p.get_ref())),
+                profile: e
+                    .emulator_profile
+                    .as_ref()
+                    .map(|p| resolve(&dir, p.get_ref())),
             },
             Some(u)
                 if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") =>
@@ -578,7 +581,10 @@ path = "out"
         assert_eq!(job.output.records_per_part, DEFAULT_RECORDS_PER_PART);
         assert_eq!(job.endpoint, Endpoint::Aws);
         assert_eq!(job.output.dir, Path::new("out"));
-        assert_eq!(resolve(Path::new("jobs"), "../out/demo/"), Path::new("out/demo"));
+        assert_eq!(
+            resolve(Path::new("jobs"), "../out/demo/"),
+            Path::new("out/demo")
+        );
         assert_eq!(resolve(Path::new("."), "data"), Path::new("data"));
         assert_eq!(resolve(Path::new("/a/b"), "../../.."), Path::new("/"));
         assert_eq!(job.default_state_path(), Path::new("./.batchrun/state.db"));

@@ -124,7 +124,9 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
             counts.failed,
             job.output.dir.display()
         );
-        return Ok(RunOutcome::Finished { failed: counts.failed });
+        return Ok(RunOutcome::Finished {
+            failed: counts.failed,
+        });
     }
 
     let started = Instant::now();

@@ -160,15 +160,19 @@ fn csv(
         let parsed = match read {
             Ok(false) => return Ok(()),
             Err(e) => bad(location, format!("unreadable CSV row: {e}")),
-            Ok(true) if row.len() != headers.len() => bad(
+            Ok(true) if row.len() != headers.len() => Item::Bad(BadRecord {
                 location,
-                format!(
+                // The id is kept when the row is long enough to hold it.
+                id: row
+                    .get(id_index)
+                    .and_then(|v| id_of(&Value::String(v.to_string()))),
+                message: format!(
                     "expected {} columns ({}), found {}",
                     headers.len(),
                     headers.iter().collect::<Vec<_>>().join(", "),
                     row.len()
                 ),
-            ),
+            }),
             Ok(true) => match id_of(&Value::String(row[id_index].to_string())) {
                 None => bad(location, format!("the `{id_column}` column is empty")),
                 Some(id) => {

@@ -1,7 +1,10 @@
 //! Integration tests: one binary, a module per area (ripgrep / jj style).
 
 mod common;
+mod config_errors;
 mod emulator_cli;
 mod emulator_errors;
 mod emulator_quota;
 mod emulator_sdk;
+mod interrupt;
+mod submit;

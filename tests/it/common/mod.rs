@@ -15,6 +15,8 @@ use aws_sdk_bedrockruntime::types::{
 use batchrun::emulator::{self, EmulatorConfig, EmulatorHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod job;
+
 /// Starts an emulator from a TOML profile on a free loopback port.
 pub async fn emulator(profile: &str) -> EmulatorHandle {
     let config = EmulatorConfig::from_toml(profile, Path::new("test-profile.toml"))

@@ -1,0 +1,348 @@
+//! `batchrun submit` end to end: the built binary against the emulator, one test per input format, plus failed
+//! records, bad input lines and refused resumes.
+
+use batchrun::emulator::OutputLength;
+use batchrun::emulator::text;
+use serde_json::Value;
+
+use crate::common::emulator;
+use crate::common::job::{TestJob, output_text};
+
+const PROFILE: &str =
+    "[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\ncontext-window = 400\n";
+const LEN: OutputLength = OutputLength { min: 5, max: 12 };
+
+fn expected(prompt_key: &str, max_tokens: u64) -> String {
+    text::reply(prompt_key, LEN, max_tokens).text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_prompts_and_messages() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.write(
+        "in/prompts.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"Name a river.\"}\n\
+         {\"id\": \"b\", \"messages\": [{\"role\": \"user\", \"content\": \"Name a lake.\"}], \"system\": \"Be short.\"}\n\
+         {\"id\": 3, \"prompt\": \"Name a sea.\"}\n",
+    )
+    .job(
+        "[model]\nid = \"anthropic.claude-3-haiku-20240307-v1:0\"\nmax-tokens = 64\n\
+         [input]\npath = \"in/prompts.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.output_by_id("out");
+    assert_eq!(out.len(), 3);
+    assert_eq!(output_text(&out["a"]), expected("Name a river.\n", 64));
+    assert_eq!(
+        output_text(&out["b"]),
+        expected("Be short.\nName a lake.\n", 64)
+    );
+    assert_eq!(output_text(&out["3"]), expected("Name a sea.\n", 64));
+    assert_eq!(out["a"]["modelInput"]["inferenceConfig"]["maxTokens"], 64);
+
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("out/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["totalRecordCount"], 3);
+    assert_eq!(manifest["successRecordCount"], 3);
+    assert_eq!(manifest["errorRecordCount"], 0);
+    assert_eq!(manifest["parts"][0]["file"], "part-00001.jsonl");
+    assert_eq!(
+        emu.stats().models["anthropic.claude-3-haiku-20240307-v1:0"]
+            .totals
+            .succeeded,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bedrock_batch_records_go_through_invoke_model() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    let mut lines = String::new();
+    for i in 0..25 {
+        lines.push_str(&format!(
+            "{{\"recordId\": \"r{i:02}\", \"modelInput\": {{\"anthropic_version\": \"bedrock-2023-05-31\", \"max_tokens\": 9, \
+             \"messages\": [{{\"role\": \"user\", \"content\": [{{\"type\": \"text\", \"text\": \"Item {i}\"}}]}}]}}}}\n"
+        ));
+    }
+    t.write("batch.jsonl", lines).job(
+        "[model]\nid = \"anthropic.claude-3-haiku-20240307-v1:0\"\napi = \"invoke\"\n\
+         [input]\npath = \"batch.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\nrecords-per-part = 10\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.output_by_id("out");
+    assert_eq!(out.len(), 25);
+    for i in 0..25 {
+        let line = &out[&format!("r{i:02}")];
+        assert_eq!(line["modelInput"]["max_tokens"], 9);
+        assert_eq!(
+            line["modelOutput"]["content"][0]["text"],
+            expected(&format!("Item {i}\n"), 9).as_str()
+        );
+    }
+    // 25 records at 10 a part: three parts, in order.
+    let names: Vec<_> = ["part-00001.jsonl", "part-00002.jsonl", "part-00003.jsonl"]
+        .iter()
+        .map(|n| t.path().join("out").join(n).exists())
+        .collect();
+    assert_eq!(names, [true, true, true]);
+    assert_eq!(t.output_lines("out")[10]["recordId"], "r10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_rows_through_a_template_to_csv_output() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.write("q.csv", "qid,question,topic\nq1,What is rain?,weather\nq2,What is snow?,weather\n")
+        .job(
+            "[model]\nid = \"m\"\nmax-tokens = 32\nsystem = \"Answer briefly.\"\n\
+             [input]\npath = \"q.csv\"\nformat = \"csv\"\nid-column = \"qid\"\ntemplate = \"[{{ topic }}] {{ question }}\"\n\
+             [output]\npath = \"out\"\nformat = \"csv\"\n",
+            &emu.endpoint(),
+        );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut reader = csv::Reader::from_path(t.path().join("out/part-00001.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(&rows[0][0], "q1");
+    assert_eq!(&rows[0][1], "done");
+    assert_eq!(
+        &rows[0][2],
+        expected("Answer briefly.\n[weather] What is rain?\n", 32)
+    );
+    assert_eq!(
+        &rows[1][2],
+        expected("Answer briefly.\n[weather] What is snow?\n", 32)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_documents_through_a_template() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.write("docs/a.md", "Alpha.")
+        .write("docs/sub/b.txt", "Beta.")
+        .job(
+            "[model]\nid = \"m\"\nmax-tokens = 20\n\
+             [input]\npath = \"docs\"\nformat = \"documents\"\ntemplate = \"Summarize {{ file_name }}: {{ text }}\"\n\
+             [output]\npath = \"out\"\n",
+            &emu.endpoint(),
+        );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.output_by_id("out");
+    assert_eq!(out.keys().collect::<Vec<_>>(), ["a.md", "sub/b.txt"]);
+    assert_eq!(
+        output_text(&out["a.md"]),
+        expected("Summarize a.md: Alpha.\n", 20)
+    );
+    assert_eq!(
+        output_text(&out["sub/b.txt"]),
+        expected("Summarize b.txt: Beta.\n", 20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_to_embeddings_through_a_body_template() {
+    let emu = emulator("[models.\"*\"]\nembedding-dimensions = 8\n").await;
+    let t = TestJob::new();
+    t.write("docs/a.txt", "first \"quoted\" doc").write("docs/b.txt", "second doc").job(
+        "[model]\nid = \"amazon.titan-embed-text-v2:0\"\napi = \"invoke\"\n\
+         [input]\npath = \"docs\"\nformat = \"documents\"\nbody-template = '{\"inputText\": {{ text | tojson }}, \"dimensions\": 4}'\n\
+         [output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.output_by_id("out");
+    assert_eq!(
+        out["a.txt"]["modelInput"]["inputText"],
+        "first \"quoted\" doc"
+    );
+    let vector = out["a.txt"]["modelOutput"]["embedding"].as_array().unwrap();
+    assert_eq!(vector.len(), 4);
+    assert_eq!(
+        vector[0].as_f64().unwrap() as f32,
+        text::embedding("first \"quoted\" doc\n", 4)[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_record_fails_with_its_message_and_the_rest_succeed() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    let long = "word ".repeat(500);
+    t.write(
+        "in.jsonl",
+        format!("{{\"id\": \"ok1\", \"prompt\": \"short\"}}\n{{\"id\": \"long\", \"prompt\": \"{long}\"}}\n{{\"id\": \"ok2\", \"prompt\": \"short too\"}}\n"),
+    )
+    .job(
+        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("2 succeeded, 1 failed"),
+        "{}",
+        run.stderr
+    );
+    let out = t.output_by_id("out");
+    assert_eq!(out["long"]["error"]["errorCode"], "ValidationException");
+    assert!(
+        out["long"]["error"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("Input is too long")
+    );
+    assert!(out["ok1"].get("modelOutput").is_some());
+    assert!(out["ok2"].get("modelOutput").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_lines_are_failed_records_and_good_ones_are_kept() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.write(
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"fine\"}\n\
+         {\"id\": \"b\", \"prompt\": \n\
+         {\"id\": \"a\", \"prompt\": \"same id again\"}\n\
+         {\"id\": \"c\", \"prompt\": \"   \"}\n\
+         {\"id\": \"d\", \"prompt\": \"also fine\"}\n",
+    )
+    .job(
+        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("warning: in.jsonl:2: invalid JSON"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("warning: in.jsonl:3: duplicate id `a` (first at in.jsonl:1)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("warning: in.jsonl:4: empty prompt"),
+        "{}",
+        run.stderr
+    );
+    let lines = t.output_lines("out");
+    let ids: Vec<_> = lines
+        .iter()
+        .map(|l| l["recordId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "in.jsonl:2", "in.jsonl:3", "c", "d"]);
+    assert_eq!(output_text(&lines[0]), expected("fine\n", 20));
+    assert_eq!(lines[1]["error"]["errorCode"], "InvalidInput");
+    assert_eq!(lines[2]["error"]["errorCode"], "DuplicateId");
+    assert_eq!(lines[3]["error"]["errorCode"], "InvalidInput");
+    assert_eq!(output_text(&lines[4]), expected("also fine\n", 20));
+    // Only the two good records were sent.
+    assert_eq!(emu.stats().models["m"].totals.requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_row_missing_a_column_fails_alone() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.write("q.csv", "id,question,context\nq1,What?,ctx\nq2,Why?\nq3,How?,ctx\n").job(
+        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"q.csv\"\nformat = \"csv\"\ntemplate = \"{{ question }} {{ context }}\"\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("q.csv:3: expected 3 columns (id, question, context), found 2"),
+        "{}",
+        run.stderr
+    );
+    let out = t.output_by_id("out");
+    assert_eq!(out.len(), 3);
+    assert_eq!(out["q2"]["error"]["errorCode"], "InvalidInput");
+    assert!(out["q3"].get("modelOutput").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_job_is_refused_until_fresh() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    let job = |max: u32| {
+        format!(
+            "[model]\nid = \"m\"\nmax-tokens = {max}\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n"
+        )
+    };
+    t.write("in.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n")
+        .job(&job(20), &emu.endpoint());
+    assert_eq!(t.submit(&[]).await.code, Some(0));
+    let again = t.submit(&[]).await;
+    assert_eq!(again.code, Some(0));
+    assert!(
+        again.stderr.contains("already finished"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        emu.stats().models["m"].totals.requests,
+        1,
+        "a finished job sends nothing"
+    );
+
+    t.job(&job(30), &emu.endpoint());
+    let refused = t.submit(&[]).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("model.max-tokens: 20 → 30"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("--fresh"), "{}", refused.stderr);
+
+    let fresh = t.submit(&["--fresh"]).await;
+    assert_eq!(fresh.code, Some(0), "{}", fresh.stderr);
+    assert_eq!(
+        t.output_by_id("out")["a"]["modelInput"]["inferenceConfig"]["maxTokens"],
+        30
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_denied_stops_the_job_with_a_hint_and_loses_nothing() {
+    let emu = emulator("[models.\"*\"]\naccess-denied = true\n").await;
+    let t = TestJob::new();
+    t.write("in.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"b\", \"prompt\": \"y\"}\n").job(
+        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("AccessDeniedException"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("hint: check that the credentials may call bedrock:InvokeModel"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        t.output_lines("out").is_empty(),
+        "no part is published while records are pending"
+    );
+}
