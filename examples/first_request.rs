@@ -15,7 +15,7 @@ const MODEL: &str = "us.anthropic.claude-sonnet-4-20250514-v1:0";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/emulator/demo.toml");
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/emulator/claude-like.toml");
     let emu = emulator::start(EmulatorConfig::load(&profile)?, "127.0.0.1:0".parse()?).await?;
     println!(
         "emulator listening on {} (profile {})",

@@ -39,6 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a job, or resume it: records already done are not sent again.
+    #[command(after_help = EXIT_CODES)]
     Submit(SubmitArgs),
     /// Run a local Bedrock Runtime with a simulated quota, for tests, demos and rehearsing a job.
     Emulator(EmulatorArgs),

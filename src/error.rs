@@ -131,6 +131,10 @@ impl Error {
                     "ExpiredTokenException" => {
                         "the credentials expired: refresh them (for SSO, run `aws sso login`)"
                     }
+                    "NoCredentials" => {
+                        "no AWS credentials were found: set AWS_PROFILE (for SSO, run `aws sso login` first) or \
+                         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; to rehearse without AWS, set [endpoint] url = \"emulator\""
+                    }
                     _ => "check the AWS credentials and region (for SSO, run `aws sso login`)",
                 };
                 Some(format!(

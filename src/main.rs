@@ -29,8 +29,9 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(verbose: u8) {
+    // The credential chain warns about each provider it tries; batchrun reports the outcome once, with a hint.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,aws_config::meta::credentials=error",
         1 => "batchrun=debug,warn",
         _ => "batchrun=trace,debug",
     };

@@ -113,12 +113,34 @@ where
             }
         }
         // Credentials that cannot be loaded, a request that cannot be built: nothing will go better next time.
-        _ => CallError {
-            class: Class::Fatal,
-            code: "ClientError".into(),
-            message: DisplayErrorContext(&err).to_string(),
-        },
+        _ => {
+            let message = causes(&err);
+            let code = if message.contains("credentials") {
+                "NoCredentials"
+            } else {
+                "ClientError"
+            };
+            CallError {
+                class: Class::Fatal,
+                code: code.into(),
+                message,
+            }
+        }
     }
+}
+
+/// The error and its causes, each once, joined with ": " (no debug dumps).
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]

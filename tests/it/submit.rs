@@ -346,3 +346,38 @@ async fn access_denied_stops_the_job_with_a_hint_and_loses_nothing() {
         "no part is published while records are pending"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_is_a_clear_error_and_nothing_is_sent() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.write("in.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n").job(
+        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    // The credential chain finds nothing: no environment keys, empty profiles, instance metadata disabled.
+    let output = t
+        .command(&["submit", "job.toml", "--progress", "off"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .await
+        .unwrap();
+    let run = crate::common::job::Run::from(output);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("NoCredentials"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("hint: no AWS credentials were found"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("DispatchFailure {"),
+        "no debug dumps: {}",
+        run.stderr
+    );
+    assert!(
+        emu.stats().models.is_empty(),
+        "nothing reached the endpoint"
+    );
+}

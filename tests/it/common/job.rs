@@ -66,10 +66,10 @@ impl TestJob {
             .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
             .env("AWS_SECRET_ACCESS_KEY", "test-secret")
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_CONFIG_FILE", "/nonexistent/batchrun-test/config")
+            .env("AWS_CONFIG_FILE", self.dir.path().join(".aws/config"))
             .env(
                 "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/batchrun-test/credentials",
+                self.dir.path().join(".aws/credentials"),
             )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
