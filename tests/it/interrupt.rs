@@ -165,3 +165,48 @@ async fn a_mix_of_faults_is_retried_until_every_record_succeeds() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_abandons_calls_in_flight_and_they_stay_pending() {
+    // Replies take 3 s: a second Ctrl-C right after the first must not wait for them.
+    let emu = emulator(
+        "[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\nlatency = { first-token-ms = 3000 }\n",
+    )
+    .await;
+    let t = TestJob::new();
+    t.write("in.jsonl", records(8))
+        .job(&job_body(4), &emu.endpoint());
+
+    let child = t.spawn_submit();
+    let pid = child.id().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let run = crate::common::job::Run::from(child.wait_with_output().await.unwrap());
+    assert_eq!(run.code, Some(130), "{}", run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "waited for the calls: {:?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("stopping now"), "{}", run.stderr);
+    assert_eq!(
+        done_in_state(t.path()).await,
+        (0, 8),
+        "abandoned calls stay pending"
+    );
+    assert!(t.output_lines("out").is_empty());
+
+    let resumed = t.submit(&[]).await;
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    assert_complete(&t, 8);
+}
