@@ -54,7 +54,7 @@ pub fn spawn(stats: Arc<RunStats>, mode: ProgressMode, done: CancellationToken) 
                 );
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} eta {eta} {msg}",
+                        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} eta {eta} {msg}",
                     )
                     .expect("a valid template"),
                 );
@@ -63,7 +63,7 @@ pub fn spawn(stats: Arc<RunStats>, mode: ProgressMode, done: CancellationToken) 
                     let s = stats.snapshot();
                     bar.set_length(s.planned);
                     bar.set_position(s.finished());
-                    bar.set_message(bar_message(&s));
+                    bar.set_message(bar_message(&s, started.elapsed()));
                     tokio::select! {
                         _ = done.cancelled() => break,
                         _ = tick.tick() => {}

@@ -44,9 +44,10 @@ pub fn status_line(s: &Snapshot, elapsed: Duration) -> String {
 }
 
 /// The bar's message: what the bar itself does not show.
-pub fn bar_message(s: &Snapshot) -> String {
+pub fn bar_message(s: &Snapshot, elapsed: Duration) -> String {
+    let rate = s.finished() as f64 / elapsed.as_secs_f64().max(1e-9);
     format!(
-        "{} failed, {} throttled, {} retried",
+        "{rate:.1} records/s, {} failed, {} throttled, {} retried",
         s.failed, s.throttled, s.transient
     )
 }
@@ -97,6 +98,10 @@ mod tests {
         assert_eq!(
             status_line(&s, Duration::from_secs(6)),
             "progress: 42/100 records (2 failed), 7.0 records/s, 4 in flight, 7 throttled, 1 retried, eta 8.3s"
+        );
+        assert_eq!(
+            bar_message(&s, Duration::from_secs(6)),
+            "7.0 records/s, 2 failed, 7 throttled, 1 retried"
         );
         assert_eq!(duration(Duration::from_secs(184)), "3m04s");
         assert_eq!(duration(Duration::from_secs(7500)), "2h05m");
