@@ -134,6 +134,23 @@ pub struct Finished {
     pub latency_ms: u64,
 }
 
+impl Finished {
+    /// A failed outcome with an error code and message.
+    pub fn failed(seq: u64, attempts: u32, code: &str, message: String) -> Finished {
+        Finished {
+            seq,
+            status: Status::Failed,
+            attempts,
+            result: None,
+            error_code: Some(code.to_string()),
+            error_message: Some(message),
+            input_tokens: 0,
+            output_tokens: 0,
+            latency_ms: 0,
+        }
+    }
+}
+
 /// One record's line in an output part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputRow {

@@ -4,7 +4,7 @@
 
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{Finished, NewRecord, Status, Store};
+use crate::checkpoint::{Finished, NewRecord, Store};
 use crate::error::Error;
 use crate::job::Job;
 use crate::source::{self, InputFile, Item, RequestBuilder};
@@ -12,20 +12,6 @@ use crate::source::{self, InputFile, Item, RequestBuilder};
 const BATCH: usize = 500;
 // Bad lines printed as warnings before the rest are only counted.
 const WARN_LIMIT: usize = 20;
-
-fn failed(seq: u64, code: &str, message: String) -> Finished {
-    Finished {
-        seq,
-        status: Status::Failed,
-        attempts: 0,
-        result: None,
-        error_code: Some(code.to_string()),
-        error_message: Some(message),
-        input_tokens: 0,
-        output_tokens: 0,
-        latency_ms: 0,
-    }
-}
 
 /// Reads every input into the checkpoint and marks the ingest complete. Returns the record count.
 pub async fn ingest(job: &Job, files: Vec<InputFile>, store: &Store) -> Result<u64, Error> {
@@ -79,7 +65,7 @@ pub async fn ingest(job: &Job, files: Vec<InputFile>, store: &Store) -> Result<u
                 }),
                 Item::Bad(b) => {
                     warn(&b.location, &b.message);
-                    bad.push(failed(seq, "InvalidInput", b.message));
+                    bad.push(Finished::failed(seq, 0, "InvalidInput", b.message));
                     rows.push(NewRecord {
                         seq,
                         record_id: b.id.unwrap_or_else(|| b.location.clone()),
@@ -106,7 +92,7 @@ pub async fn ingest(job: &Job, files: Vec<InputFile>, store: &Store) -> Result<u
                 );
                 warn(&d.location, &message);
                 bad.retain(|f| f.seq != d.seq);
-                bad.push(failed(d.seq, "DuplicateId", message));
+                bad.push(Finished::failed(d.seq, 0, "DuplicateId", message));
                 // The line is kept under its location, so that it still appears once in the output.
                 renamed.push(NewRecord {
                     record_id: d.location.clone(),

@@ -57,26 +57,12 @@ pub async fn run(
     }
 }
 
-fn failed(seq: u64, attempts: u32, code: &str, message: String) -> Finished {
-    Finished {
-        seq,
-        status: Status::Failed,
-        attempts,
-        result: None,
-        error_code: Some(code.to_string()),
-        error_message: Some(message),
-        input_tokens: 0,
-        output_tokens: 0,
-        latency_ms: 0,
-    }
-}
-
 /// One record to its outcome, or `None` when the run stops first (the record stays pending).
 async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
     let reservation = record.est_tokens + record.max_tokens;
     if !ctx.budget.can_ever_admit(reservation) {
         let tpm = ctx.budget.tpm().unwrap_or_default();
-        return Some(failed(
+        return Some(Finished::failed(
             record.seq,
             0,
             "ReservationTooLarge",
@@ -142,7 +128,7 @@ async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
                 transients += 1;
                 if transients >= retry_settings.max_attempts {
                     let message = format!("gave up after {attempts} attempts: {}", error.message);
-                    return Some(failed(record.seq, attempts, &error.code, message));
+                    return Some(Finished::failed(record.seq, attempts, &error.code, message));
                 }
                 RunStats::bump(&ctx.stats.transient);
                 retry::backoff(
@@ -152,7 +138,12 @@ async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
                 )
             }
             Class::Permanent => {
-                return Some(failed(record.seq, attempts, &error.code, error.message));
+                return Some(Finished::failed(
+                    record.seq,
+                    attempts,
+                    &error.code,
+                    error.message,
+                ));
             }
             Class::Fatal => {
                 ctx.fatal

@@ -48,6 +48,17 @@ fn assert_parts_whole(t: &TestJob) -> usize {
     lines.len()
 }
 
+fn sigint(child: &tokio::process::Child) {
+    let pid = child.id().expect("the child runs").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 async fn done_in_state(dir: &Path) -> (u64, u64) {
     let store = Store::open(&dir.join(".batchrun/state.db")).await.unwrap();
     let c = store.counts("test").await.unwrap();
@@ -67,14 +78,7 @@ async fn ctrl_c_drains_calls_in_flight_and_a_resume_finishes() {
 
     let child = t.spawn_submit();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigint(&child);
     let run = crate::common::job::Run::from(child.wait_with_output().await.unwrap());
     assert_eq!(run.code, Some(130), "{}", run.stderr);
     assert!(
@@ -178,17 +182,10 @@ async fn a_second_ctrl_c_abandons_calls_in_flight_and_they_stay_pending() {
         .job(&job_body(4), &emu.endpoint());
 
     let child = t.spawn_submit();
-    let pid = child.id().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let started = std::time::Instant::now();
     for _ in 0..2 {
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        sigint(&child);
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let run = crate::common::job::Run::from(child.wait_with_output().await.unwrap());

@@ -11,6 +11,8 @@ use crate::common::job::{TestJob, output_text};
 const PROFILE: &str =
     "[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\ncontext-window = 400\n";
 const LEN: OutputLength = OutputLength { min: 5, max: 12 };
+/// A Converse job over `in.jsonl` with 20 max tokens, writing to `out`.
+const JSONL_JOB: &str = "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n";
 
 fn expected(prompt_key: &str, max_tokens: u64) -> String {
     text::reply(prompt_key, LEN, max_tokens).text
@@ -184,7 +186,7 @@ async fn a_rejected_record_fails_with_its_message_and_the_rest_succeed() {
         format!("{{\"id\": \"ok1\", \"prompt\": \"short\"}}\n{{\"id\": \"long\", \"prompt\": \"{long}\"}}\n{{\"id\": \"ok2\", \"prompt\": \"short too\"}}\n"),
     )
     .job(
-        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
+        JSONL_JOB,
         &emu.endpoint(),
     );
     let run = t.submit(&[]).await;
@@ -218,10 +220,7 @@ async fn bad_input_lines_are_failed_records_and_good_ones_are_kept() {
          {\"id\": \"c\", \"prompt\": \"   \"}\n\
          {\"id\": \"d\", \"prompt\": \"also fine\"}\n",
     )
-    .job(
-        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
-        &emu.endpoint(),
-    );
+    .job(JSONL_JOB, &emu.endpoint());
     let run = t.submit(&[]).await;
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(
@@ -324,10 +323,11 @@ async fn a_changed_job_is_refused_until_fresh() {
 async fn access_denied_stops_the_job_with_a_hint_and_loses_nothing() {
     let emu = emulator("[models.\"*\"]\naccess-denied = true\n").await;
     let t = TestJob::new();
-    t.write("in.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"b\", \"prompt\": \"y\"}\n").job(
-        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
-        &emu.endpoint(),
-    );
+    t.write(
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"b\", \"prompt\": \"y\"}\n",
+    )
+    .job(JSONL_JOB, &emu.endpoint());
     let run = t.submit(&[]).await;
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(
@@ -351,10 +351,8 @@ async fn access_denied_stops_the_job_with_a_hint_and_loses_nothing() {
 async fn no_credentials_is_a_clear_error_and_nothing_is_sent() {
     let emu = emulator(PROFILE).await;
     let t = TestJob::new();
-    t.write("in.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n").job(
-        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
-        &emu.endpoint(),
-    );
+    t.write("in.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n")
+        .job(JSONL_JOB, &emu.endpoint());
     // The credential chain finds nothing: no environment keys, empty profiles, instance metadata disabled.
     let output = t
         .command(&["submit", "job.toml", "--progress", "off"])
