@@ -59,6 +59,20 @@ impl Bucket {
         }
     }
 
+    /// Changes the refill rate (and the capacity, one minute's worth) from `now` on.
+    pub fn set_rate(&mut self, per_minute: f64, now: Instant) {
+        self.refill(now);
+        self.capacity = per_minute;
+        self.per_second = per_minute / 60.0;
+        self.level = self.level.min(self.capacity);
+    }
+
+    /// Empties the bucket (keeping a debt if there is one): what a throttle says about Bedrock's.
+    pub fn empty(&mut self, now: Instant) {
+        self.refill(now);
+        self.level = self.level.min(0.0);
+    }
+
     /// Takes `units` (the caller checked they are there).
     pub fn take(&mut self, units: u64) {
         self.level -= units as f64;
@@ -73,7 +87,47 @@ impl Bucket {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// A greedy client taking whatever the bucket allows never gets more than a full bucket plus the refill
+        /// over any window, whatever the sizes and timing of its requests.
+        #[test]
+        fn never_admits_more_than_the_budget_in_any_window(
+            per_minute in 60u64..100_000,
+            start in 0.0f64..1.0,
+            steps in proptest::collection::vec((0u64..2_000, 1u64..5_000, 0u64..100), 1..300),
+        ) {
+            let t0 = Instant::now();
+            let mut b = Bucket::per_minute(per_minute, start, t0);
+            let mut now = t0;
+            let mut taken: Vec<(Instant, u64)> = Vec::new();
+            for (dt_ms, units, refund_pct) in steps {
+                now += Duration::from_millis(dt_ms);
+                if b.wait_for(units, now) == Some(Duration::ZERO) {
+                    b.take(units);
+                    // Settled below the reservation: part of it comes back, as when a reply is shorter.
+                    let refund = units * refund_pct / 100;
+                    b.adjust(refund as i64, now);
+                    taken.push((now, units - refund));
+                }
+            }
+            let rate = per_minute as f64 / 60.0;
+            for (i, (a, _)) in taken.iter().enumerate() {
+                let mut sum = 0.0;
+                for (t, u) in &taken[i..] {
+                    sum += *u as f64;
+                    let window = t.duration_since(*a).as_secs_f64();
+                    prop_assert!(
+                        sum <= per_minute as f64 + rate * window + 1e-6,
+                        "{} units in {:.3}s", sum, window
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn waits_are_computed_from_the_refill_rate() {
@@ -91,5 +145,9 @@ mod tests {
         assert_eq!(b.wait_for(10, t1), Some(Duration::from_secs(4)));
         b.adjust(10_000, t1);
         assert_eq!(b.level(t1), 600.0);
+        b.empty(t1);
+        assert_eq!(b.level(t1), 0.0);
+        b.set_rate(60.0, t1);
+        assert_eq!(b.wait_for(2, t1), Some(Duration::from_secs(2)));
     }
 }

@@ -1,35 +1,200 @@
-//! The budget shared by all workers: concurrency slots, then RPM and TPM buckets, admitted first come, first
-//! served. An [`Admission`] is held by the request while it runs; settling it charges the reported usage,
-//! dropping it (a throttle, an error, a cancelled call) gives the token reservation back.
+//! The budget shared by all workers. A request is admitted, first come first served, when a concurrency slot
+//! is free and the RPM and TPM buckets hold room for it; it holds an [`Admission`] while it runs. Settling the
+//! admission charges what Bedrock reported (`input + output × burndown`) and gives the rest of the reservation
+//! back; a throttle feeds the rate controllers ([`super::control`]); dropping it releases the slot and the
+//! reservation.
+//!
+//! Beside admission the budget keeps what the report needs: each throttle with the bucket levels at that
+//! moment, and per-second counts. The runner drains and stores them; the budget never touches SQLite.
 
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::bucket::Bucket;
+use super::control::{Limit, Reaction};
 use crate::job::Job;
 
 // Buckets start with ten seconds of quota rather than a full minute, so a cold start does not fire a minute's
 // worth of requests into a quota that may already be in use.
 const START_FRACTION: f64 = 10.0 / 60.0;
-// While waiting for the buckets, re-check at least this often (settlements give tokens back early).
-const MAX_WAIT: Duration = Duration::from_millis(100);
+// While waiting, re-check at least this often (settlements give tokens back early).
+const MAX_WAIT: Duration = Duration::from_millis(50);
+// Controllers and the concurrency cap are updated at most this often.
+const TICK: Duration = Duration::from_millis(200);
+// A bucket counts as the bottleneck for this long after a request last waited on it.
+const SATURATED_FOR: Duration = Duration::from_secs(1);
+// How far back the admitted rate is measured when a quota with no budget first throttles.
+const MEASURE_OVER: Duration = Duration::from_secs(2);
+// The concurrency cap keeps this much headroom over rate × latency (Little's law), and never goes below this.
+const CAP_HEADROOM: f64 = 2.0;
+const MIN_CAP: u32 = 4;
+// Smoothing of the token estimate's calibration and of latency.
+const EWMA: f64 = 0.1;
+
+/// Which quota a throttle hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThrottleKind {
+    /// Requests per minute.
+    Rpm,
+    /// Tokens per minute.
+    Tpm,
+    /// Tokens per day: not a rate the runner can meet by slowing down a little.
+    Tpd,
+}
+
+impl ThrottleKind {
+    /// `rpm`, `tpm` or `tpd`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThrottleKind::Rpm => "rpm",
+            ThrottleKind::Tpm => "tpm",
+            ThrottleKind::Tpd => "tpd",
+        }
+    }
+}
+
+/// A throttle, as the report needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThrottleEvent {
+    /// Milliseconds since the budget was created.
+    pub at_ms: u64,
+    /// The quota it hit.
+    pub kind: ThrottleKind,
+    /// Bedrock's message.
+    pub message: String,
+    /// Whether it started a new episode (and cut the rate).
+    pub cut: bool,
+    /// RPM bucket level over its capacity at that moment (before the sync), if there is one.
+    pub rpm_level: Option<f64>,
+    /// TPM bucket level over its capacity at that moment, if there is one.
+    pub tpm_level: Option<f64>,
+    /// The RPM rate after the throttle.
+    pub rpm_rate: Option<f64>,
+    /// The TPM rate after the throttle.
+    pub tpm_rate: Option<f64>,
+}
+
+/// One second of admission.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Second {
+    /// Seconds since the budget was created.
+    pub second: u64,
+    /// Requests admitted.
+    pub admitted: u64,
+    /// Tokens reserved at admission.
+    pub reserved_tokens: u64,
+    /// Tokens charged at settlement.
+    pub settled_tokens: u64,
+    /// Requests that succeeded.
+    pub succeeded: u64,
+    /// Throttles by quota.
+    pub throttled_rpm: u64,
+    /// See `throttled_rpm`.
+    pub throttled_tpm: u64,
+    /// Most requests in flight.
+    pub in_flight: u64,
+    /// RPM rate at the end of the second.
+    pub rpm_rate: Option<f64>,
+    /// TPM rate at the end of the second.
+    pub tpm_rate: Option<f64>,
+    /// Concurrency cap at the end of the second.
+    pub concurrency_cap: u64,
+}
+
+/// What a run learned, saved in the checkpoint so a resumed run starts from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Learned {
+    /// RPM rate in use.
+    pub rpm_rate: Option<f64>,
+    /// TPM rate in use.
+    pub tpm_rate: Option<f64>,
+    /// Bedrock's input tokens over the local estimate.
+    pub token_ratio: f64,
+}
+
+/// A copy of the budget's state, for progress lines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetView {
+    /// RPM rate and ceiling.
+    pub rpm: Option<(f64, Option<f64>)>,
+    /// TPM rate and ceiling.
+    pub tpm: Option<(f64, Option<f64>)>,
+    /// Concurrency cap.
+    pub concurrency_cap: u32,
+    /// Token calibration.
+    pub token_ratio: f64,
+}
 
 #[derive(Debug)]
-struct Buckets {
-    rpm: Option<Bucket>,
-    tpm: Option<Bucket>,
+struct Quota {
+    limit: Limit,
+    bucket: Bucket,
+    last_waited: Option<Instant>,
+}
+
+impl Quota {
+    fn new(limit: Limit, now: Instant) -> Quota {
+        let rate = limit.rate();
+        Quota {
+            bucket: Bucket::per_minute(rate.round() as u64, START_FRACTION, now),
+            limit,
+            last_waited: None,
+        }
+    }
+
+    /// A quota created by a throttle: its bucket starts empty, as Bedrock's is.
+    fn empty(limit: Limit, now: Instant) -> Quota {
+        let mut q = Quota::new(limit, now);
+        q.bucket.empty(now);
+        q
+    }
+
+    fn level_fraction(&mut self, now: Instant) -> f64 {
+        self.bucket.level(now) / self.bucket.capacity().max(1.0)
+    }
+
+    /// The units to wait for: without a ceiling (discovery) a request larger than the bucket waits for a full
+    /// bucket rather than forever.
+    fn units(&self, cost: u64) -> u64 {
+        if self.limit.ceiling().is_none() {
+            cost.min(self.bucket.capacity() as u64)
+        } else {
+            cost
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    started: Instant,
+    rpm: Option<Quota>,
+    tpm: Option<Quota>,
+    token_ratio: f64,
+    in_flight: u32,
+    cap: u32,
+    cap_waited: Option<Instant>,
+    latency_s: Option<f64>,
+    /// Admission times and reservations over the last five seconds.
+    admitted_recent: VecDeque<(Instant, u64)>,
+    /// Settlement times and charges over the last five seconds.
+    settled_recent: VecDeque<(Instant, u64)>,
+    last_tick: Instant,
+    seconds: BTreeMap<u64, Second>,
+    throttles: Vec<ThrottleEvent>,
 }
 
 /// The job's quota, as admission control.
 #[derive(Debug)]
 pub struct Budget {
-    buckets: Mutex<Buckets>,
+    inner: Mutex<Inner>,
     // Waiters line up here so admission is first come, first served and a large request is not starved.
     turn: tokio::sync::Mutex<()>,
-    slots: Arc<Semaphore>,
+    freed: Notify,
+    max_concurrency: u32,
     burndown: u64,
 }
 
@@ -39,99 +204,258 @@ pub struct Budget {
 pub struct Admission {
     budget: Arc<Budget>,
     reserved: u64,
-    _slot: OwnedSemaphorePermit,
-    settled: bool,
+    est_tokens: u64,
+    admitted_at: Instant,
+    done: bool,
+}
+
+impl Inner {
+    fn second(&mut self, now: Instant) -> &mut Second {
+        let s = now.saturating_duration_since(self.started).as_secs();
+        self.seconds.entry(s).or_insert_with(|| Second {
+            second: s,
+            ..Second::default()
+        })
+    }
+
+    fn reservation(&self, est_tokens: u64, max_tokens: u64) -> u64 {
+        (est_tokens as f64 * self.token_ratio).ceil() as u64 + max_tokens
+    }
+
+    fn tick(&mut self, now: Instant, max_concurrency: u32) {
+        if now.saturating_duration_since(self.last_tick) < TICK {
+            return;
+        }
+        self.last_tick = now;
+        for q in [&mut self.rpm, &mut self.tpm].into_iter().flatten() {
+            let saturated = q
+                .last_waited
+                .is_some_and(|w| now.saturating_duration_since(w) < SATURATED_FOR);
+            if q.limit.on_tick(now, saturated) {
+                q.bucket.set_rate(q.limit.rate(), now);
+            }
+        }
+        // Little's law: in flight = rate × latency; keep headroom, and grow fast when slots are what waits.
+        for recent in [&mut self.admitted_recent, &mut self.settled_recent] {
+            while recent
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > Duration::from_secs(5))
+            {
+                recent.pop_front();
+            }
+        }
+        let rate = self.admitted_recent.len() as f64 / 5.0;
+        let slots_waited = self
+            .cap_waited
+            .is_some_and(|w| now.saturating_duration_since(w) < SATURATED_FOR);
+        let little = (rate * self.latency_s.unwrap_or(1.0) * CAP_HEADROOM).ceil() as u32 + 2;
+        // Slots waited on: grow by half a second (slow start); else follow Little's law.
+        let cap = if slots_waited {
+            (self.cap as f64 * 1.5f64.powf(TICK.as_secs_f64())).ceil() as u32 + 1
+        } else {
+            little.max(self.in_flight)
+        };
+        self.cap = cap.clamp(MIN_CAP.min(max_concurrency), max_concurrency);
+        let (rpm_rate, tpm_rate, cap) = (
+            self.rpm.as_ref().map(|q| q.limit.rate()),
+            self.tpm.as_ref().map(|q| q.limit.rate()),
+            u64::from(self.cap),
+        );
+        let sec = self.second(now);
+        sec.rpm_rate = rpm_rate;
+        sec.tpm_rate = tpm_rate;
+        sec.concurrency_cap = cap;
+    }
 }
 
 impl Budget {
-    /// The budget of `job`.
-    pub fn new(job: &Job) -> Arc<Budget> {
+    /// The budget of `job`, starting from what an earlier run learned.
+    pub fn new(job: &Job, learned: Option<Learned>) -> Arc<Budget> {
         let now = Instant::now();
+        let b = &job.budget;
+        // A configured quota starts at its budget (or the rate a resumed run had learned); an unconfigured one
+        // is not limited until Bedrock throttles on it, then it is measured (see `Admission::throttled`). With
+        // neither configured, the concurrency cap does the discovering: it starts small and grows while slots
+        // are the bottleneck.
+        let quota = |configured: Option<u64>, learned: Option<f64>| match (configured, learned) {
+            (Some(n), start) => Some(Quota::new(Limit::configured(n as f64, start, now), now)),
+            (None, Some(rate)) => Some(Quota::new(Limit::learned(rate, now), now)),
+            (None, None) => None,
+        };
+        let rpm = quota(b.rpm, learned.and_then(|l| l.rpm_rate));
+        let tpm = quota(b.tpm, learned.and_then(|l| l.tpm_rate));
+        let max_concurrency = b.max_concurrency;
         Arc::new(Budget {
-            buckets: Mutex::new(Buckets {
-                rpm: job
-                    .budget
-                    .rpm
-                    .map(|n| Bucket::per_minute(n, START_FRACTION, now)),
-                tpm: job
-                    .budget
-                    .tpm
-                    .map(|n| Bucket::per_minute(n, START_FRACTION, now)),
+            inner: Mutex::new(Inner {
+                started: now,
+                rpm,
+                tpm,
+                token_ratio: learned.map_or(1.0, |l| l.token_ratio),
+                in_flight: 0,
+                cap: MIN_CAP.min(max_concurrency),
+                cap_waited: None,
+                latency_s: None,
+                admitted_recent: VecDeque::new(),
+                settled_recent: VecDeque::new(),
+                last_tick: now,
+                seconds: BTreeMap::new(),
+                throttles: Vec::new(),
             }),
             turn: tokio::sync::Mutex::new(()),
-            slots: Arc::new(Semaphore::new(job.budget.max_concurrency as usize)),
+            freed: Notify::new(),
+            max_concurrency,
             burndown: u64::from(job.model.output_burndown),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a request reserving `tokens` can ever be admitted (no more than the TPM budget holds).
+    /// The tokens a request with this estimate and output cap reserves, after calibration.
+    pub fn reservation(&self, est_tokens: u64, max_tokens: u64) -> u64 {
+        self.lock().reservation(est_tokens, max_tokens)
+    }
+
+    /// Whether a request reserving `tokens` can ever be admitted under the configured TPM budget.
     pub fn can_ever_admit(&self, tokens: u64) -> bool {
+        let inner = self.lock();
+        inner
+            .tpm
+            .as_ref()
+            .and_then(|q| q.limit.ceiling())
+            .is_none_or(|c| tokens as f64 <= c)
+    }
+
+    /// The configured TPM budget, if any.
+    pub fn tpm(&self) -> Option<u64> {
         self.lock()
             .tpm
             .as_ref()
-            .is_none_or(|b| tokens as f64 <= b.capacity())
+            .and_then(|q| q.limit.ceiling())
+            .map(|c| c as u64)
     }
 
-    /// The TPM budget, if any.
-    pub fn tpm(&self) -> Option<u64> {
-        self.lock().tpm.as_ref().map(|b| b.capacity() as u64)
-    }
-
-    /// Waits for a concurrency slot and room for one request reserving `tokens`, then takes them.
-    ///
-    /// # Panics
-    /// If `tokens` can never fit; check [`Budget::can_ever_admit`] first.
-    pub async fn admit(self: &Arc<Self>, tokens: u64) -> Admission {
-        let slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+    /// Waits for a slot and room for one request (estimated input `est_tokens`, output cap `max_tokens`),
+    /// then takes them.
+    pub async fn admit(self: &Arc<Self>, est_tokens: u64, max_tokens: u64) -> Admission {
         let _turn = self.turn.lock().await;
         loop {
+            let freed = self.freed.notified();
             let wait = {
                 let now = Instant::now();
-                let mut b = self.lock();
-                let rpm_wait = b
-                    .rpm
-                    .as_mut()
-                    .map_or(Some(Duration::ZERO), |r| r.wait_for(1, now));
-                let tpm_wait = b
-                    .tpm
-                    .as_mut()
-                    .map_or(Some(Duration::ZERO), |t| t.wait_for(tokens, now));
-                let wait = rpm_wait
-                    .zip(tpm_wait)
-                    .map(|(a, b)| a.max(b))
-                    .expect("admit is only called for requests that fit");
-                if wait.is_zero() {
-                    if let Some(r) = b.rpm.as_mut() {
-                        r.take(1);
-                    }
-                    if let Some(t) = b.tpm.as_mut() {
-                        t.take(tokens);
-                    }
+                let mut guard = self.lock();
+                let inner = &mut *guard;
+                inner.tick(now, self.max_concurrency);
+                let reserved = inner.reservation(est_tokens, max_tokens);
+                if inner.in_flight >= inner.cap {
+                    inner.cap_waited = Some(now);
                     None
                 } else {
+                    let mut wait = Duration::ZERO;
+                    for (q, cost) in [(&mut inner.rpm, 1), (&mut inner.tpm, reserved)] {
+                        if let Some(q) = q {
+                            let units = q.units(cost);
+                            let w = q.bucket.wait_for(units, now).unwrap_or(MAX_WAIT);
+                            if !w.is_zero() {
+                                q.last_waited = Some(now);
+                            }
+                            wait = wait.max(w);
+                        }
+                    }
+                    if wait.is_zero() {
+                        if let Some(q) = inner.rpm.as_mut() {
+                            q.bucket.take(1);
+                        }
+                        if let Some(q) = inner.tpm.as_mut() {
+                            let units = q.units(reserved);
+                            q.bucket.take(units);
+                        }
+                        inner.in_flight += 1;
+                        inner.admitted_recent.push_back((now, reserved));
+                        let in_flight = u64::from(inner.in_flight);
+                        let sec = inner.second(now);
+                        sec.admitted += 1;
+                        sec.reserved_tokens += reserved;
+                        sec.in_flight = sec.in_flight.max(in_flight);
+                        return Admission {
+                            budget: self.clone(),
+                            reserved,
+                            est_tokens,
+                            admitted_at: now,
+                            done: false,
+                        };
+                    }
                     Some(wait)
                 }
             };
             match wait {
+                // Waiting for a slot: a release wakes us (or the next tick re-checks the cap).
                 None => {
-                    return Admission {
-                        budget: self.clone(),
-                        reserved: tokens,
-                        _slot: slot,
-                        settled: false,
-                    };
+                    let _ = tokio::time::timeout(TICK, freed).await;
                 }
                 Some(w) => tokio::time::sleep(w.min(MAX_WAIT)).await,
             }
+        }
+    }
+
+    /// Drains the throttle events recorded so far.
+    pub fn take_throttles(&self) -> Vec<ThrottleEvent> {
+        std::mem::take(&mut self.lock().throttles)
+    }
+
+    /// Drains the per-second counts of seconds that are over (all of them when `all`).
+    pub fn take_seconds(&self, all: bool) -> Vec<Second> {
+        let mut inner = self.lock();
+        let current = Instant::now()
+            .saturating_duration_since(inner.started)
+            .as_secs();
+        let keep = if all {
+            inner.seconds.split_off(&u64::MAX)
+        } else {
+            inner.seconds.split_off(&current)
+        };
+        let done = std::mem::replace(&mut inner.seconds, keep);
+        done.into_values().collect()
+    }
+
+    /// What the run learned so far.
+    pub fn learned(&self) -> Learned {
+        let inner = self.lock();
+        Learned {
+            rpm_rate: inner.rpm.as_ref().map(|q| q.limit.rate()),
+            tpm_rate: inner.tpm.as_ref().map(|q| q.limit.rate()),
+            token_ratio: inner.token_ratio,
+        }
+    }
+
+    /// The budget now.
+    pub fn view(&self) -> BudgetView {
+        let inner = self.lock();
+        let view = |q: &Option<Quota>| q.as_ref().map(|q| (q.limit.rate(), q.limit.ceiling()));
+        BudgetView {
+            rpm: view(&inner.rpm),
+            tpm: view(&inner.tpm),
+            concurrency_cap: inner.cap,
+            token_ratio: inner.token_ratio,
+        }
+    }
+}
+
+/// Which quota a throttle message names; when it names none, the emptier bucket.
+fn classify(message: &str, rpm_level: Option<f64>, tpm_level: Option<f64>) -> ThrottleKind {
+    let m = message.to_ascii_lowercase();
+    if m.contains("per day") {
+        ThrottleKind::Tpd
+    } else if m.contains("too many tokens") {
+        ThrottleKind::Tpm
+    } else if m.contains("too many requests") || m.contains("request rate") {
+        ThrottleKind::Rpm
+    } else {
+        match (rpm_level, tpm_level) {
+            (Some(r), Some(t)) if r < t => ThrottleKind::Rpm,
+            (Some(_), None) => ThrottleKind::Rpm,
+            _ => ThrottleKind::Tpm,
         }
     }
 }
@@ -142,25 +466,140 @@ impl Admission {
         self.reserved
     }
 
-    /// Charges what the call used (`input + output × burndown`) and gives the rest of the reservation back.
+    fn finish(&mut self, inner: &mut Inner) {
+        self.done = true;
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+    }
+
+    /// Charges what the call used (`input + output × burndown`), gives the rest of the reservation back, and
+    /// learns from the call's latency and its input count.
     pub fn settle(mut self, input_tokens: u64, output_tokens: u64) {
-        let charged = input_tokens + output_tokens * self.budget.burndown;
-        let refund = self.reserved as i64 - charged as i64;
-        if let Some(t) = self.budget.lock().tpm.as_mut() {
-            t.adjust(refund, Instant::now());
+        let budget = self.budget.clone();
+        let now = Instant::now();
+        {
+            let mut inner = budget.lock();
+            self.finish(&mut inner);
+            let charged = input_tokens + output_tokens * budget.burndown;
+            if let Some(q) = inner.tpm.as_mut() {
+                let units = q.units(self.reserved);
+                q.bucket.adjust(units as i64 - charged as i64, now);
+            }
+            if self.est_tokens > 0 && input_tokens > 0 {
+                let ratio = input_tokens as f64 / self.est_tokens as f64;
+                inner.token_ratio =
+                    (inner.token_ratio + EWMA * (ratio - inner.token_ratio)).clamp(0.25, 4.0);
+            }
+            let latency = now
+                .saturating_duration_since(self.admitted_at)
+                .as_secs_f64();
+            inner.latency_s = Some(
+                inner
+                    .latency_s
+                    .map_or(latency, |l| l + EWMA * (latency - l)),
+            );
+            inner.settled_recent.push_back((now, charged));
+            let sec = inner.second(now);
+            sec.settled_tokens += charged;
+            sec.succeeded += 1;
         }
-        self.settled = true;
+        budget.freed.notify_waiters();
+    }
+
+    /// The call was throttled with `message`: the quota it names resyncs and slows down (once per episode).
+    /// Returns the quota the throttle was put down to.
+    pub fn throttled(mut self, message: &str) -> ThrottleKind {
+        let budget = self.budget.clone();
+        let now = Instant::now();
+        let kind = {
+            let mut inner = budget.lock();
+            self.finish(&mut inner);
+            let rpm_level = inner.rpm.as_mut().map(|q| q.level_fraction(now));
+            let tpm_level = inner.tpm.as_mut().map(|q| q.level_fraction(now));
+            let kind = classify(message, rpm_level, tpm_level);
+            // No budget was configured for this quota, yet Bedrock enforces one: start a controller from the rate
+            // that was getting through.
+            let since = |t: &Instant| now.saturating_duration_since(*t) <= MEASURE_OVER;
+            let per_minute = 60.0 / MEASURE_OVER.as_secs_f64();
+            let mut created = false;
+            if kind == ThrottleKind::Rpm && inner.rpm.is_none() {
+                let rate = inner
+                    .admitted_recent
+                    .iter()
+                    .filter(|(t, _)| since(t))
+                    .count() as f64
+                    * per_minute;
+                inner.rpm = Some(Quota::empty(Limit::measured(rate.max(1.0), now), now));
+                created = true;
+            }
+            if kind != ThrottleKind::Rpm && inner.tpm.is_none() {
+                // The quota is spent by charges (reservations come back at settlement), so measure those.
+                let tokens: u64 = inner
+                    .settled_recent
+                    .iter()
+                    .filter(|(t, _)| since(t))
+                    .map(|(_, c)| c)
+                    .sum();
+                let rate = tokens as f64 * per_minute;
+                inner.tpm = Some(Quota::empty(
+                    Limit::measured(rate.max(self.reserved as f64), now),
+                    now,
+                ));
+                created = true;
+            }
+            let (quota, cost) = match kind {
+                ThrottleKind::Rpm => (inner.rpm.as_mut(), 1.0),
+                ThrottleKind::Tpm | ThrottleKind::Tpd => (inner.tpm.as_mut(), self.reserved as f64),
+            };
+            let mut cut = created;
+            if let (Some(q), false) = (quota, created) {
+                // The reservation is not given back: a throttle resyncs the bucket to Bedrock's, which never
+                // took it.
+                if let Reaction::Cut { rate, .. } = q.limit.on_throttle(self.admitted_at, cost, now)
+                {
+                    q.bucket.set_rate(rate, now);
+                    q.bucket.empty(now);
+                    cut = true;
+                }
+            }
+            let event = ThrottleEvent {
+                at_ms: now.saturating_duration_since(inner.started).as_millis() as u64,
+                kind,
+                message: message.to_string(),
+                cut,
+                rpm_level,
+                tpm_level,
+                rpm_rate: inner.rpm.as_ref().map(|q| q.limit.rate()),
+                tpm_rate: inner.tpm.as_ref().map(|q| q.limit.rate()),
+            };
+            inner.throttles.push(event);
+            let sec = inner.second(now);
+            match kind {
+                ThrottleKind::Rpm => sec.throttled_rpm += 1,
+                _ => sec.throttled_tpm += 1,
+            }
+            kind
+        };
+        budget.freed.notify_waiters();
+        kind
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        // Not settled: the call was throttled, failed or cancelled, and Bedrock charged no tokens for it.
-        if !self.settled
-            && let Some(t) = self.budget.lock().tpm.as_mut()
-        {
-            t.adjust(self.reserved as i64, Instant::now());
+        if self.done {
+            return;
         }
+        // Neither settled nor throttled: the call failed or was cancelled, and Bedrock charged no tokens.
+        let budget = self.budget.clone();
+        {
+            let mut inner = budget.lock();
+            self.finish(&mut inner);
+            if let Some(q) = inner.tpm.as_mut() {
+                let units = q.units(self.reserved);
+                q.bucket.adjust(units as i64, Instant::now());
+            }
+        }
+        budget.freed.notify_waiters();
     }
 }
 
@@ -181,13 +620,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn admission_waits_for_refill_and_settles_with_burndown() {
         // 6,000 TPM: 100 a second, starting with 1,000 (ten seconds' worth).
-        let budget = Budget::new(&job("tpm = 6000\nmax-concurrency = 8"));
+        let budget = Budget::new(&job("tpm = 6000\nmax-concurrency = 8"), None);
         let t0 = Instant::now();
-        let a = budget.admit(600).await;
-        let b = budget.admit(400).await;
+        let a = budget.admit(500, 100).await;
+        let b = budget.admit(300, 100).await;
+        assert_eq!((a.reserved(), b.reserved()), (600, 400));
         assert_eq!(t0.elapsed(), Duration::ZERO);
         // Empty now: the next 300 need three seconds of refill.
-        let c = budget.admit(300).await;
+        let c = budget.admit(200, 100).await;
         let waited = t0.elapsed();
         assert!(
             waited >= Duration::from_secs(3) && waited < Duration::from_millis(3100),
@@ -195,9 +635,9 @@ mod tests {
         );
         // 600 reserved, 100 + 20 × 5 = 200 charged: 400 come back at once.
         a.settle(100, 20);
-        drop(b); // not settled: all 400 back
+        drop(b); // failed call: all 400 back
         let t1 = Instant::now();
-        let d = budget.admit(800).await;
+        let d = budget.admit(700, 100).await;
         assert_eq!(t1.elapsed(), Duration::ZERO);
         drop((c, d));
         assert!(budget.can_ever_admit(6000));
@@ -205,24 +645,89 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn rpm_spaces_requests_and_concurrency_caps_them() {
+    async fn rpm_spaces_requests_and_the_cap_bounds_them() {
         // 60 RPM: one a second, starting with ten.
-        let budget = Budget::new(&job("rpm = 60\nmax-concurrency = 20"));
+        let budget = Budget::new(&job("rpm = 60\nmax-concurrency = 20"), None);
         let t0 = Instant::now();
         let mut held = Vec::new();
         for _ in 0..12 {
-            held.push(budget.admit(1).await);
+            let a = budget.admit(1, 1).await;
+            a.settle(1, 1);
+            held.push(());
         }
         let waited = t0.elapsed();
         assert!(
-            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2200),
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2300),
             "{waited:?}"
         );
 
-        let capped = Budget::new(&job("max-concurrency = 2"));
-        let _a = capped.admit(1).await;
-        let _b = capped.admit(1).await;
-        let third = tokio::time::timeout(Duration::from_secs(5), capped.admit(1)).await;
+        let capped = Budget::new(&job("max-concurrency = 2"), None);
+        let _a = capped.admit(1, 1).await;
+        let _b = capped.admit(1, 1).await;
+        let third = tokio::time::timeout(Duration::from_secs(5), capped.admit(1, 1)).await;
         assert!(third.is_err(), "a third request must wait for a slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_resyncs_and_cuts_once_per_episode() {
+        let budget = Budget::new(&job("rpm = 600\nmax-concurrency = 50"), None);
+        let first = budget.admit(1, 1).await;
+        let second = budget.admit(1, 1).await;
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(
+            first.throttled("Too many requests, please wait before trying again."),
+            ThrottleKind::Rpm
+        );
+        // Admitted before the cut: the same episode.
+        assert_eq!(
+            second.throttled("Too many requests, please wait before trying again."),
+            ThrottleKind::Rpm
+        );
+        let events = budget.take_throttles();
+        assert_eq!(events.len(), 2);
+        assert!(events[0].cut && !events[1].cut);
+        assert_eq!(events[0].rpm_rate, Some(420.0));
+        // The bucket was emptied: the next request waits for refill (420 a minute = 7 a second).
+        let t = Instant::now();
+        let _next = budget.admit(1, 1).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(140),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_token_estimate_is_calibrated_from_reported_usage() {
+        let budget = Budget::new(&job("tpm = 1000000\nmax-concurrency = 50"), None);
+        for _ in 0..60 {
+            // Bedrock counts 1.5 × the local estimate.
+            budget.admit(100, 10).await.settle(150, 5);
+        }
+        let ratio = budget.learned().token_ratio;
+        assert!((ratio - 1.5).abs() < 0.01, "{ratio}");
+        assert_eq!(budget.reservation(100, 10), 160);
+    }
+
+    #[test]
+    fn throttle_messages_name_the_quota() {
+        let m = "Too many tokens, please wait before trying again.";
+        assert_eq!(classify(m, Some(0.9), Some(0.9)), ThrottleKind::Tpm);
+        assert_eq!(
+            classify("Too many requests, please wait", None, None),
+            ThrottleKind::Rpm
+        );
+        assert_eq!(
+            classify("Too many tokens per day, please wait", None, None),
+            ThrottleKind::Tpd
+        );
+        assert_eq!(
+            classify("Rate exceeded", Some(0.1), Some(0.8)),
+            ThrottleKind::Rpm
+        );
+        assert_eq!(
+            classify("Rate exceeded", Some(0.8), Some(0.1)),
+            ThrottleKind::Tpm
+        );
     }
 }

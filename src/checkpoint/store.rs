@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use crate::budget::{Learned, Second, ThrottleEvent};
+
 /// A store that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -301,6 +303,8 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(q("begin a transaction"))?;
         for sql in [
             "DELETE FROM parts WHERE job = ?",
+            "DELETE FROM throttles WHERE job = ?",
+            "DELETE FROM series WHERE job = ?",
             "DELETE FROM outcomes WHERE job = ?",
             "DELETE FROM records WHERE job = ?",
             "DELETE FROM jobs WHERE name = ?",
@@ -612,6 +616,127 @@ impl Store {
         .await
         .map_err(q("record a published part"))?;
         Ok(())
+    }
+
+    /// The rates and calibration a run of the job last saved.
+    pub async fn learned(&self, job: &str) -> Result<Option<Learned>, CheckpointError> {
+        let row = sqlx::query("SELECT rpm_rate, tpm_rate, token_ratio FROM jobs WHERE name = ?")
+            .bind(job)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("read learned rates"))?;
+        Ok(row.and_then(|r| {
+            let ratio: Option<f64> = r.get(2);
+            ratio.map(|token_ratio| Learned {
+                rpm_rate: r.get(0),
+                tpm_rate: r.get(1),
+                token_ratio,
+            })
+        }))
+    }
+
+    /// Saves what the run learned.
+    pub async fn save_learned(&self, job: &str, learned: &Learned) -> Result<(), CheckpointError> {
+        sqlx::query("UPDATE jobs SET rpm_rate = ?, tpm_rate = ?, token_ratio = ? WHERE name = ?")
+            .bind(learned.rpm_rate)
+            .bind(learned.tpm_rate)
+            .bind(learned.token_ratio)
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(q("save learned rates"))?;
+        Ok(())
+    }
+
+    /// Records throttles; `epoch_ms` is the Unix time in milliseconds of the events' zero.
+    pub async fn insert_throttles(
+        &self,
+        job: &str,
+        epoch_ms: i64,
+        events: &[ThrottleEvent],
+    ) -> Result<(), CheckpointError> {
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut b = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO throttles (job, at_ms, kind, message, cut, rpm_level, tpm_level, rpm_rate, tpm_rate) ",
+            );
+            b.push_values(chunk, |mut row, e| {
+                row.push_bind(job.to_string())
+                    .push_bind(epoch_ms + e.at_ms as i64)
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.message.clone())
+                    .push_bind(e.cut)
+                    .push_bind(e.rpm_level)
+                    .push_bind(e.tpm_level)
+                    .push_bind(e.rpm_rate)
+                    .push_bind(e.tpm_rate);
+            });
+            b.build()
+                .execute(&self.pool)
+                .await
+                .map_err(q("record throttles"))?;
+        }
+        Ok(())
+    }
+
+    /// Records per-second counts; `epoch_s` is the Unix time in seconds of second zero. A second recorded
+    /// twice (a resumed run within the same second) keeps the sum.
+    pub async fn insert_seconds(
+        &self,
+        job: &str,
+        epoch_s: i64,
+        seconds: &[Second],
+    ) -> Result<(), CheckpointError> {
+        for chunk in seconds.chunks(ROWS_PER_STATEMENT) {
+            let mut b = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO series (job, at_s, admitted, reserved_tokens, settled_tokens, succeeded, throttled_rpm, \
+                 throttled_tpm, in_flight, rpm_rate, tpm_rate, concurrency_cap) ",
+            );
+            b.push_values(chunk, |mut row, s| {
+                row.push_bind(job.to_string())
+                    .push_bind(epoch_s + s.second as i64)
+                    .push_bind(s.admitted as i64)
+                    .push_bind(s.reserved_tokens as i64)
+                    .push_bind(s.settled_tokens as i64)
+                    .push_bind(s.succeeded as i64)
+                    .push_bind(s.throttled_rpm as i64)
+                    .push_bind(s.throttled_tpm as i64)
+                    .push_bind(s.in_flight as i64)
+                    .push_bind(s.rpm_rate)
+                    .push_bind(s.tpm_rate)
+                    .push_bind(s.concurrency_cap as i64);
+            });
+            b.push(
+                " ON CONFLICT (job, at_s) DO UPDATE SET admitted = admitted + excluded.admitted, \
+                 reserved_tokens = reserved_tokens + excluded.reserved_tokens, \
+                 settled_tokens = settled_tokens + excluded.settled_tokens, succeeded = succeeded + excluded.succeeded, \
+                 throttled_rpm = throttled_rpm + excluded.throttled_rpm, \
+                 throttled_tpm = throttled_tpm + excluded.throttled_tpm, \
+                 in_flight = max(in_flight, excluded.in_flight), rpm_rate = excluded.rpm_rate, \
+                 tpm_rate = excluded.tpm_rate, concurrency_cap = excluded.concurrency_cap",
+            );
+            b.build()
+                .execute(&self.pool)
+                .await
+                .map_err(q("record the per-second series"))?;
+        }
+        Ok(())
+    }
+
+    /// Throttles recorded for the job: (Unix ms, kind, message), oldest first.
+    pub async fn throttles(
+        &self,
+        job: &str,
+    ) -> Result<Vec<(i64, String, String)>, CheckpointError> {
+        let rows =
+            sqlx::query("SELECT at_ms, kind, message FROM throttles WHERE job = ? ORDER BY at_ms")
+                .bind(job)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("read throttles"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 
     /// Marks the job finished.

@@ -136,7 +136,7 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         let (_emulator, endpoint, static_credentials) = endpoint(&job).await?;
         let invoker = Invoker::connect(&job, endpoint.as_deref(), static_credentials).await?;
         let ctx = Arc::new(worker::Ctx {
-            budget: Budget::new(&job),
+            budget: Budget::new(&job, store.learned(&job.name).await?),
             invoker,
             stats: stats.clone(),
             shutdown: shutdown.clone(),
@@ -226,7 +226,7 @@ async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Part
         ctx.stats.clone(),
     ));
     let feeder = tokio::spawn(feed(
-        store,
+        store.clone(),
         ctx.job.name.clone(),
         record_tx,
         ctx.shutdown.stop.clone(),
@@ -243,6 +243,7 @@ async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Part
     drop(outcome_tx);
     let progress_done = CancellationToken::new();
     let reporter = progress::spawn(ctx.stats.clone(), ctx.progress, progress_done.clone());
+    let recorder = tokio::spawn(record(ctx.clone(), store.clone(), progress_done.clone()));
     while let Some(joined) = pool.join_next().await {
         joined.expect("a worker does not panic");
     }
@@ -252,10 +253,41 @@ async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Part
     let parts = writer.await.expect("the writer does not panic")?;
     progress_done.cancel();
     let _ = reporter.await;
+    recorder.await.expect("the recorder does not panic")?;
     if let Ok(Err(e)) = fed {
         return Err(e);
     }
     Ok(parts)
+}
+
+// How often throttles, the per-second series and the learned rates are written to the checkpoint.
+const RECORD_EVERY: Duration = Duration::from_secs(2);
+
+/// Stores what the budget observed (throttles, per-second counts) and what it learned (rates, calibration),
+/// every few seconds and once more at the end.
+async fn record(ctx: Arc<worker::Ctx>, store: Store, done: CancellationToken) -> Result<(), Error> {
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (epoch_ms, epoch_s) = (epoch.as_millis() as i64, epoch.as_secs() as i64);
+    let mut tick = tokio::time::interval(RECORD_EVERY);
+    loop {
+        let last = tokio::select! {
+            _ = done.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let job = &ctx.job.name;
+        store
+            .insert_throttles(job, epoch_ms, &ctx.budget.take_throttles())
+            .await?;
+        store
+            .insert_seconds(job, epoch_s, &ctx.budget.take_seconds(last))
+            .await?;
+        store.save_learned(job, &ctx.budget.learned()).await?;
+        if last {
+            return Ok(());
+        }
+    }
 }
 
 async fn feed(

@@ -59,7 +59,7 @@ pub async fn run(
 
 /// One record to its outcome, or `None` when the run stops first (the record stays pending).
 async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
-    let reservation = record.est_tokens + record.max_tokens;
+    let reservation = ctx.budget.reservation(record.est_tokens, record.max_tokens);
     if !ctx.budget.can_ever_admit(reservation) {
         let tpm = ctx.budget.tpm().unwrap_or_default();
         return Some(Finished::failed(
@@ -77,12 +77,14 @@ async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
     let mut attempts = 0u32;
     let mut throttles = 0u32;
     let mut transients = 0u32;
+    let mut first_attempt: Option<std::time::Instant> = None;
     loop {
         let admission = tokio::select! {
             _ = ctx.shutdown.stop.cancelled() => return None,
-            a = ctx.budget.admit(reservation) => a,
+            a = ctx.budget.admit(record.est_tokens, record.max_tokens) => a,
         };
         attempts += 1;
+        let started = *first_attempt.get_or_insert_with(std::time::Instant::now);
         ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = tokio::select! {
             _ = ctx.shutdown.abort.cancelled() => None,
@@ -107,12 +109,17 @@ async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
                     error_message: None,
                     input_tokens: reply.input_tokens,
                     output_tokens: reply.output_tokens,
-                    latency_ms: reply.latency_ms,
+                    // The record's latency: from its first attempt to the reply, retries included.
+                    latency_ms: started.elapsed().as_millis() as u64,
                 });
             }
             Err(e) => e,
         };
-        drop(admission);
+        if error.class == Class::Throttled {
+            admission.throttled(&error.message);
+        } else {
+            drop(admission);
+        }
         tracing::debug!(record_id = %record.record_id, attempt = attempts, code = %error.code, "call failed");
         let wait = match error.class {
             Class::Throttled => {

@@ -1,0 +1,360 @@
+//! How fast one quota (requests or tokens per minute) is spent: the rate the bucket refills at, learned from
+//! throttles. Pure: time and events come in as arguments.
+//!
+//! Bedrock's quota is a bucket refilling at the true rate R; ours mirrors it at rate r. A throttle says
+//! Bedrock's bucket could not hold the request while ours could, so at that moment its level is below one
+//! reservation: we empty ours (level sync). From one sync to the next throttle, ours gained `(r − R)·Δt` on
+//! Bedrock's, and that gap reached at most one reservation `c`, so `R ≥ r − c/Δt`: a throttle both resyncs the
+//! bucket and yields an estimate of R. The rate is then set just under the estimate.
+//!
+//! Throttles of requests admitted before the last sync belong to the episode already handled and change
+//! nothing: one cut per episode, not one per throttled request.
+//!
+//! Recovery: after a hold, while the bucket is the bottleneck (saturated), the rate grows by a few percent a
+//! second, so a quota freed by another client is found again; the hold doubles each time the estimate comes
+//! out where it was (the quota is stable: probe rarely) and resets when it moves. Without a configured budget
+//! (discovery), the rate starts low and grows fast until the first throttle.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The rate is set this far under the estimated quota.
+pub const MARGIN: f64 = 0.98;
+/// No rate goes below this share of its ceiling (or of its first estimate, in discovery).
+pub const FLOOR: f64 = 0.02;
+/// Growth per second while probing after a hold.
+const PROBE_GROWTH: f64 = 0.02;
+/// Growth per second in discovery, before the first throttle.
+const DISCOVERY_GROWTH: f64 = 0.25;
+/// Probing doubles its pace after this long without a throttle.
+const PROBE_DOUBLING: Duration = Duration::from_secs(10);
+const MIN_HOLD: Duration = Duration::from_secs(5);
+const MAX_HOLD: Duration = Duration::from_secs(60);
+/// Estimates within this ratio of the previous one count as "the same quota".
+const STABLE: f64 = 0.05;
+/// A first throttle (no sync yet to measure from) cuts by this factor.
+const FIRST_CUT: f64 = 0.7;
+
+/// The controller of one quota.
+#[derive(Debug, Clone)]
+pub struct Limit {
+    ceiling: Option<f64>,
+    rate: f64,
+    floor: f64,
+    last_sync: Option<Instant>,
+    estimate: Option<f64>,
+    hold: Duration,
+    discovering: bool,
+    last_change: Instant,
+    created: Instant,
+}
+
+/// What a throttle did to a limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reaction {
+    /// The throttle belonged to an episode already handled.
+    Ignored,
+    /// The rate was cut to `rate`, from an estimate of the quota when one could be made.
+    Cut {
+        /// The new rate, per minute.
+        rate: f64,
+        /// The estimated quota, per minute.
+        estimate: Option<f64>,
+    },
+}
+
+impl Limit {
+    /// A limit with a configured budget of `ceiling` per minute, starting at `start` (a rate learned by an
+    /// earlier run, or the ceiling).
+    pub fn configured(ceiling: f64, start: Option<f64>, now: Instant) -> Limit {
+        let floor = ceiling * FLOOR;
+        Limit {
+            ceiling: Some(ceiling),
+            rate: start.unwrap_or(ceiling).clamp(floor, ceiling),
+            floor,
+            last_sync: None,
+            estimate: None,
+            hold: MIN_HOLD,
+            discovering: false,
+            last_change: now,
+            created: now,
+        }
+    }
+
+    /// A limit with no configured budget: starts at `start` and grows fast until the first throttle.
+    pub fn discovery(start: f64, now: Instant) -> Limit {
+        Limit {
+            ceiling: None,
+            rate: start,
+            floor: start * FLOOR,
+            last_sync: None,
+            estimate: None,
+            hold: MIN_HOLD,
+            discovering: true,
+            last_change: now,
+            created: now,
+        }
+    }
+
+    /// A limit with no configured budget, starting from a rate an earlier run (or measurement) found: it
+    /// probes like a configured limit, without the fast growth of discovery.
+    pub fn learned(rate: f64, now: Instant) -> Limit {
+        Limit {
+            discovering: false,
+            ..Limit::discovery(rate, now)
+        }
+    }
+
+    /// A limit created from a throttle when no budget was configured for its quota: `measured` is the rate that
+    /// was getting through; the throttle counts as the first sync.
+    pub fn measured(measured: f64, now: Instant) -> Limit {
+        Limit {
+            rate: (measured * MARGIN).max(1.0),
+            floor: (measured * FLOOR).max(1.0),
+            last_sync: Some(now),
+            estimate: Some(measured),
+            ..Limit::learned(measured, now)
+        }
+    }
+
+    /// The current rate, per minute.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The configured budget, if any.
+    pub fn ceiling(&self) -> Option<f64> {
+        self.ceiling
+    }
+
+    /// The share of the ceiling in use (1 without a ceiling): the multiplier saved for a resumed run.
+    pub fn multiplier(&self) -> f64 {
+        self.ceiling.map_or(1.0, |c| self.rate / c)
+    }
+
+    /// Whether this throttle (of a request admitted at `admitted_at`, costing `cost` units of this quota) starts
+    /// a new episode; if so the rate is cut and the caller must empty the bucket.
+    pub fn on_throttle(&mut self, admitted_at: Instant, cost: f64, now: Instant) -> Reaction {
+        if let Some(sync) = self.last_sync
+            && admitted_at <= sync
+        {
+            return Reaction::Ignored;
+        }
+        let estimate = self.last_sync.map(|sync| {
+            let dt = now.saturating_duration_since(sync).as_secs_f64().max(1e-3);
+            // Per minute: the bucket gained `cost` units on Bedrock's in `dt` seconds.
+            (self.rate - cost * 60.0 / dt).max(self.rate * 0.5)
+        });
+        let target = match estimate {
+            Some(e) => e * MARGIN,
+            None => self.rate * FIRST_CUT,
+        };
+        // Never rises on a throttle, never below the floor.
+        let rate = target.min(self.rate * MARGIN).max(self.floor);
+        if let (Some(new), Some(old)) = (estimate, self.estimate) {
+            self.hold = if (new / old - 1.0).abs() <= STABLE {
+                (self.hold * 2).min(MAX_HOLD)
+            } else {
+                MIN_HOLD
+            };
+        }
+        self.estimate = estimate.or(self.estimate);
+        self.rate = rate;
+        self.last_sync = Some(now);
+        self.discovering = false;
+        self.last_change = now;
+        Reaction::Cut { rate, estimate }
+    }
+
+    /// Time passes: while `saturated` (requests wait on this bucket), the rate grows after the hold, fast in
+    /// discovery. Returns whether the rate changed.
+    pub fn on_tick(&mut self, now: Instant, saturated: bool) -> bool {
+        // Growth counts from the later of the last update and the end of the hold.
+        let hold_end = self.last_sync.map(|s| s + self.hold);
+        let from = match hold_end {
+            Some(h) if h > self.last_change => h,
+            _ => self.last_change,
+        };
+        self.last_change = self.last_change.max(now);
+        if !saturated || now <= from {
+            return false;
+        }
+        let dt = now.saturating_duration_since(from).as_secs_f64();
+        // Probing starts slow near the last estimate and doubles its pace every PROBE_DOUBLING without a throttle,
+        // so a quota that another client has freed is found again within tens of seconds.
+        let probing_for = from
+            .saturating_duration_since(hold_end.unwrap_or(self.created))
+            .as_secs_f64();
+        let growth = if self.discovering {
+            DISCOVERY_GROWTH
+        } else {
+            (PROBE_GROWTH * 2f64.powf(probing_for / PROBE_DOUBLING.as_secs_f64()))
+                .min(DISCOVERY_GROWTH)
+        };
+        let grown = self.rate * (1.0 + growth).powf(dt);
+        let new = match self.ceiling {
+            Some(c) => grown.min(c),
+            None => grown,
+        };
+        let changed = new > self.rate;
+        self.rate = new.max(self.rate);
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: f64) -> Duration {
+        Duration::from_secs_f64(x)
+    }
+
+    #[test]
+    fn a_first_throttle_cuts_and_later_ones_estimate_the_quota() {
+        let t0 = Instant::now();
+        // Configured 1,200 a minute; the true quota is 600.
+        let mut l = Limit::configured(1200.0, None, t0);
+        assert_eq!(
+            l.on_throttle(t0, 1.0, t0 + s(1.0)),
+            Reaction::Cut {
+                rate: 840.0,
+                estimate: None
+            }
+        );
+        // At 840 against 600, the gap of one request builds in 60 / 240 = 0.25 s.
+        let r = l.on_throttle(t0 + s(1.1), 1.0, t0 + s(1.25));
+        let Reaction::Cut {
+            rate,
+            estimate: Some(e),
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert!((e - 600.0).abs() < 1.0, "{e}");
+        assert!((rate - 588.0).abs() < 1.0, "{rate}");
+    }
+
+    #[test]
+    fn throttles_of_the_same_episode_are_ignored() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(100.0, None, t0);
+        assert!(matches!(
+            l.on_throttle(t0, 1.0, t0 + s(1.0)),
+            Reaction::Cut { .. }
+        ));
+        // Admitted before the cut: same overshoot.
+        assert_eq!(
+            l.on_throttle(t0 + s(0.9), 1.0, t0 + s(1.2)),
+            Reaction::Ignored
+        );
+        assert_eq!(l.rate(), 70.0);
+    }
+
+    #[test]
+    fn probing_waits_for_the_hold_then_grows_only_when_saturated() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(1000.0, Some(500.0), t0);
+        l.on_throttle(t0, 1.0, t0);
+        let cut = l.rate();
+        assert!(!l.on_tick(t0 + s(4.0), true), "within the hold");
+        assert!(!l.on_tick(t0 + s(6.0), false), "not saturated");
+        assert!(l.on_tick(t0 + s(7.0), true));
+        let grown = l.rate();
+        assert!(grown > cut && grown < cut * 1.03, "{cut} -> {grown}");
+        // Never above the ceiling.
+        l.on_tick(t0 + s(1000.0), true);
+        assert_eq!(l.rate(), 1000.0);
+    }
+
+    #[test]
+    fn discovery_grows_fast_until_the_first_throttle() {
+        let t0 = Instant::now();
+        let mut l = Limit::discovery(1000.0, t0);
+        for i in 1..=10 {
+            l.on_tick(t0 + s(i as f64), true);
+        }
+        assert!(l.rate() > 9000.0, "{}", l.rate());
+        l.on_throttle(t0 + s(10.0), 1.0, t0 + s(10.5));
+        let after = l.rate();
+        l.on_tick(t0 + s(16.0), true);
+        l.on_tick(t0 + s(17.0), true);
+        assert!(
+            l.rate() < after * 1.05,
+            "probing after discovery is slow: {after} -> {}",
+            l.rate()
+        );
+    }
+
+    #[test]
+    fn a_stable_quota_lengthens_the_hold() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(1000.0, None, t0);
+        l.on_throttle(t0, 1.0, t0);
+        let mut t = t0;
+        // Throttles that keep measuring the same quota (the gap of one unit builds in the same time).
+        for _ in 0..4 {
+            let dt = 60.0 / (l.rate() - 600.0).max(1.0);
+            t += s(dt);
+            l.on_throttle(t - s(dt / 2.0), 1.0, t);
+            l.rate = 700.0;
+        }
+        assert!(l.hold > MIN_HOLD, "{:?}", l.hold);
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Event {
+            Throttle { admitted_back_ms: u64, cost: f64 },
+            Tick { saturated: bool },
+        }
+
+        fn event() -> impl Strategy<Value = (u64, Event)> {
+            (
+                1u64..3000,
+                prop_oneof![
+                    (0u64..5000, 0.1f64..5000.0).prop_map(|(b, c)| Event::Throttle {
+                        admitted_back_ms: b,
+                        cost: c
+                    }),
+                    any::<bool>().prop_map(|s| Event::Tick { saturated: s }),
+                ],
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn the_rate_stays_within_floor_and_ceiling_and_never_rises_on_a_throttle(
+                ceiling in 1.0f64..1e7,
+                start in 0.0f64..1.5,
+                events in proptest::collection::vec(event(), 1..200),
+            ) {
+                let t0 = Instant::now();
+                let mut l = Limit::configured(ceiling, Some(ceiling * start), t0);
+                let mut now = t0;
+                for (step_ms, e) in events {
+                    now += Duration::from_millis(step_ms);
+                    let before = l.rate();
+                    match e {
+                        Event::Throttle { admitted_back_ms, cost } => {
+                            let admitted = now.checked_sub(Duration::from_millis(admitted_back_ms)).unwrap_or(t0);
+                            l.on_throttle(admitted, cost, now);
+                            prop_assert!(l.rate() <= before, "rose on a throttle: {} -> {}", before, l.rate());
+                        }
+                        Event::Tick { saturated } => {
+                            l.on_tick(now, saturated);
+                        }
+                    }
+                    prop_assert!(l.rate() >= ceiling * FLOOR - 1e-9);
+                    prop_assert!(l.rate() <= ceiling + 1e-9);
+                    prop_assert!(l.multiplier() >= FLOOR - 1e-9 && l.multiplier() <= 1.0 + 1e-9);
+                }
+            }
+        }
+    }
+}
