@@ -33,8 +33,10 @@ const MIN_HOLD: Duration = Duration::from_secs(5);
 const MAX_HOLD: Duration = Duration::from_secs(60);
 /// Estimates within this ratio of the previous one count as "the same quota".
 const STABLE: f64 = 0.05;
-/// A first throttle (no sync yet to measure from) cuts by this factor.
-const FIRST_CUT: f64 = 0.7;
+/// A first throttle (no sync yet to measure from) cuts by this factor only: it most often means the buckets
+/// started at different levels, which the sync corrects; if the rate is too high, the next throttle follows
+/// within moments and measures by how much.
+const FIRST_CUT: f64 = MARGIN;
 
 /// The controller of one quota.
 #[derive(Debug, Clone)]
@@ -48,6 +50,10 @@ pub struct Limit {
     discovering: bool,
     last_change: Instant,
     created: Instant,
+    /// ∫ rate dt since the last sync (per minute × seconds): the rate changes while probing, and the estimate
+    /// needs the mean rate since the sync, not the latest.
+    area: f64,
+    area_at: Instant,
 }
 
 /// What a throttle did to a limit.
@@ -79,6 +85,8 @@ impl Limit {
             discovering: false,
             last_change: now,
             created: now,
+            area: 0.0,
+            area_at: now,
         }
     }
 
@@ -94,6 +102,8 @@ impl Limit {
             discovering: true,
             last_change: now,
             created: now,
+            area: 0.0,
+            area_at: now,
         }
     }
 
@@ -107,14 +117,14 @@ impl Limit {
     }
 
     /// A limit created from a throttle when no budget was configured for its quota: `measured` is the rate that
-    /// was getting through; the throttle counts as the first sync.
+    /// was getting through, a rough first guess. The throttle counts as the first sync, and the limit keeps
+    /// growing fast (discovery) until the next throttle measures the quota properly.
     pub fn measured(measured: f64, now: Instant) -> Limit {
         Limit {
             rate: (measured * MARGIN).max(1.0),
             floor: (measured * FLOOR).max(1.0),
             last_sync: Some(now),
-            estimate: Some(measured),
-            ..Limit::learned(measured, now)
+            ..Limit::discovery(measured, now)
         }
     }
 
@@ -141,10 +151,17 @@ impl Limit {
         {
             return Reaction::Ignored;
         }
+        self.accumulate(now);
         let estimate = self.last_sync.map(|sync| {
             let dt = now.saturating_duration_since(sync).as_secs_f64().max(1e-3);
-            // Per minute: the bucket gained `cost` units on Bedrock's in `dt` seconds.
-            (self.rate - cost * 60.0 / dt).max(self.rate * 0.5)
+            // Per minute: at the mean rate since the sync, the bucket gained `cost` units on Bedrock's in `dt`
+            // seconds.
+            let mean = if self.area > 0.0 {
+                self.area / dt
+            } else {
+                self.rate
+            };
+            (mean - cost * 60.0 / dt).max(self.rate * 0.5)
         });
         let target = match estimate {
             Some(e) => e * MARGIN,
@@ -162,16 +179,29 @@ impl Limit {
         self.estimate = estimate.or(self.estimate);
         self.rate = rate;
         self.last_sync = Some(now);
+        self.area = 0.0;
         self.discovering = false;
         self.last_change = now;
         Reaction::Cut { rate, estimate }
     }
 
+    fn accumulate(&mut self, now: Instant) {
+        if now > self.area_at {
+            self.area += self.rate * now.duration_since(self.area_at).as_secs_f64();
+            self.area_at = now;
+        }
+    }
+
     /// Time passes: while `saturated` (requests wait on this bucket), the rate grows after the hold, fast in
     /// discovery. Returns whether the rate changed.
     pub fn on_tick(&mut self, now: Instant, saturated: bool) -> bool {
+        self.accumulate(now);
         // Growth counts from the later of the last update and the end of the hold.
-        let hold_end = self.last_sync.map(|s| s + self.hold);
+        // Discovery does not hold: it grows until a throttle says where the quota is.
+        let hold_end = self
+            .last_sync
+            .filter(|_| !self.discovering)
+            .map(|s| s + self.hold);
         let from = match hold_end {
             Some(h) if h > self.last_change => h,
             _ => self.last_change,
@@ -219,12 +249,13 @@ mod tests {
         assert_eq!(
             l.on_throttle(t0, 1.0, t0 + s(1.0)),
             Reaction::Cut {
-                rate: 840.0,
+                rate: 1176.0,
                 estimate: None
             }
         );
-        // At 840 against 600, the gap of one request builds in 60 / 240 = 0.25 s.
-        let r = l.on_throttle(t0 + s(1.1), 1.0, t0 + s(1.25));
+        // At 1,176 against 600, the gap of one request builds in 60 / 576 s.
+        let dt = 60.0 / 576.0;
+        let r = l.on_throttle(t0 + s(1.05), 1.0, t0 + s(1.0 + dt));
         let Reaction::Cut {
             rate,
             estimate: Some(e),
@@ -249,7 +280,7 @@ mod tests {
             l.on_throttle(t0 + s(0.9), 1.0, t0 + s(1.2)),
             Reaction::Ignored
         );
-        assert_eq!(l.rate(), 70.0);
+        assert_eq!(l.rate(), 98.0);
     }
 
     #[test]
@@ -301,6 +332,27 @@ mod tests {
             l.rate = 700.0;
         }
         assert!(l.hold > MIN_HOLD, "{:?}", l.hold);
+    }
+
+    #[test]
+    fn the_estimate_uses_the_mean_rate_since_the_sync() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(1000.0, Some(500.0), t0);
+        l.on_throttle(t0, 1.0, t0);
+        // Probing: 490 for ten seconds, then 700 for one second; one unit of gap built up.
+        l.rate = 490.0;
+        l.on_tick(t0 + s(10.0), false);
+        l.rate = 700.0;
+        l.on_tick(t0 + s(11.0), false);
+        let r = l.on_throttle(t0 + s(10.5), 1.0, t0 + s(11.0));
+        let Reaction::Cut {
+            estimate: Some(e), ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        // Mean (4,900 + 700) / 11 = 509.1, less 60 / 11 = 5.5.
+        assert!((e - 503.6).abs() < 0.5, "{e}");
     }
 
     mod props {

@@ -18,9 +18,9 @@ use super::bucket::Bucket;
 use super::control::{Limit, Reaction};
 use crate::job::Job;
 
-// Buckets start with ten seconds of quota rather than a full minute, so a cold start does not fire a minute's
+// Buckets start with two seconds of quota rather than a full minute, so a cold start does not fire a minute's
 // worth of requests into a quota that may already be in use.
-const START_FRACTION: f64 = 10.0 / 60.0;
+const START_FRACTION: f64 = 2.0 / 60.0;
 // While waiting, re-check at least this often (settlements give tokens back early).
 const MAX_WAIT: Duration = Duration::from_millis(50);
 // Controllers and the concurrency cap are updated at most this often.
@@ -519,7 +519,10 @@ impl Admission {
             // No budget was configured for this quota, yet Bedrock enforces one: start a controller from the rate
             // that was getting through.
             let since = |t: &Instant| now.saturating_duration_since(*t) <= MEASURE_OVER;
-            let per_minute = 60.0 / MEASURE_OVER.as_secs_f64();
+            let window = MEASURE_OVER
+                .min(now.saturating_duration_since(inner.started))
+                .as_secs_f64();
+            let per_minute = 60.0 / window.max(0.1);
             let mut created = false;
             if kind == ThrottleKind::Rpm && inner.rpm.is_none() {
                 let rate = inner
@@ -619,18 +622,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn admission_waits_for_refill_and_settles_with_burndown() {
-        // 6,000 TPM: 100 a second, starting with 1,000 (ten seconds' worth).
-        let budget = Budget::new(&job("tpm = 6000\nmax-concurrency = 8"), None);
+        // 30,000 TPM: 500 a second, starting with 1,000 (two seconds' worth).
+        let budget = Budget::new(&job("tpm = 30000\nmax-concurrency = 8"), None);
         let t0 = Instant::now();
         let a = budget.admit(500, 100).await;
         let b = budget.admit(300, 100).await;
         assert_eq!((a.reserved(), b.reserved()), (600, 400));
         assert_eq!(t0.elapsed(), Duration::ZERO);
-        // Empty now: the next 300 need three seconds of refill.
+        // Empty now: the next 300 need 0.6 seconds of refill.
         let c = budget.admit(200, 100).await;
         let waited = t0.elapsed();
         assert!(
-            waited >= Duration::from_secs(3) && waited < Duration::from_millis(3100),
+            waited >= Duration::from_millis(600) && waited < Duration::from_millis(700),
             "{waited:?}"
         );
         // 600 reserved, 100 + 20 × 5 = 200 charged: 400 come back at once.
@@ -640,20 +643,17 @@ mod tests {
         let d = budget.admit(700, 100).await;
         assert_eq!(t1.elapsed(), Duration::ZERO);
         drop((c, d));
-        assert!(budget.can_ever_admit(6000));
-        assert!(!budget.can_ever_admit(6001));
+        assert!(budget.can_ever_admit(30000));
+        assert!(!budget.can_ever_admit(30001));
     }
 
     #[tokio::test(start_paused = true)]
     async fn rpm_spaces_requests_and_the_cap_bounds_them() {
-        // 60 RPM: one a second, starting with ten.
+        // 60 RPM: one a second, starting with two.
         let budget = Budget::new(&job("rpm = 60\nmax-concurrency = 20"), None);
         let t0 = Instant::now();
-        let mut held = Vec::new();
-        for _ in 0..12 {
-            let a = budget.admit(1, 1).await;
-            a.settle(1, 1);
-            held.push(());
+        for _ in 0..4 {
+            budget.admit(1, 1).await.settle(1, 1);
         }
         let waited = t0.elapsed();
         assert!(
@@ -686,12 +686,12 @@ mod tests {
         let events = budget.take_throttles();
         assert_eq!(events.len(), 2);
         assert!(events[0].cut && !events[1].cut);
-        assert_eq!(events[0].rpm_rate, Some(420.0));
-        // The bucket was emptied: the next request waits for refill (420 a minute = 7 a second).
+        assert_eq!(events[0].rpm_rate, Some(588.0));
+        // The bucket was emptied: the next request waits for refill (588 a minute = 9.8 a second).
         let t = Instant::now();
         let _next = budget.admit(1, 1).await;
         assert!(
-            t.elapsed() >= Duration::from_millis(140),
+            t.elapsed() >= Duration::from_millis(100),
             "{:?}",
             t.elapsed()
         );

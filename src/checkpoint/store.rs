@@ -739,6 +739,17 @@ impl Store {
             .collect())
     }
 
+    /// Latencies (first attempt to reply) of the job's succeeded records, in milliseconds, unordered.
+    pub async fn latencies(&self, job: &str) -> Result<Vec<u64>, CheckpointError> {
+        let rows: Vec<i64> =
+            sqlx::query_scalar("SELECT latency_ms FROM outcomes WHERE job = ? AND status = 'done'")
+                .bind(job)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("read latencies"))?;
+        Ok(rows.into_iter().map(|l| l.max(0) as u64).collect())
+    }
+
     /// Marks the job finished.
     pub async fn mark_finished(&self, job: &str) -> Result<(), CheckpointError> {
         let t = now();

@@ -56,6 +56,37 @@ pub struct ModelProfile {
     pub embedding_dimensions: usize,
     /// Injected faults, drawn per request.
     pub faults: FaultRates,
+    /// Another client sharing this model's quota: it takes a share of every bucket's refill.
+    pub neighbour: Option<Neighbour>,
+}
+
+/// A simulated second client on the same quota, taking `high` of the refill for the first half of every
+/// period and `low` for the second half.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Neighbour {
+    /// Share of the quota taken in the quiet half of each period, 0 to 1.
+    pub low: f64,
+    /// Share of the quota taken in the busy half of each period, 0 to 1.
+    pub high: f64,
+    /// Length of one busy + quiet cycle, in seconds.
+    pub period_s: f64,
+}
+
+impl Neighbour {
+    /// The share it takes `elapsed` seconds after the quota was created.
+    pub fn share(&self, elapsed: f64) -> f64 {
+        if elapsed.rem_euclid(self.period_s) < self.period_s / 2.0 {
+            self.high
+        } else {
+            self.low
+        }
+    }
+
+    /// The share it takes on average.
+    pub fn mean(&self) -> f64 {
+        (self.low + self.high) / 2.0
+    }
 }
 
 impl Default for ModelProfile {
@@ -75,6 +106,7 @@ impl Default for ModelProfile {
             access_denied: false,
             embedding_dimensions: 1024,
             faults: FaultRates::default(),
+            neighbour: None,
         }
     }
 }
@@ -354,6 +386,15 @@ impl EmulatorConfig {
             }
             if !(0.0..=1.0).contains(&m.initial_fill) {
                 return Err(invalid(&key("initial-fill"), "must be between 0 and 1"));
+            }
+            let bad_neighbour = |n: &Neighbour| {
+                !(0.0..1.0).contains(&n.low) || !(0.0..1.0).contains(&n.high) || n.period_s <= 0.0
+            };
+            if m.neighbour.as_ref().is_some_and(bad_neighbour) {
+                return Err(invalid(
+                    &key("neighbour"),
+                    "low and high must be in 0..1 and period-s above 0",
+                ));
             }
             if m.burndown == 0 {
                 return Err(invalid(&key("burndown"), "must be at least 1"));

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::config::ModelProfile;
+use super::config::{ModelProfile, Neighbour};
 
 /// A bucket of quota units that refills continuously to one window's worth.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct Bucket {
     level: f64,
     per_second: f64,
     last: Instant,
+    created: Instant,
+    neighbour: Option<Neighbour>,
 }
 
 impl Bucket {
@@ -32,6 +34,8 @@ impl Bucket {
             level: capacity * fill.clamp(0.0, 1.0),
             per_second: capacity / window.as_secs_f64(),
             last: now,
+            created: now,
+            neighbour: None,
         }
     }
 
@@ -39,7 +43,12 @@ impl Bucket {
         // Instants from concurrent requests can arrive slightly out of order; never refill backwards.
         if now > self.last {
             let elapsed = now.duration_since(self.last).as_secs_f64();
-            self.level = (self.level + elapsed * self.per_second).min(self.capacity);
+            // A neighbour takes its share of the refill (sampled at the end of the step; steps are short).
+            let taken = self.neighbour.map_or(0.0, |n| {
+                n.share(now.duration_since(self.created).as_secs_f64())
+            });
+            self.level =
+                (self.level + elapsed * self.per_second * (1.0 - taken)).min(self.capacity);
             self.last = now;
         }
     }
@@ -121,10 +130,14 @@ impl Quota {
     /// Buckets for the quotas the profile sets, filled as far as its `initial-fill` says.
     pub fn new(profile: &ModelProfile, now: Instant) -> Self {
         let fill = profile.initial_fill;
+        let bucket = |n: u64, window: Duration| Bucket {
+            neighbour: profile.neighbour,
+            ..Bucket::new(n, window, fill, now)
+        };
         Quota {
-            rpm: profile.rpm.map(|n| Bucket::new(n, MINUTE, fill, now)),
-            tpm: profile.tpm.map(|n| Bucket::new(n, MINUTE, fill, now)),
-            tpd: profile.tpd.map(|n| Bucket::new(n, DAY, fill, now)),
+            rpm: profile.rpm.map(|n| bucket(n, MINUTE)),
+            tpm: profile.tpm.map(|n| bucket(n, MINUTE)),
+            tpd: profile.tpd.map(|n| bucket(n, DAY)),
             burndown: u64::from(profile.burndown),
         }
     }
@@ -345,6 +358,39 @@ mod tests {
         };
         let mut q = Quota::new(&p, t0);
         assert_eq!(q.rpm_level(t0), Some(60.0));
+    }
+
+    #[test]
+    fn a_neighbour_takes_its_share_of_the_refill() {
+        let t0 = Instant::now();
+        let p = ModelProfile {
+            rpm: Some(600),
+            initial_fill: 0.0,
+            neighbour: Some(Neighbour {
+                low: 0.25,
+                high: 0.75,
+                period_s: 20.0,
+            }),
+            ..ModelProfile::default()
+        };
+        let mut q = Quota::new(&p, t0);
+        // Busy half: 10 a second, of which the neighbour takes 75 %.
+        let mut now = t0;
+        for _ in 0..40 {
+            now += Duration::from_millis(100);
+            q.rpm_level(now);
+        }
+        assert!((q.rpm_level(now).unwrap() - 10.0).abs() < 1e-6);
+        // Six more busy seconds (2.5 a second), then four quiet ones (7.5 a second).
+        for _ in 0..100 {
+            now += Duration::from_millis(100);
+            q.rpm_level(now);
+        }
+        assert!(
+            (q.rpm_level(now).unwrap() - (10.0 + 15.0 + 30.0)).abs() < 1.0,
+            "{:?}",
+            q.rpm_level(now)
+        );
     }
 
     #[test]

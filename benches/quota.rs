@@ -1,0 +1,533 @@
+//! Quota control, side by side: each scenario runs against a fresh emulator for three clients, one after the
+//! other, and the emulator's own counts say how much of the quota each client turned into results.
+//!
+//! ```text
+//! cargo bench --bench quota -- [--seconds 60] [--warmup 20] [--scenario NAME]... [--client NAME]... [--json FILE]
+//! ```
+//!
+//! Clients:
+//! - `fixed-pool`: 16 workers calling Converse through the AWS SDK with its standard retry mode (3 attempts,
+//!   full-jitter backoff); a call that still fails is a failed record. What most hand-written loops do.
+//! - `sdk-adaptive`: the same pool with the SDK's adaptive retry mode (client-side rate limiting on throttles).
+//! - `batchrun`: the release binary, `batchrun submit` on a job file, stopped with Ctrl-C at the deadline.
+//!
+//! Every quota starts empty (`initial-fill = 0`: the quota is already in steady use), so the limit is the
+//! quota's refill rate from the first second: `min(RPM, TPM / charge per record)`, where the charge is what the
+//! emulator settles (`input + output × burndown`), less a neighbour's mean share. Figures:
+//! - `goodput_ratio`: records succeeded per minute over the limit, over the whole run (`steady_rpm` in the JSON
+//!   gives the rate from `warmup` seconds to the end; a quota's bucket remembers a minute, so a client that
+//!   underused it early can exceed the limit there);
+//! - `throttled_pct`: throttled calls over all calls, whole run;
+//! - `failed_records`: records that ended failed;
+//! - `p50_latency_s`, `p99_latency_s`: first send to reply, retries included, per succeeded record;
+//! - `secs_to_90pct`: seconds until the trailing ten-second success rate first reaches 90 % of the limit.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_bedrockruntime::config::retry::{RetryConfig, RetryPartition};
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, InferenceConfiguration, Message,
+};
+use batchrun::checkpoint::Store;
+use batchrun::emulator::{self, EmulatorConfig, EmulatorHandle, OutputLength, text};
+use serde_json::{Value, json};
+
+const MODEL: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+const POOL: usize = 16;
+
+struct Scenario {
+    name: &'static str,
+    /// Emulator profile for the model (without the table header).
+    profile: String,
+    /// Job `[budget]` lines.
+    budget: &'static str,
+    max_tokens: u32,
+    burndown: u32,
+    output: OutputLength,
+    rpm: Option<f64>,
+    tpm: Option<f64>,
+    neighbour_mean: f64,
+    prompt: fn(usize) -> String,
+    /// Runner ceiling: no quota, a fixed number of records, measured in records per second.
+    ceiling_records: Option<usize>,
+}
+
+fn short_prompt(i: usize) -> String {
+    format!(
+        "Classify support ticket {i}: the export button does nothing after the update. Label: bug, question or request."
+    )
+}
+
+fn long_prompt(i: usize) -> String {
+    let mut s = format!("Document {i}. ");
+    for j in 0..180 {
+        write!(
+            s,
+            "Section {j} of the quarterly report covers revenue, churn and hiring plans. "
+        )
+        .unwrap();
+    }
+    s
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let latency = "latency = { first-token-ms = 200, per-token-ms = 2, jitter = 0.2 }";
+    let rpm_profile = format!(
+        "rpm = 600\ninitial-fill = 0.0\noutput-tokens = {{ min = 20, max = 60 }}\n{latency}\n"
+    );
+    let base = |name, budget, profile: String, neighbour_mean| Scenario {
+        name,
+        profile,
+        budget,
+        max_tokens: 100,
+        burndown: 1,
+        output: OutputLength { min: 20, max: 60 },
+        rpm: Some(600.0),
+        tpm: None,
+        neighbour_mean,
+        prompt: short_prompt,
+        ceiling_records: None,
+    };
+    vec![
+        base("rpm-bound", "rpm = 600", rpm_profile.clone(), 0.0),
+        Scenario {
+            name: "tpm-bound",
+            profile: "tpm = 300000\ninitial-fill = 0.0\noutput-tokens = { min = 100, max = 200 }\n\
+                      latency = { first-token-ms = 300, per-token-ms = 3, jitter = 0.2 }\n"
+                .to_string(),
+            budget: "tpm = 300000",
+            max_tokens: 300,
+            burndown: 1,
+            output: OutputLength { min: 100, max: 200 },
+            rpm: None,
+            tpm: Some(300_000.0),
+            neighbour_mean: 0.0,
+            prompt: long_prompt,
+            ceiling_records: None,
+        },
+        Scenario {
+            name: "max-tokens-trap",
+            profile: format!(
+                "tpm = 400000\nburndown = 5\ninitial-fill = 0.0\nmax-output-tokens = 8192\n\
+                 output-tokens = {{ min = 180, max = 220 }}\n{latency}\n"
+            ),
+            budget: "tpm = 400000",
+            max_tokens: 4096,
+            burndown: 5,
+            output: OutputLength { min: 180, max: 220 },
+            rpm: None,
+            tpm: Some(400_000.0),
+            neighbour_mean: 0.0,
+            prompt: short_prompt,
+            ceiling_records: None,
+        },
+        base(
+            "noisy-neighbour",
+            "rpm = 600",
+            format!("{rpm_profile}neighbour = {{ low = 0.3, high = 0.5, period-s = 20 }}\n"),
+            0.4,
+        ),
+        base("budget-2x-high", "rpm = 1200", rpm_profile.clone(), 0.0),
+        base("no-budget", "", rpm_profile, 0.0),
+        Scenario {
+            name: "runner-ceiling",
+            profile: "output-tokens = { min = 5, max = 10 }\n".into(),
+            budget: "max-concurrency = 64",
+            max_tokens: 20,
+            burndown: 1,
+            output: OutputLength { min: 5, max: 10 },
+            rpm: None,
+            tpm: None,
+            neighbour_mean: 0.0,
+            prompt: short_prompt,
+            ceiling_records: Some(20_000),
+        },
+    ]
+}
+
+impl Scenario {
+    /// What the emulator charges for record `i`: input by its counting rule, output as it will generate.
+    fn charge(&self, i: usize) -> f64 {
+        let prompt = (self.prompt)(i);
+        let input = text::count_tokens(&prompt) + 3;
+        let output = text::reply(
+            &format!("{prompt}\n"),
+            self.output,
+            u64::from(self.max_tokens),
+        )
+        .output_tokens;
+        (input + output * u64::from(self.burndown)) as f64
+    }
+
+    /// Records per minute the quota allows.
+    fn limit_rpm(&self, records: usize) -> Option<f64> {
+        let mean =
+            (0..records.min(2000)).map(|i| self.charge(i)).sum::<f64>() / records.min(2000) as f64;
+        let by_tokens = self.tpm.map(|t| t / mean);
+        let limit = match (self.rpm, by_tokens) {
+            (Some(r), Some(t)) => Some(r.min(t)),
+            (r, t) => r.or(t),
+        };
+        limit.map(|l| l * (1.0 - self.neighbour_mean))
+    }
+}
+
+struct Args {
+    seconds: f64,
+    warmup: f64,
+    only: Vec<String>,
+    clients: Vec<String>,
+    json: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        seconds: 60.0,
+        warmup: 20.0,
+        only: Vec::new(),
+        clients: Vec::new(),
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds N"),
+            "--warmup" => a.warmup = it.next().and_then(|v| v.parse().ok()).expect("--warmup N"),
+            "--scenario" => a.only.push(it.next().expect("--scenario NAME")),
+            "--client" => a.clients.push(it.next().expect("--client NAME")),
+            "--json" => a.json = Some(it.next().expect("--json FILE")),
+            _ => {} // `cargo bench` adds `--bench`.
+        }
+    }
+    a
+}
+
+/// What one client did, before it is turned into figures.
+struct Run {
+    started_s: f64,
+    ended_s: f64,
+    failed: u64,
+    latencies_ms: Vec<u64>,
+}
+
+async fn start_emulator(s: &Scenario) -> EmulatorHandle {
+    let profile = format!("seed = 1\n[models.\"*\"]\n{}", s.profile);
+    let config =
+        EmulatorConfig::from_toml(&profile, Path::new("bench.toml")).expect("bench profile");
+    emulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn sdk_pool(
+    s: &Scenario,
+    emu: &EmulatorHandle,
+    adaptive: bool,
+    deadline: Duration,
+    records: usize,
+) -> Run {
+    let retry = if adaptive {
+        RetryConfig::adaptive()
+    } else {
+        RetryConfig::standard()
+    };
+    // A partition of its own, so one run's retry quota is not spent by the previous run's.
+    let partition = RetryPartition::new(format!("bench-{}-{adaptive}", s.name));
+    let conf = emu
+        .sdk_config()
+        .retry_config(retry)
+        .retry_partition(partition)
+        .build();
+    let client = aws_sdk_bedrockruntime::Client::from_conf(conf);
+    let started_s = emu.stats().uptime_s;
+    let t0 = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..POOL)
+        .map(|_| {
+            let (client, next, failed) = (client.clone(), next.clone(), failed.clone());
+            let prompt = s.prompt;
+            let max_tokens = s.max_tokens as i32;
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while t0.elapsed() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= records {
+                        break;
+                    }
+                    let message = Message::builder()
+                        .role(ConversationRole::User)
+                        .content(ContentBlock::Text(prompt(i)))
+                        .build()
+                        .unwrap();
+                    let sent = Instant::now();
+                    let out = client
+                        .converse()
+                        .model_id(MODEL)
+                        .messages(message)
+                        .inference_config(
+                            InferenceConfiguration::builder()
+                                .max_tokens(max_tokens)
+                                .build(),
+                        )
+                        .send()
+                        .await;
+                    match out {
+                        Ok(_) => latencies.push(sent.elapsed().as_millis() as u64),
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies_ms = Vec::new();
+    for w in workers {
+        latencies_ms.extend(w.await.unwrap());
+    }
+    Run {
+        started_s,
+        ended_s: emu.stats().uptime_s,
+        failed: failed.load(Ordering::Relaxed),
+        latencies_ms,
+    }
+}
+
+async fn batchrun(s: &Scenario, emu: &EmulatorHandle, deadline: Duration, records: usize) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for i in 0..records {
+        lines.push_str(&json!({ "id": format!("r{i:06}"), "prompt": (s.prompt)(i) }).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(dir.path().join("in.jsonl"), lines).unwrap();
+    let job = format!(
+        "[job]\nname = \"bench\"\n[model]\nid = \"{MODEL}\"\nmax-tokens = {}\noutput-burndown = {}\n\
+         [input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[budget]\n{}\n[output]\npath = \"out\"\nrecords-per-part = 5000\n\
+         [endpoint]\nurl = \"{}\"\ntimeout-secs = 30\n",
+        s.max_tokens,
+        s.burndown,
+        s.budget,
+        emu.endpoint()
+    );
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let started_s = emu.stats().uptime_s;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchrun"))
+        .args(["submit", "job.toml", "--progress", "off", "--grace", "10"])
+        .current_dir(dir.path())
+        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
+        .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let stderr = child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        let _ = tokio::io::BufReader::new(stderr)
+            .read_to_string(&mut text)
+            .await;
+        text
+    });
+    if tokio::time::timeout(deadline, child.wait()).await.is_err() {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        child.wait().await.unwrap();
+    }
+    let log = log.await.unwrap();
+    let store = Store::open(&dir.path().join(".batchrun/state.db"))
+        .await
+        .expect("the run left its state");
+    let counts = store.counts("bench").await.unwrap();
+    let latencies_ms = store.latencies("bench").await.unwrap();
+    store.close().await;
+    if counts.done == 0 {
+        eprintln!("batchrun did nothing:\n{log}");
+    }
+    Run {
+        started_s,
+        ended_s: emu.stats().uptime_s,
+        failed: counts.failed,
+        latencies_ms,
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    Some(sorted[i] as f64 / 1000.0)
+}
+
+fn figures(
+    s: &Scenario,
+    client: &str,
+    emu: &EmulatorHandle,
+    run: Run,
+    args: &Args,
+    limit: Option<f64>,
+) -> Value {
+    let stats = emu.stats();
+    let m = stats.models.get(MODEL).cloned().unwrap_or_default();
+    let throttled = m.totals.throttled_rpm + m.totals.throttled_tpm + m.totals.throttled_tpd;
+    let throttled_pct = 100.0 * throttled as f64 / (m.totals.requests.max(1)) as f64;
+    let mut lat = run.latencies_ms;
+    lat.sort_unstable();
+    let start = run.started_s.floor() as u64;
+    let succeeded_between = |from: f64, to: f64| -> u64 {
+        m.series
+            .iter()
+            .filter(|sec| (sec.second as f64) >= from && (sec.second as f64) < to)
+            .map(|sec| sec.counts.succeeded)
+            .sum()
+    };
+    let mut out = json!({
+        "scenario": s.name,
+        "client": client,
+        "throttled_pct": (throttled_pct * 100.0).round() / 100.0,
+        "failed_records": run.failed,
+        "succeeded": m.totals.succeeded,
+        "p50_latency_s": percentile(&lat, 0.5),
+        "p99_latency_s": percentile(&lat, 0.99),
+    });
+    match limit {
+        Some(limit) => {
+            // Over the whole run: the quota's bucket starts empty, so nothing can get more than the limit over
+            // it, and a slow start counts against the client. Over the steady part, from `warmup` on, too.
+            let to = run.ended_s.min(run.started_s + args.seconds).floor();
+            let whole = (to - run.started_s).max(1.0);
+            let achieved = succeeded_between(run.started_s.floor(), to) as f64 * 60.0 / whole;
+            let from = run.started_s + args.warmup;
+            let steady =
+                succeeded_between(from.floor(), to) as f64 * 60.0 / (to - from.floor()).max(1.0);
+            // First second at which the trailing ten seconds ran at 90 % of the limit.
+            let target = 0.9 * limit / 60.0 * 10.0;
+            let to_90 = (start + 10..=to as u64)
+                .find(|&t| succeeded_between((t - 10) as f64, t as f64) as f64 >= target)
+                .map(|t| t as f64 - run.started_s);
+            out["steady_rpm"] = json!((steady * 10.0).round() / 10.0);
+            out["limit_rpm"] = json!((limit * 10.0).round() / 10.0);
+            out["achieved_rpm"] = json!((achieved * 10.0).round() / 10.0);
+            out["goodput_ratio"] = json!((achieved / limit * 1000.0).round() / 1000.0);
+            out["secs_to_90pct"] = json!(to_90.map(|t| t.round()));
+        }
+        None => {
+            let secs = (run.ended_s - run.started_s).max(1e-3);
+            // From the first to the last second with a success: the rate while records flowed.
+            let active: Vec<_> = m
+                .series
+                .iter()
+                .filter(|sec| sec.counts.succeeded > 0)
+                .collect();
+            let span = match (active.first(), active.last()) {
+                (Some(a), Some(b)) => (b.second - a.second + 1) as f64,
+                _ => secs,
+            };
+            out["records_per_s"] = json!((m.totals.succeeded as f64 / span).round());
+            out["wall_s"] = json!((secs * 10.0).round() / 10.0);
+        }
+    }
+    out
+}
+
+fn fmt(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn main() {
+    let args = args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    println!(
+        "{:<16} {:<13} {:>9} {:>9} {:>8} {:>10} {:>7} {:>7} {:>7} {:>9}",
+        "scenario",
+        "client",
+        "limit/min",
+        "got/min",
+        "goodput",
+        "throttled%",
+        "failed",
+        "p50 s",
+        "p99 s",
+        "to 90% s"
+    );
+    for s in scenarios() {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == s.name) {
+            continue;
+        }
+        let deadline = Duration::from_secs_f64(args.seconds);
+        let records = s.ceiling_records.unwrap_or_else(|| {
+            // Enough that no client runs out before the deadline.
+            let per_s = s.rpm.unwrap_or(0.0).max(s.tpm.unwrap_or(0.0) / 1000.0) / 60.0;
+            ((per_s * args.seconds * 2.0) as usize).max(500)
+        });
+        let limit = if s.ceiling_records.is_some() {
+            None
+        } else {
+            s.limit_rpm(records)
+        };
+        for client in ["fixed-pool", "sdk-adaptive", "batchrun"] {
+            if !args.clients.is_empty() && !args.clients.iter().any(|c| c == client) {
+                continue;
+            }
+            let row = runtime.block_on(async {
+                let emu = start_emulator(&s).await;
+                let run = match client {
+                    "fixed-pool" => sdk_pool(&s, &emu, false, deadline, records).await,
+                    "sdk-adaptive" => sdk_pool(&s, &emu, true, deadline, records).await,
+                    _ => batchrun(&s, &emu, deadline, records).await,
+                };
+                let row = figures(&s, client, &emu, run, &args, limit);
+                emu.shutdown().await;
+                row
+            });
+            let (limit_col, got_col) = if s.ceiling_records.is_some() {
+                ("-".to_string(), format!("{}/s", fmt(&row["records_per_s"])))
+            } else {
+                (fmt(&row["limit_rpm"]), fmt(&row["achieved_rpm"]))
+            };
+            println!(
+                "{:<16} {:<13} {:>9} {:>9} {:>8} {:>10} {:>7} {:>7} {:>7} {:>9}",
+                s.name,
+                client,
+                limit_col,
+                got_col,
+                fmt(&row["goodput_ratio"]),
+                fmt(&row["throttled_pct"]),
+                fmt(&row["failed_records"]),
+                fmt(&row["p50_latency_s"]),
+                fmt(&row["p99_latency_s"]),
+                fmt(&row["secs_to_90pct"]),
+            );
+            rows.push(row);
+        }
+    }
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&rows).unwrap()).unwrap();
+        println!("\nwrote {path}");
+    }
+}
