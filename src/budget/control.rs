@@ -37,6 +37,10 @@ const STABLE: f64 = 0.05;
 /// started at different levels, which the sync corrects; if the rate is too high, the next throttle follows
 /// within moments and measures by how much.
 const FIRST_CUT: f64 = MARGIN;
+/// Growth per second back up to the best estimate of the last minute (after the hold).
+const RECOVER_GROWTH: f64 = 0.2;
+/// How long an estimate is remembered as reachable.
+const REMEMBER: Duration = Duration::from_secs(60);
 
 /// The controller of one quota.
 #[derive(Debug, Clone)]
@@ -54,6 +58,8 @@ pub struct Limit {
     /// needs the mean rate since the sync, not the latest.
     area: f64,
     area_at: Instant,
+    /// Estimates of the last minute: a quota shared with a bursty neighbour comes back to the higher ones.
+    recent: std::collections::VecDeque<(Instant, f64)>,
 }
 
 /// What a throttle did to a limit.
@@ -87,6 +93,7 @@ impl Limit {
             created: now,
             area: 0.0,
             area_at: now,
+            recent: std::collections::VecDeque::new(),
         }
     }
 
@@ -104,6 +111,7 @@ impl Limit {
             created: now,
             area: 0.0,
             area_at: now,
+            recent: std::collections::VecDeque::new(),
         }
     }
 
@@ -177,6 +185,9 @@ impl Limit {
             };
         }
         self.estimate = estimate.or(self.estimate);
+        if let Some(e) = estimate {
+            self.recent.push_back((now, e));
+        }
         self.rate = rate;
         self.last_sync = Some(now);
         self.area = 0.0;
@@ -216,6 +227,26 @@ impl Limit {
         let probing_for = from
             .saturating_duration_since(hold_end.unwrap_or(self.created))
             .as_secs_f64();
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > REMEMBER)
+        {
+            self.recent.pop_front();
+        }
+        let best = self
+            .recent
+            .iter()
+            .map(|(_, e)| *e * MARGIN)
+            .fold(0.0, f64::max);
+        if !self.discovering && self.rate < best {
+            // Back to where the quota was lately, fast; probing beyond it stays careful.
+            let new = (self.rate * (1.0 + RECOVER_GROWTH).powf(dt)).min(best);
+            let new = self.ceiling.map_or(new, |c| new.min(c));
+            let changed = new > self.rate;
+            self.rate = new.max(self.rate);
+            return changed;
+        }
         let growth = if self.discovering {
             DISCOVERY_GROWTH
         } else {
@@ -353,6 +384,37 @@ mod tests {
         };
         // Mean (4,900 + 700) / 11 = 509.1, less 60 / 11 = 5.5.
         assert!((e - 503.6).abs() < 0.5, "{e}");
+    }
+
+    #[test]
+    fn a_quota_seen_recently_is_recovered_fast() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(1000.0, Some(600.0), t0);
+        l.on_throttle(t0, 1.0, t0);
+        // Two measured episodes: 600 a minute, then (a neighbour arrived) 400.
+        let mut t = t0 + s(20.0);
+        l.on_tick(t, false);
+        l.on_throttle(t - s(1.0), 1.0, t);
+        assert!(
+            (l.estimate.unwrap() - 585.0).abs() < 1.0,
+            "{:?}",
+            l.estimate
+        );
+        l.rate = 400.0;
+        t += s(20.0);
+        l.on_tick(t, false);
+        l.on_throttle(t - s(1.0), 1.0, t);
+        let low = l.rate();
+        assert!(low < 400.0, "{low}");
+        // The neighbour leaves: after the hold, the rate is back at the earlier quota within 2.5 s (at 2 % a
+        // second of probing it would take 20 s), and only probes carefully beyond it.
+        let mut u = t + s(5.0);
+        l.on_tick(u, true);
+        for _ in 0..12 {
+            u += s(0.2);
+            l.on_tick(u, true);
+        }
+        assert!(l.rate() > 565.0 && l.rate() < 590.0, "{low} -> {}", l.rate());
     }
 
     mod props {
