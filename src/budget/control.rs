@@ -162,14 +162,16 @@ impl Limit {
         self.accumulate(now);
         let estimate = self.last_sync.map(|sync| {
             let dt = now.saturating_duration_since(sync).as_secs_f64().max(1e-3);
-            // Per minute: at the mean rate since the sync, the bucket gained `cost` units on Bedrock's in `dt`
-            // seconds.
+            // At the mean rate since the sync, our bucket gained on Bedrock's what Bedrock had left at the sync
+            // (under one request's cost, half on average) in `dt` seconds. One episode cuts by 30 % at most:
+            // when the cost is large next to the rate (big TPM reservations) the estimate is loose, and the next
+            // episode refines it.
             let mean = if self.area > 0.0 {
                 self.area / dt
             } else {
                 self.rate
             };
-            (mean - cost * 60.0 / dt).max(self.rate * 0.5)
+            (mean - cost / 2.0 * 60.0 / dt).max(self.rate * 0.7)
         });
         let target = match estimate {
             Some(e) => e * MARGIN,
@@ -201,6 +203,17 @@ impl Limit {
             self.area += self.rate * now.duration_since(self.area_at).as_secs_f64();
             self.area_at = now;
         }
+    }
+
+    /// A throttle that says nothing about the rate (the token estimate is not calibrated yet, so the buckets may
+    /// have drifted apart by miscounting): resync and trim like a first throttle, without an estimate.
+    pub fn on_unmeasured_throttle(&mut self, admitted_at: Instant, now: Instant) -> Reaction {
+        let sync = self.last_sync.take();
+        if sync.is_some_and(|s| admitted_at <= s) {
+            self.last_sync = sync;
+            return Reaction::Ignored;
+        }
+        self.on_throttle(admitted_at, 0.0, now)
     }
 
     /// Time passes: while `saturated` (requests wait on this bucket), the rate grows after the hold, fast in
@@ -284,18 +297,28 @@ mod tests {
                 estimate: None
             }
         );
-        // At 1,176 against 600, the gap of one request builds in 60 / 576 s.
-        let dt = 60.0 / 576.0;
-        let r = l.on_throttle(t0 + s(1.05), 1.0, t0 + s(1.0 + dt));
-        let Reaction::Cut {
-            rate,
-            estimate: Some(e),
-        } = r
-        else {
-            panic!("{r:?}")
-        };
-        assert!((e - 600.0).abs() < 1.0, "{e}");
-        assert!((rate - 588.0).abs() < 1.0, "{rate}");
+        // Each later throttle comes when a gap of half a request (what Bedrock is taken to have had left) has
+        // built up at the rate's excess over 600; one episode cuts by 30 % at most.
+        let mut now = t0 + s(1.0);
+        let mut estimates = Vec::new();
+        for _ in 0..3 {
+            let dt = 30.0 / (l.rate() - 600.0);
+            now += s(dt);
+            let r = l.on_throttle(now - s(dt / 2.0), 1.0, now);
+            let Reaction::Cut {
+                estimate: Some(e), ..
+            } = r
+            else {
+                panic!("{r:?}")
+            };
+            estimates.push(e);
+            if (e - 600.0).abs() < 1.0 {
+                break;
+            }
+        }
+        assert_eq!(estimates.len(), 2, "{estimates:?}");
+        assert!((estimates[0] - 823.2).abs() < 0.1, "{estimates:?}");
+        assert!((l.rate() - 588.0).abs() < 1.0, "{}", l.rate());
     }
 
     #[test]
@@ -382,8 +405,8 @@ mod tests {
         else {
             panic!("{r:?}")
         };
-        // Mean (4,900 + 700) / 11 = 509.1, less 60 / 11 = 5.5.
-        assert!((e - 503.6).abs() < 0.5, "{e}");
+        // Mean (4,900 + 700) / 11 = 509.1, less half a unit over 11 s (30 / 11 = 2.7 a minute).
+        assert!((e - 506.4).abs() < 0.5, "{e}");
     }
 
     #[test]
@@ -396,7 +419,7 @@ mod tests {
         l.on_tick(t, false);
         l.on_throttle(t - s(1.0), 1.0, t);
         assert!(
-            (l.estimate.unwrap() - 585.0).abs() < 1.0,
+            (l.estimate.unwrap() - 586.5).abs() < 1.0,
             "{:?}",
             l.estimate
         );
@@ -414,7 +437,30 @@ mod tests {
             u += s(0.2);
             l.on_tick(u, true);
         }
-        assert!(l.rate() > 565.0 && l.rate() < 590.0, "{low} -> {}", l.rate());
+        assert!(
+            l.rate() > 565.0 && l.rate() < 590.0,
+            "{low} -> {}",
+            l.rate()
+        );
+    }
+
+    #[test]
+    fn an_unmeasured_throttle_only_trims() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(1000.0, None, t0);
+        l.on_throttle(t0, 1.0, t0);
+        let r = l.on_unmeasured_throttle(t0 + s(0.1), t0 + s(0.2));
+        assert_eq!(
+            r,
+            Reaction::Cut {
+                rate: 1000.0 * MARGIN * MARGIN,
+                estimate: None
+            }
+        );
+        assert_eq!(
+            l.on_unmeasured_throttle(t0 + s(0.15), t0 + s(0.3)),
+            Reaction::Ignored
+        );
     }
 
     mod props {

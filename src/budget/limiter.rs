@@ -34,6 +34,8 @@ const CAP_HEADROOM: f64 = 2.0;
 const MIN_CAP: u32 = 4;
 // Smoothing of the token estimate's calibration and of latency.
 const EWMA: f64 = 0.1;
+// Settlements averaged plainly before the calibration becomes a moving average.
+const CALIBRATION_WARMUP: u32 = 10;
 
 /// Which quota a throttle hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +176,8 @@ struct Inner {
     rpm: Option<Quota>,
     tpm: Option<Quota>,
     token_ratio: f64,
+    /// Settlements the calibration has seen (a plain mean over the first ones, then a moving average).
+    calibrated: u32,
     in_flight: u32,
     cap: u32,
     cap_waited: Option<Instant>,
@@ -291,6 +295,11 @@ impl Budget {
                 rpm,
                 tpm,
                 token_ratio: learned.map_or(1.0, |l| l.token_ratio),
+                calibrated: if learned.is_some() {
+                    CALIBRATION_WARMUP
+                } else {
+                    0
+                },
                 in_flight: 0,
                 cap: MIN_CAP.min(max_concurrency),
                 cap_waited: None,
@@ -485,9 +494,13 @@ impl Admission {
                 q.bucket.adjust(units as i64 - charged as i64, now);
             }
             if self.est_tokens > 0 && input_tokens > 0 {
+                // A plain mean over the first settlements converges at once (a wrong estimate drifts the bucket
+                // away from Bedrock's and reads as a rate that is too high); a moving average after that.
                 let ratio = input_tokens as f64 / self.est_tokens as f64;
+                inner.calibrated = inner.calibrated.saturating_add(1);
+                let weight = (1.0 / f64::from(inner.calibrated)).max(EWMA);
                 inner.token_ratio =
-                    (inner.token_ratio + EWMA * (ratio - inner.token_ratio)).clamp(0.25, 4.0);
+                    (inner.token_ratio + weight * (ratio - inner.token_ratio)).clamp(0.25, 4.0);
             }
             let latency = now
                 .saturating_duration_since(self.admitted_at)
@@ -549,6 +562,9 @@ impl Admission {
                 ));
                 created = true;
             }
+            // Before any settlement has calibrated the token estimate, a token throttle may come from miscounting
+            // rather than from the rate: resync without measuring.
+            let unmeasured = kind != ThrottleKind::Rpm && inner.calibrated == 0;
             let (quota, cost) = match kind {
                 ThrottleKind::Rpm => (inner.rpm.as_mut(), 1.0),
                 ThrottleKind::Tpm | ThrottleKind::Tpd => (inner.tpm.as_mut(), self.reserved as f64),
@@ -557,8 +573,12 @@ impl Admission {
             if let (Some(q), false) = (quota, created) {
                 // The reservation is not given back: a throttle resyncs the bucket to Bedrock's, which never
                 // took it.
-                if let Reaction::Cut { rate, .. } = q.limit.on_throttle(self.admitted_at, cost, now)
-                {
+                let reaction = if unmeasured {
+                    q.limit.on_unmeasured_throttle(self.admitted_at, now)
+                } else {
+                    q.limit.on_throttle(self.admitted_at, cost, now)
+                };
+                if let Reaction::Cut { rate, .. } = reaction {
                     q.bucket.set_rate(rate, now);
                     q.bucket.empty(now);
                     cut = true;
