@@ -232,6 +232,13 @@ async fn sdk_pool(
     deadline: Duration,
     records: usize,
 ) -> Run {
+    // The pool takes the next record until the deadline (records are unlimited), except in the ceiling
+    // scenario, where all clients send the same fixed number.
+    let records = if s.ceiling_records.is_some() {
+        records
+    } else {
+        usize::MAX
+    };
     let retry = if adaptive {
         RetryConfig::adaptive()
     } else {
