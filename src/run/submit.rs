@@ -74,7 +74,8 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         Some(stored) if stored.fingerprint == fingerprint.hash && !opts.fresh => {
             eprintln!("resuming job `{}` (state {})", job.name, state.display());
         }
-        Some(stored) if !opts.fresh => {
+        // A job whose inputs were never all read has sent nothing: it starts over with its new settings.
+        Some(stored) if !opts.fresh && stored.ingested => {
             let before = Fingerprint {
                 hash: stored.fingerprint,
                 settings: stored.settings,
@@ -87,7 +88,7 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
             });
         }
         existing => {
-            if existing.is_some() {
+            if existing.as_ref().is_some_and(|j| j.ingested) {
                 eprintln!(
                     "starting job `{}` over (--fresh): earlier results discarded",
                     job.name

@@ -379,3 +379,31 @@ async fn no_credentials_is_a_clear_error_and_nothing_is_sent() {
         "nothing reached the endpoint"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_inputs_could_not_be_read_starts_over_once_fixed() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    let job = |id_column: &str| {
+        format!(
+            "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"q.csv\"\nformat = \"csv\"\n{id_column}\
+             template = \"{{{{ question }}}}\"\n[output]\npath = \"out\"\n"
+        )
+    };
+    t.write("q.csv", "qid,question\nq1,What?\n")
+        .job(&job(""), &emu.endpoint());
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "the header has no `id` column (columns: qid, question); set input.id-column"
+        ),
+        "{}",
+        run.stderr
+    );
+    // The fix changes the job's settings, but nothing was sent yet: no --fresh needed.
+    t.job(&job("id-column = \"qid\"\n"), &emu.endpoint());
+    let fixed = t.submit(&[]).await;
+    assert_eq!(fixed.code, Some(0), "{}", fixed.stderr);
+    assert!(t.output_by_id("out").contains_key("q1"));
+}
