@@ -70,14 +70,6 @@ pub enum Error {
         /// The job file, to say how to resume.
         path: PathBuf,
     },
-    /// No job of that name in the state database.
-    #[error("no job named `{name}` in {}", state.display())]
-    UnknownJob {
-        /// The name asked for.
-        name: String,
-        /// The state database.
-        state: PathBuf,
-    },
     /// Writing to standard output failed.
     #[error("failed to write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -101,8 +93,7 @@ impl Error {
             | Error::Source(_)
             | Error::Invoke(_)
             | Error::JobChanged { .. }
-            | Error::Fatal { .. }
-            | Error::UnknownJob { .. } => ExitKind::Config,
+            | Error::Fatal { .. } => ExitKind::Config,
             Error::Emulator(_) | Error::Checkpoint(_) | Error::Output(_) | Error::Stdout(_) => {
                 ExitKind::Internal
             }

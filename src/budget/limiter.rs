@@ -118,19 +118,6 @@ pub struct Learned {
     pub token_ratio: f64,
 }
 
-/// A copy of the budget's state, for progress lines.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BudgetView {
-    /// RPM rate and ceiling.
-    pub rpm: Option<(f64, Option<f64>)>,
-    /// TPM rate and ceiling.
-    pub tpm: Option<(f64, Option<f64>)>,
-    /// Concurrency cap.
-    pub concurrency_cap: u32,
-    /// Token calibration.
-    pub token_ratio: f64,
-}
-
 #[derive(Debug)]
 struct Quota {
     limit: Limit,
@@ -434,18 +421,6 @@ impl Budget {
         Learned {
             rpm_rate: inner.rpm.as_ref().map(|q| q.limit.rate()),
             tpm_rate: inner.tpm.as_ref().map(|q| q.limit.rate()),
-            token_ratio: inner.token_ratio,
-        }
-    }
-
-    /// The budget now.
-    pub fn view(&self) -> BudgetView {
-        let inner = self.lock();
-        let view = |q: &Option<Quota>| q.as_ref().map(|q| (q.limit.rate(), q.limit.ceiling()));
-        BudgetView {
-            rpm: view(&inner.rpm),
-            tpm: view(&inner.tpm),
-            concurrency_cap: inner.cap,
             token_ratio: inner.token_ratio,
         }
     }
