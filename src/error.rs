@@ -6,6 +6,7 @@ use crate::checkpoint::CheckpointError;
 use crate::emulator::{ConfigError, EmulatorError};
 use crate::invoke::InvokeError;
 use crate::job::JobError;
+use crate::s3::{S3Error, S3ErrorKind};
 use crate::sink::OutputError;
 use crate::source::SourceError;
 
@@ -45,6 +46,9 @@ pub enum Error {
     /// The output cannot be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// An S3 output (or the S3 client) failed.
+    #[error(transparent)]
+    S3(#[from] S3Error),
     /// The Bedrock client cannot be set up.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
@@ -88,12 +92,16 @@ impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_kind(&self) -> ExitKind {
         match self {
+            Error::S3(e) | Error::Source(SourceError::S3(e)) if e.kind == S3ErrorKind::Other => {
+                ExitKind::Internal
+            }
             Error::EmulatorConfig(_)
             | Error::Job(_)
             | Error::Source(_)
             | Error::Invoke(_)
             | Error::JobChanged { .. }
             | Error::Fatal { .. } => ExitKind::Config,
+            Error::S3(_) => ExitKind::Config,
             Error::Emulator(_) | Error::Checkpoint(_) | Error::Output(_) | Error::Stdout(_) => {
                 ExitKind::Internal
             }
@@ -133,6 +141,7 @@ impl Error {
                     path.display()
                 ))
             }
+            Error::S3(e) | Error::Source(SourceError::S3(e)) => Some(e.hint()),
             Error::Invoke(InvokeError::NoRegion { .. }) => {
                 Some("set `region = \"us-east-1\"` (for example) under [model]".into())
             }

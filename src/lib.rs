@@ -27,6 +27,7 @@ pub mod invoke;
 pub mod job;
 pub mod report;
 pub mod run;
+pub mod s3;
 pub mod sink;
 pub mod source;
 pub mod tokens;

@@ -618,6 +618,46 @@ impl Store {
         Ok(())
     }
 
+    /// Notes a multipart upload as started, before any of its pieces is sent.
+    pub async fn begin_upload(
+        &self,
+        job: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), CheckpointError> {
+        sqlx::query("INSERT INTO uploads (job, key, upload_id, started_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(job)
+            .bind(key)
+            .bind(upload_id)
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(q("note a started upload"))?;
+        Ok(())
+    }
+
+    /// Forgets a multipart upload once it is completed or aborted.
+    pub async fn end_upload(&self, job: &str, upload_id: &str) -> Result<(), CheckpointError> {
+        sqlx::query("DELETE FROM uploads WHERE job = ? AND upload_id = ?")
+            .bind(job)
+            .bind(upload_id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("forget an upload"))?;
+        Ok(())
+    }
+
+    /// Multipart uploads started by earlier runs and never finished: `(key, upload id)`.
+    pub async fn open_uploads(&self, job: &str) -> Result<Vec<(String, String)>, CheckpointError> {
+        let rows =
+            sqlx::query("SELECT key, upload_id FROM uploads WHERE job = ? ORDER BY started_at")
+                .bind(job)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("read open uploads"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// The rates and calibration a run of the job last saved.
     pub async fn learned(&self, job: &str) -> Result<Option<Learned>, CheckpointError> {
         let row = sqlx::query("SELECT rpm_rate, tpm_rate, token_ratio FROM jobs WHERE name = ?")

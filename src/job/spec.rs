@@ -40,6 +40,9 @@ pub struct JobFile {
     /// `[endpoint]`: which Bedrock to call.
     #[serde(default)]
     pub endpoint: EndpointTable,
+    /// `[s3]`: how S3 inputs and outputs are reached.
+    #[serde(default)]
+    pub s3: S3Table,
 }
 
 /// `[job]`.
@@ -168,7 +171,8 @@ pub enum OutputFormat {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OutputTable {
-    /// The folder that receives `part-00001.jsonl`, … and `manifest.json`, relative to the job file's folder.
+    /// The folder that receives `part-00001.jsonl`, … and `manifest.json`, relative to the job file's folder, or
+    /// an S3 prefix `s3://bucket/prefix/`.
     pub path: Spanned<String>,
     /// `jsonl` (default) or `csv`.
     #[serde(default)]
@@ -188,4 +192,15 @@ pub struct EndpointTable {
     pub emulator_profile: Option<Spanned<String>>,
     /// Seconds one call may take before it is abandoned and retried.
     pub timeout_secs: Option<Spanned<f64>>,
+}
+
+/// `[s3]`. Credentials and the endpoint come from the standard AWS configuration (`AWS_PROFILE`,
+/// `AWS_ENDPOINT_URL_S3`, …).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct S3Table {
+    /// The buckets' region; left out, the standard AWS configuration, then `model.region`.
+    pub region: Option<String>,
+    /// Address buckets as `endpoint/bucket/key`; left out, on exactly when a custom S3 endpoint is configured.
+    pub force_path_style: Option<bool>,
 }

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::error::JobError;
 use super::spec::{Api, InputFormat, JobFile, OutputFormat};
+use crate::s3::{S3Settings, S3Uri};
 
 /// A checked job.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct Job {
     pub endpoint: Endpoint,
     /// Longest a single call may take.
     pub timeout: Duration,
+    /// How S3 is reached.
+    pub s3: S3Settings,
 }
 
 /// `[model]`, checked.
@@ -64,9 +67,9 @@ pub struct ModelSettings {
 pub struct InputSettings {
     /// The path as written in the job file.
     pub path: String,
-    /// The path resolved against the job file's folder (may hold glob characters).
+    /// The path resolved against the job file's folder (may hold glob characters), or the S3 URI.
     #[serde(skip)]
-    pub resolved: PathBuf,
+    pub location: Location,
     /// Format.
     pub format: InputFormat,
     /// Prompt template.
@@ -104,13 +107,41 @@ pub struct RetrySettings {
 pub struct OutputSettings {
     /// The path as written.
     pub path: String,
-    /// The folder, resolved.
+    /// The folder, resolved, or the S3 prefix.
     #[serde(skip)]
-    pub dir: PathBuf,
+    pub location: Location,
     /// Format.
     pub format: OutputFormat,
     /// Records per part file.
     pub records_per_part: u64,
+}
+
+/// Where inputs are read or outputs written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local path, resolved against the job file's folder.
+    Local(PathBuf),
+    /// An S3 URI.
+    S3(S3Uri),
+}
+
+impl Location {
+    /// The S3 URI, if this is one.
+    pub fn s3(&self) -> Option<&S3Uri> {
+        match self {
+            Location::S3(u) => Some(u),
+            Location::Local(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3(u) => write!(f, "{u}"),
+        }
+    }
 }
 
 /// Which Bedrock Runtime endpoint to call.
@@ -358,26 +389,29 @@ impl Job {
         if written.is_empty() {
             return Err(c.at(i.path.span(), "input.path must not be empty"));
         }
-        if written.starts_with("s3://") {
-            return Err(c.at(
-                i.path.span(),
-                "S3 inputs are not supported yet; copy the objects to a local folder and point input.path at it",
-            ));
-        }
-        let resolved = resolve(&dir, written);
-        if !has_glob(written) && !resolved.exists() {
-            return Err(c.at(
-                i.path.span(),
-                format!(
-                    "input.path: no such file or folder {} (relative paths start at the job file's folder {})",
-                    resolved.display(),
-                    dir.display()
-                ),
-            ));
-        }
+        let location = if written.starts_with("s3://") {
+            let uri = S3Uri::parse(written)
+                .map_err(|m| c.at(i.path.span(), format!("input.path: {m}")))?;
+            uri.selection()
+                .map_err(|m| c.at(i.path.span(), format!("input.path: {m}")))?;
+            Location::S3(uri)
+        } else {
+            let resolved = resolve(&dir, written);
+            if !has_glob(written) && !resolved.exists() {
+                return Err(c.at(
+                    i.path.span(),
+                    format!(
+                        "input.path: no such file or folder {} (relative paths start at the job file's folder {})",
+                        resolved.display(),
+                        dir.display()
+                    ),
+                ));
+            }
+            Location::Local(resolved)
+        };
         let input = InputSettings {
             path: written.to_string(),
-            resolved,
+            location,
             format: i.format,
             template,
             body_template,
@@ -455,15 +489,22 @@ impl Job {
         if out_written.is_empty() {
             return Err(c.at(o.path.span(), "output.path must not be empty"));
         }
-        if out_written.starts_with("s3://") {
-            return Err(c.at(
-                o.path.span(),
-                "S3 outputs are not supported yet; write to a local folder",
-            ));
-        }
+        let out_location = if out_written.starts_with("s3://") {
+            let uri = S3Uri::parse(out_written)
+                .map_err(|m| c.at(o.path.span(), format!("output.path: {m}")))?;
+            if has_glob(&uri.key) {
+                return Err(c.at(
+                    o.path.span(),
+                    "output.path is a prefix that receives the parts, not a pattern; write s3://bucket/prefix/",
+                ));
+            }
+            Location::S3(uri)
+        } else {
+            Location::Local(resolve(&dir, out_written))
+        };
         let output = OutputSettings {
             path: out_written.to_string(),
-            dir: resolve(&dir, out_written),
+            location: out_location,
             format: o.format,
             records_per_part: positive(
                 &c,
@@ -520,6 +561,11 @@ impl Job {
             None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
         };
 
+        let s3 = S3Settings {
+            region: file.s3.region.clone(),
+            force_path_style: file.s3.force_path_style,
+        };
+
         Ok(Job {
             name,
             file: path.to_path_buf(),
@@ -531,6 +577,7 @@ impl Job {
             output,
             endpoint,
             timeout,
+            s3,
         })
     }
 
@@ -580,7 +627,7 @@ path = "out"
         assert_eq!(job.budget.max_concurrency, DEFAULT_CONCURRENCY);
         assert_eq!(job.output.records_per_part, DEFAULT_RECORDS_PER_PART);
         assert_eq!(job.endpoint, Endpoint::Aws);
-        assert_eq!(job.output.dir, Path::new("out"));
+        assert_eq!(job.output.location, Location::Local(PathBuf::from("out")));
         assert_eq!(
             resolve(Path::new("jobs"), "../out/demo/"),
             Path::new("out/demo")

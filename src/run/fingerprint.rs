@@ -83,9 +83,17 @@ pub fn describe_changes(before: &Fingerprint, now: &Fingerprint) -> Vec<String> 
     for (rel, old) in &old_files {
         match new_files.iter().find(|(r, _)| r == rel) {
             None => lines.push(format!("input file removed: {rel}")),
-            Some((_, new)) if new != old => lines.push(format!(
-                "input file changed: {rel} (size or modification time)"
-            )),
+            Some((_, new)) if new != old => lines.push(match (old.get("etag"), new.get("etag")) {
+                (Some(a), Some(b)) => format!(
+                    "input object changed: {} (ETag {} → {}, size {} → {})",
+                    new["uri"].as_str().unwrap_or(rel),
+                    a.as_str().unwrap_or(""),
+                    b.as_str().unwrap_or(""),
+                    old["size"],
+                    new["size"]
+                ),
+                _ => format!("input file changed: {rel} (size or modification time)"),
+            }),
             _ => {}
         }
     }
@@ -118,6 +126,18 @@ mod tests {
             settings: r#"{"model":{"max_tokens":1024,"id":"m"}}"#.into(),
             inputs: r#"[{"rel":"a.md","size":5},{"rel":"c.md","size":2}]"#.into(),
         };
+        let s3_before = Fingerprint {
+            inputs: r#"[{"uri":"s3://b/in/a.md","rel":"a.md","size":1,"etag":"e1"}]"#.into(),
+            ..before.clone()
+        };
+        let s3_now = Fingerprint {
+            inputs: r#"[{"uri":"s3://b/in/a.md","rel":"a.md","size":3,"etag":"e2"}]"#.into(),
+            ..before.clone()
+        };
+        assert_eq!(
+            describe_changes(&s3_before, &s3_now),
+            ["input object changed: s3://b/in/a.md (ETag e1 → e2, size 1 → 3)"]
+        );
         assert_eq!(
             describe_changes(&before, &now),
             [

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use crate::checkpoint::{Finished, NewRecord, Store};
 use crate::error::Error;
 use crate::job::Job;
+use crate::s3::S3;
 use crate::source::{self, InputFile, Item, RequestBuilder};
 
 const BATCH: usize = 500;
@@ -14,16 +15,22 @@ const BATCH: usize = 500;
 const WARN_LIMIT: usize = 20;
 
 /// Reads every input into the checkpoint and marks the ingest complete. Returns the record count.
-pub async fn ingest(job: &Job, files: Vec<InputFile>, store: &Store) -> Result<u64, Error> {
+pub async fn ingest(
+    job: &Job,
+    files: Vec<InputFile>,
+    s3: Option<&S3>,
+    store: &Store,
+) -> Result<u64, Error> {
     store.clear_records(&job.name).await?;
     let (tx, mut rx) = mpsc::channel::<Vec<Item>>(4);
     let reader_job = job.clone();
+    let s3 = s3.cloned();
     let reader = tokio::task::spawn_blocking(move || -> Result<(), source::SourceError> {
         let builder = RequestBuilder::new(&reader_job);
         let mut batch = Vec::with_capacity(BATCH);
         for file in &files {
             let mut open = true;
-            source::items(&reader_job, &builder, file, &mut |item| {
+            source::items(&reader_job, &builder, file, s3.as_ref(), &mut |item| {
                 batch.push(item);
                 if batch.len() >= BATCH {
                     open = tx

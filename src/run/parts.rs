@@ -5,25 +5,36 @@ use std::collections::BTreeSet;
 use crate::checkpoint::{PartRow, Store};
 use crate::error::Error;
 use crate::job::Job;
-use crate::sink::{LocalSink, Manifest, ManifestPart, part_file_name, render_part};
+use crate::sink::{
+    Manifest, ManifestPart, Published, S3Sink, Sink, manifest_bytes, part_file_name, render_part,
+};
 
 /// The job's parts: part `k` (from 1) holds the records with seq in `[(k-1)·n, k·n)`.
 #[derive(Debug)]
 pub struct Parts {
     job: Job,
-    sink: LocalSink,
+    sink: Sink,
     total: u64,
     published: BTreeSet<u64>,
 }
 
 impl Parts {
-    /// The parts of `job` with `total` records, knowing which are already published.
-    pub async fn load(
-        job: &Job,
-        sink: LocalSink,
-        total: u64,
-        store: &Store,
-    ) -> Result<Parts, Error> {
+    /// The parts of `job` with `total` records, knowing which are already published. Multipart uploads an
+    /// earlier run left open are aborted first.
+    pub async fn load(job: &Job, sink: Sink, total: u64, store: &Store) -> Result<Parts, Error> {
+        if let Sink::S3(s3) = &sink {
+            for (key, upload_id) in store.open_uploads(&job.name).await? {
+                // Cleanup must not hold the output back: an upload that cannot be aborted (it completed just
+                // before the crash, or the credentials lack s3:AbortMultipartUpload) is reported and forgotten.
+                if let Err(e) = s3.abort_upload(&key, &upload_id).await {
+                    eprintln!(
+                        "warning: could not abort the unfinished upload {upload_id} of {e}; S3 keeps its pieces \
+                         until they are aborted or a lifecycle rule removes them"
+                    );
+                }
+                store.end_upload(&job.name, &upload_id).await?;
+            }
+        }
         let published = store
             .parts(&job.name)
             .await?
@@ -76,8 +87,8 @@ impl Parts {
             debug_assert_eq!(rows.len() as u64, end - start);
             let file = part_file_name(part, self.job.output.format);
             let published = self
-                .sink
-                .publish(&file, &render_part(&rows, self.job.output.format))?;
+                .publish(store, &file, render_part(&rows, self.job.output.format))
+                .await?;
             store
                 .record_part(
                     &self.job.name,
@@ -94,6 +105,27 @@ impl Parts {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Publishes `bytes` as `name`: atomically in a local folder; in S3 by one PutObject, or by a multipart
+    /// upload whose id is in the checkpoint while it is open.
+    async fn publish(&self, store: &Store, name: &str, bytes: Vec<u8>) -> Result<Published, Error> {
+        let published = Published::of(&bytes);
+        match &self.sink {
+            Sink::Local(local) => {
+                local.publish(name, &bytes)?;
+            }
+            Sink::S3(s3) if S3Sink::multipart(&bytes) => {
+                let upload_id = s3.begin_upload(name).await?;
+                store
+                    .begin_upload(&self.job.name, &s3.uri(name).key, &upload_id)
+                    .await?;
+                s3.finish_upload(name, &upload_id, &bytes).await?;
+                store.end_upload(&self.job.name, &upload_id).await?;
+            }
+            Sink::S3(s3) => s3.put(name, bytes).await?,
+        }
+        Ok(published)
     }
 
     /// Publishes every complete part not yet published (after a crash between a commit and a publish).
@@ -132,7 +164,8 @@ impl Parts {
             output_token_count: tokens.output,
             parts,
         };
-        self.sink.write_manifest(&manifest)?;
+        self.publish(store, "manifest.json", manifest_bytes(&manifest))
+            .await?;
         Ok(manifest)
     }
 }

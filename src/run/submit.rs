@@ -20,10 +20,11 @@ use crate::checkpoint::{PendingRecord, Store};
 use crate::emulator::{self, EmulatorConfig, EmulatorHandle, ModelProfile};
 use crate::error::Error;
 use crate::invoke::Invoker;
-use crate::job::{Endpoint, Job};
+use crate::job::{Endpoint, Job, Location};
 use crate::report::progress::{self, ProgressMode};
 use crate::report::{RunStats, summary};
-use crate::sink::LocalSink;
+use crate::s3::S3;
+use crate::sink::{LocalSink, S3Sink, Sink};
 use crate::source;
 
 /// What `batchrun submit` was asked to do.
@@ -60,14 +61,21 @@ const PAGE: u32 = 256;
 /// Runs (or resumes) the job in `opts`, stopping early when `shutdown` says so.
 pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutcome, Error> {
     let job = Job::load(&opts.job_file)?;
-    let files = source::list(&job.input.resolved, job.input.format)?;
+    // S3 locations are checked (listed, the output bucket reached) before anything is sent.
+    let s3 = s3_client(&job).await?;
+    let files = source::list(&job, s3.as_ref()).await?;
     let fingerprint = Fingerprint::of(&job, &files);
     let state = opts
         .state
         .clone()
         .unwrap_or_else(|| job.default_state_path());
+    let sink = match &job.output.location {
+        Location::Local(dir) => Sink::Local(LocalSink::open(dir)?),
+        Location::S3(prefix) => {
+            Sink::S3(S3Sink::open(s3.clone().expect("a client for S3 output"), prefix).await?)
+        }
+    };
     let store = Store::open(&state).await?;
-    let sink = LocalSink::open(&job.output.dir)?;
     let job_file = opts.job_file.display().to_string();
 
     match store.job(&job.name).await? {
@@ -102,14 +110,14 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
                     &fingerprint.inputs,
                 )
                 .await?;
-            sink.clear()?;
+            sink.clear().await?;
         }
     }
     let stored = store.job(&job.name).await?.expect("the job row exists");
     let total = if stored.ingested {
         stored.total
     } else {
-        let n = ingest(&job, files, &store).await?;
+        let n = ingest(&job, files, s3.as_ref(), &store).await?;
         eprintln!("read {n} records from {}", job.input.path);
         n
     };
@@ -120,10 +128,7 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         parts.write_manifest(&store).await?;
         eprintln!(
             "job `{}` is already finished: {} succeeded, {} failed; output in {}",
-            job.name,
-            counts.done,
-            counts.failed,
-            job.output.dir.display()
+            job.name, counts.done, counts.failed, job.output.location
         );
         return Ok(RunOutcome::Finished {
             failed: counts.failed,
@@ -185,7 +190,7 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
     );
     eprintln!(
         "output: {} ({} part{}, manifest.json)",
-        job.output.dir.display(),
+        job.output.location,
         parts.published(),
         if parts.published() == 1 { "" } else { "s" }
     );
@@ -193,6 +198,16 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
     Ok(RunOutcome::Finished {
         failed: counts.failed,
     })
+}
+
+/// The S3 client, when the job reads or writes S3.
+async fn s3_client(job: &Job) -> Result<Option<S3>, Error> {
+    let Some(first) = job.input.location.s3().or(job.output.location.s3()) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        S3::connect(&job.s3, job.model.region.as_deref(), first).await?,
+    ))
 }
 
 /// The endpoint to call: the embedded emulator (started here, kept alive by the returned handle), a URL, or

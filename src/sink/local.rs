@@ -5,9 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use super::render::Manifest;
+use super::Published;
 
 /// Output that could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -24,15 +22,6 @@ pub struct OutputError {
 #[derive(Debug, Clone)]
 pub struct LocalSink {
     dir: PathBuf,
-}
-
-/// What was published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// Bytes written.
-    pub bytes: u64,
-    /// SHA-256, hex.
-    pub sha256: String,
 }
 
 fn err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
@@ -70,17 +59,7 @@ impl LocalSink {
         if let Ok(d) = fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
-        Ok(Published {
-            bytes: bytes.len() as u64,
-            sha256: hex(&Sha256::digest(bytes)),
-        })
-    }
-
-    /// Writes `manifest.json`.
-    pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), OutputError> {
-        let mut text = serde_json::to_string_pretty(manifest).expect("the manifest serializes");
-        text.push('\n');
-        self.publish("manifest.json", text.as_bytes()).map(|_| ())
+        Ok(Published::of(bytes))
     }
 
     /// Removes what a run of batchrun writes here (parts, manifest, temporary files), for a fresh start.
@@ -88,23 +67,13 @@ impl LocalSink {
         for entry in fs::read_dir(&self.dir).map_err(err(&self.dir))? {
             let entry = entry.map_err(err(&self.dir))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let ours = name == "manifest.json"
-                || (name.starts_with("part-")
-                    || name.starts_with(".part-")
-                    || name.starts_with(".manifest"))
-                    && (name.ends_with(".jsonl")
-                        || name.ends_with(".csv")
-                        || name.ends_with(".tmp"));
+            let ours = super::is_ours(&name);
             if ours {
                 fs::remove_file(entry.path()).map_err(err(&entry.path()))?;
             }
         }
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Results on disk: numbered part files rendered from the checkpoint and published atomically, then a
+//! Results on disk or in S3: numbered part files rendered from the checkpoint and published atomically, then a
 //! `manifest.json`. A part's bytes depend only on its records' stored outcomes, so a part that was being
 //! written when the process died is rebuilt byte for byte on resume.
 //!
@@ -6,6 +6,69 @@
 
 mod local;
 mod render;
+mod s3;
 
-pub use local::{LocalSink, OutputError, Published};
+use sha2::{Digest, Sha256};
+
+pub use local::{LocalSink, OutputError};
 pub use render::{Manifest, ManifestPart, part_file_name, render_part};
+pub use s3::S3Sink;
+
+/// Where a job's output goes.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// A local folder.
+    Local(LocalSink),
+    /// An S3 prefix.
+    S3(S3Sink),
+}
+
+impl Sink {
+    /// Removes what earlier runs of batchrun wrote here, for a fresh start.
+    pub async fn clear(&self) -> Result<(), crate::error::Error> {
+        match self {
+            Sink::Local(l) => l.clear()?,
+            Sink::S3(s) => s.clear().await?,
+        }
+        Ok(())
+    }
+}
+
+/// What was published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Bytes written.
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+impl Published {
+    /// The size and digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Published {
+        Published {
+            bytes: bytes.len() as u64,
+            sha256: Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }
+    }
+}
+
+/// Whether a file name is one batchrun writes in an output folder or prefix (parts, the manifest, and their
+/// temporary files), so that a fresh start removes exactly these.
+pub(crate) fn is_ours(name: &str) -> bool {
+    name == "manifest.json"
+        || (name.starts_with("part-")
+            || name.starts_with(".part-")
+            || name.starts_with(".manifest"))
+            && (name.ends_with(".jsonl") || name.ends_with(".csv") || name.ends_with(".tmp"))
+}
+
+/// The `manifest.json` text.
+pub fn manifest_bytes(manifest: &Manifest) -> Vec<u8> {
+    let mut text = serde_json::to_string_pretty(manifest).expect("the manifest serializes");
+    text.push('\n');
+    text.into_bytes()
+}

@@ -8,25 +8,81 @@ use serde::Serialize;
 
 use super::SourceError;
 use crate::job::InputFormat;
+use crate::s3::{ObjectInfo, S3Uri};
 
-/// One input file.
+/// Where an input's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file on disk.
+    File(PathBuf),
+    /// An S3 object.
+    S3(S3Uri),
+}
+
+/// One input file or object. Its serialized form (relative path, size, and modification time or ETag) is its
+/// identity in the job's fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InputFile {
-    /// Its path on disk.
+    /// Where to read it.
     #[serde(skip)]
-    pub path: PathBuf,
-    /// Its path relative to the input root (the folder, the glob's fixed prefix, or the file's folder); also
-    /// the id of a document.
+    pub origin: Origin,
+    /// The object's URI (S3 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Its path relative to the input root (the folder or prefix, the glob's fixed prefix, or the file's
+    /// folder); also the id of a document.
     pub rel: String,
     /// Size in bytes.
     pub size: u64,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub modified_ns: u128,
+    /// Modification time, nanoseconds since the Unix epoch (local files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified_ns: Option<u128>,
+    /// The object's ETag (S3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl InputFile {
+    /// How errors and warnings name it: the path on disk or the S3 URI.
+    pub fn name(&self) -> String {
+        match &self.origin {
+            Origin::File(p) => p.display().to_string(),
+            Origin::S3(u) => u.to_string(),
+        }
+    }
+
+    /// The identity of S3 object `object` listed for `uri`.
+    pub fn from_s3(uri: &S3Uri, object: ObjectInfo) -> InputFile {
+        // Relative to the listed prefix (or the object's "folder"), as a local folder's files are.
+        let root = match uri.selection() {
+            Ok(crate::s3::Selection::Prefix(p))
+            | Ok(crate::s3::Selection::Pattern { prefix: p, .. }) => p,
+            _ if object.key == uri.key => match uri.key.rfind('/') {
+                Some(i) => uri.key[..=i].to_string(),
+                None => String::new(),
+            },
+            _ => format!("{}/", uri.key),
+        };
+        let rel = object
+            .key
+            .strip_prefix(&root)
+            .unwrap_or(&object.key)
+            .to_string();
+        let at = uri.with_key(object.key);
+        InputFile {
+            uri: Some(at.to_string()),
+            origin: Origin::S3(at),
+            rel,
+            size: object.size,
+            modified_ns: None,
+            etag: Some(object.etag),
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
     move |source| SourceError::Io {
-        path: path.to_path_buf(),
+        name: path.display().to_string(),
         source,
     }
 }
@@ -44,14 +100,18 @@ fn identity(path: &Path, root: &Path) -> Result<InputFile, SourceError> {
         .to_string_lossy()
         .replace('\\', "/");
     Ok(InputFile {
-        path: path.to_path_buf(),
+        origin: Origin::File(path.to_path_buf()),
+        uri: None,
         rel,
         size: meta.len(),
-        modified_ns,
+        modified_ns: Some(modified_ns),
+        etag: None,
     })
 }
 
-fn wanted(path: &Path, format: InputFormat) -> bool {
+/// Whether a file or object named `path` is an input of `format`: hidden names are skipped, JSONL and CSV
+/// inputs by extension.
+pub(super) fn wanted(path: &Path, format: InputFormat) -> bool {
     let hidden = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -89,7 +149,7 @@ fn walk(dir: &Path, format: InputFormat, out: &mut Vec<PathBuf>) -> Result<(), S
 }
 
 /// Lists the input files of `path` (resolved) for `format`, sorted by relative path.
-pub fn list(path: &Path, format: InputFormat) -> Result<Vec<InputFile>, SourceError> {
+pub fn list_local(path: &Path, format: InputFormat) -> Result<Vec<InputFile>, SourceError> {
     let pattern = path.to_string_lossy().to_string();
     let (root, paths) = if pattern.contains(['*', '?', '[']) {
         // The root is the part of the pattern before the first component holding a glob character.
@@ -111,7 +171,7 @@ pub fn list(path: &Path, format: InputFormat) -> Result<Vec<InputFile>, SourceEr
         let mut paths = Vec::new();
         for m in matches {
             let p = m.map_err(|e| SourceError::Io {
-                path: e.path().to_path_buf(),
+                name: e.path().display().to_string(),
                 source: e.into(),
             })?;
             if p.is_file() {
@@ -153,23 +213,23 @@ mod tests {
         std::fs::write(root.join("docs/sub/c.md"), "c").unwrap();
         std::fs::write(root.join("x.jsonl"), "{}").unwrap();
 
-        let docs = list(&root.join("docs"), InputFormat::Documents).unwrap();
+        let docs = list_local(&root.join("docs"), InputFormat::Documents).unwrap();
         let rels: Vec<_> = docs.iter().map(|f| f.rel.as_str()).collect();
         assert_eq!(rels, ["a.txt", "b.md", "sub/c.md"]);
         assert_eq!(docs[0].size, 1);
 
-        let md = list(&root.join("docs/*.md"), InputFormat::Documents).unwrap();
+        let md = list_local(&root.join("docs/*.md"), InputFormat::Documents).unwrap();
         let rels: Vec<_> = md.iter().map(|f| f.rel.as_str()).collect();
         assert_eq!(rels, ["b.md"]);
 
-        let one = list(&root.join("x.jsonl"), InputFormat::Jsonl).unwrap();
+        let one = list_local(&root.join("x.jsonl"), InputFormat::Jsonl).unwrap();
         assert_eq!(one[0].rel, "x.jsonl");
 
-        let none = list(&root.join("docs/*.pdf"), InputFormat::Documents).unwrap_err();
+        let none = list_local(&root.join("docs/*.pdf"), InputFormat::Documents).unwrap_err();
         assert!(
             none.to_string().contains("matches no input files"),
             "{none}"
         );
-        assert!(list(&root.join("docs"), InputFormat::Csv).is_err());
+        assert!(list_local(&root.join("docs"), InputFormat::Csv).is_err());
     }
 }

@@ -7,11 +7,47 @@ mod files;
 mod reader;
 mod request;
 
-use std::path::PathBuf;
+use std::path::Path;
 
-pub use files::{InputFile, list};
+pub use files::{InputFile, Origin, list_local};
 pub use reader::items;
 pub use request::RequestBuilder;
+
+use crate::job::{InputFormat, Job, Location};
+use crate::s3::{S3, S3Error, Selection};
+
+/// Lists the inputs of `job`, sorted by relative path: local files, or S3 objects through `s3` (all pages of a
+/// prefix; a prefix is read like a folder).
+pub async fn list(job: &Job, s3: Option<&S3>) -> Result<Vec<InputFile>, SourceError> {
+    let uri = match &job.input.location {
+        Location::Local(path) => return list_local(path, job.input.format),
+        Location::S3(uri) => uri,
+    };
+    let s3 = s3.expect("S3 inputs are listed with an S3 client");
+    let pattern = matches!(uri.selection(), Ok(Selection::Pattern { .. }));
+    let format = job.input.format;
+    let files: Vec<InputFile> = s3
+        .list(uri)
+        .await?
+        .into_iter()
+        .map(|o| InputFile::from_s3(uri, o))
+        .filter(|f| {
+            // The named object, or a pattern's matches, are read whatever their names; a prefix is filtered as
+            // a folder is: JSONL and CSV at its top level by extension, documents at every level.
+            let named = f.uri.as_deref() == Some(&uri.to_string());
+            named
+                || pattern
+                || (files::wanted(Path::new(&f.rel), format)
+                    && (format == InputFormat::Documents || !f.rel.contains('/')))
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(SourceError::NoInputs {
+            pattern: uri.to_string(),
+        });
+    }
+    Ok(files)
+}
 
 /// A record ready to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,30 +102,35 @@ pub enum SourceError {
         /// The glob parser's message.
         message: String,
     },
-    /// A file or folder could not be read.
-    #[error("failed to read input {}", path.display())]
+    /// Listing or opening S3 inputs failed.
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// A file, folder or object could not be read.
+    #[error("failed to read input {name}")]
     Io {
-        /// The path.
-        path: PathBuf,
+        /// The path or URI.
+        name: String,
         /// Why.
         #[source]
         source: std::io::Error,
     },
     /// A CSV file whose header lacks the id column.
-    #[error("{}: the header has no `{column}` column (columns: {found}); set input.id-column to the column that holds ids", path.display())]
+    #[error(
+        "{name}: the header has no `{column}` column (columns: {found}); set input.id-column to the column that holds ids"
+    )]
     CsvNoIdColumn {
         /// The file.
-        path: PathBuf,
+        name: String,
         /// The expected id column.
         column: String,
         /// The columns found.
         found: String,
     },
     /// A CSV header that cannot be read.
-    #[error("{}: cannot read the CSV header: {message}", path.display())]
+    #[error("{name}: cannot read the CSV header: {message}")]
     CsvHeader {
         /// The file.
-        path: PathBuf,
+        name: String,
         /// The parser's message.
         message: String,
     },

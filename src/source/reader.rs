@@ -1,19 +1,38 @@
 //! Reading one input file into [`Item`]s, pushed to a callback one at a time so that memory stays bounded.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 
 use serde_json::{Map, Value};
 
+use super::files::Origin;
 use super::request::{Built, RequestBuilder};
 use super::{BadRecord, InputFile, Item, Record, SourceError};
 use crate::job::{InputFormat, Job};
+use crate::s3::S3;
+use tokio_util::io::SyncIoBridge;
 
-fn open(file: &InputFile) -> Result<File, SourceError> {
-    File::open(&file.path).map_err(|source| SourceError::Io {
-        path: file.path.clone(),
-        source,
-    })
+/// Opens an input for reading: a file, or an S3 object streamed as it is read (this runs on a blocking thread
+/// inside the runtime, which drives the download).
+fn open(file: &InputFile, s3: Option<&S3>) -> Result<Box<dyn Read + Send>, SourceError> {
+    match &file.origin {
+        Origin::File(path) => {
+            let f = std::fs::File::open(path).map_err(|source| SourceError::Io {
+                name: file.name(),
+                source,
+            })?;
+            Ok(Box::new(f))
+        }
+        Origin::S3(uri) => {
+            let s3 = s3.expect("S3 inputs are read with an S3 client");
+            let etag = file.etag.as_deref().unwrap_or("");
+            let handle = tokio::runtime::Handle::current();
+            let body = handle.block_on(s3.get(uri, etag))?;
+            Ok(Box::new(SyncIoBridge::new_with_handle(
+                body.into_async_read(),
+                handle,
+            )))
+        }
+    }
 }
 
 fn item(id: String, location: String, built: Result<Built, String>) -> Item {
@@ -47,12 +66,14 @@ pub fn items(
     job: &Job,
     builder: &RequestBuilder,
     file: &InputFile,
+    s3: Option<&S3>,
     emit: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), SourceError> {
+    let input = open(file, s3)?;
     match job.input.format {
-        InputFormat::Jsonl => jsonl(builder, file, emit),
-        InputFormat::Csv => csv(builder, file, &job.input.id_column, emit),
-        InputFormat::Documents => document(builder, file, emit),
+        InputFormat::Jsonl => jsonl(builder, file, input, emit),
+        InputFormat::Csv => csv(builder, file, input, &job.input.id_column, emit),
+        InputFormat::Documents => document(builder, file, input, emit),
     }
 }
 
@@ -67,9 +88,10 @@ fn id_of(value: &Value) -> Option<String> {
 fn jsonl(
     builder: &RequestBuilder,
     file: &InputFile,
+    input: Box<dyn Read + Send>,
     emit: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), SourceError> {
-    let mut reader = BufReader::new(open(file)?);
+    let mut reader = BufReader::with_capacity(64 * 1024, input);
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
@@ -77,7 +99,7 @@ fn jsonl(
         let n = reader
             .read_until(b'\n', &mut buf)
             .map_err(|source| SourceError::Io {
-                path: file.path.clone(),
+                name: file.name(),
                 source,
             })?;
         if n == 0 {
@@ -127,22 +149,23 @@ fn json_record(builder: &RequestBuilder, obj: &Map<String, Value>, location: Str
 fn csv(
     builder: &RequestBuilder,
     file: &InputFile,
+    input: Box<dyn Read + Send>,
     id_column: &str,
     emit: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), SourceError> {
     let mut reader = ::csv::ReaderBuilder::new()
         .flexible(true)
-        .from_reader(open(file)?);
+        .from_reader(input);
     let headers = reader
         .headers()
         .map_err(|e| SourceError::CsvHeader {
-            path: file.path.clone(),
+            name: file.name(),
             message: e.to_string(),
         })?
         .clone();
     let Some(id_index) = headers.iter().position(|h| h == id_column) else {
         return Err(SourceError::CsvNoIdColumn {
-            path: file.path.clone(),
+            name: file.name(),
             column: id_column.to_string(),
             found: headers.iter().collect::<Vec<_>>().join(", "),
         });
@@ -198,12 +221,16 @@ fn csv(
 fn document(
     builder: &RequestBuilder,
     file: &InputFile,
+    mut input: Box<dyn Read + Send>,
     emit: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), SourceError> {
-    let bytes = std::fs::read(&file.path).map_err(|source| SourceError::Io {
-        path: file.path.clone(),
-        source,
-    })?;
+    let mut bytes = Vec::with_capacity(file.size.min(64 << 20) as usize);
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|source| SourceError::Io {
+            name: file.name(),
+            source,
+        })?;
     let parsed = match String::from_utf8(bytes) {
         Err(_) => Item::Bad(BadRecord {
             location: file.rel.clone(),
@@ -230,7 +257,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::source::list;
+    use crate::job::Location;
+    use crate::source::list_local;
 
     fn job(dir: &Path, extra: &str) -> Job {
         let text = format!(
@@ -242,8 +270,11 @@ mod tests {
     fn read_all(job: &Job) -> Vec<Item> {
         let builder = RequestBuilder::new(job);
         let mut out = Vec::new();
-        for file in list(&job.input.resolved, job.input.format).unwrap() {
-            items(job, &builder, &file, &mut |i| {
+        let Location::Local(path) = &job.input.location else {
+            panic!("a local input")
+        };
+        for file in list_local(path, job.input.format).unwrap() {
+            items(job, &builder, &file, None, &mut |i| {
                 out.push(i);
                 true
             })

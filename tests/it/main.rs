@@ -7,4 +7,5 @@ mod emulator_errors;
 mod emulator_quota;
 mod emulator_sdk;
 mod interrupt;
+mod s3;
 mod submit;

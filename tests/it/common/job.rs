@@ -1,6 +1,7 @@
 //! `TestJob`: a job folder in a temporary directory (job file, inputs, outputs, state), and the built
 //! `batchrun` binary run against it with test credentials and no AWS configuration of the machine's.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -12,6 +13,7 @@ use tokio::process::{Child, Command};
 /// A job folder.
 pub struct TestJob {
     dir: TempDir,
+    env: RefCell<Vec<(String, Option<String>)>>,
 }
 
 impl TestJob {
@@ -19,6 +21,7 @@ impl TestJob {
     pub fn new() -> Self {
         let t = TestJob {
             dir: tempfile::tempdir().unwrap(),
+            env: RefCell::new(Vec::new()),
         };
         // Empty AWS configuration files: the machine's own profiles must not leak into tests.
         t.write(".aws/config", "").write(".aws/credentials", "");
@@ -28,6 +31,19 @@ impl TestJob {
     /// The folder.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Sets (`Some`) or removes (`None`) an environment variable for the binary, after the defaults.
+    pub fn env(&self, key: &str, value: Option<&str>) -> &Self {
+        self.env
+            .borrow_mut()
+            .push((key.to_string(), value.map(str::to_string)));
+        self
+    }
+
+    /// Points the binary's S3 client at `endpoint` (`AWS_ENDPOINT_URL_S3`).
+    pub fn s3_endpoint(&self, endpoint: &str) -> &Self {
+        self.env("AWS_ENDPOINT_URL_S3", Some(endpoint))
     }
 
     /// Writes a file (creating folders) relative to the job folder.
@@ -62,6 +78,8 @@ impl TestJob {
             .env_remove("AWS_BEARER_TOKEN_BEDROCK")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_S3")
             .env_remove("RUST_LOG")
             .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
             .env("AWS_SECRET_ACCESS_KEY", "test-secret")
@@ -76,6 +94,12 @@ impl TestJob {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        for (key, value) in self.env.borrow().iter() {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
         cmd
     }
 

@@ -16,6 +16,7 @@ use batchrun::emulator::{self, EmulatorConfig, EmulatorHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod job;
+pub mod s3;
 
 /// Starts an emulator from a TOML profile on a free loopback port.
 pub async fn emulator(profile: &str) -> EmulatorHandle {

@@ -1,0 +1,161 @@
+//! A real S3-compatible server for the tests: `s3s-fs` (objects as files under a temporary folder) behind the
+//! `s3s` protocol layer, which checks SigV4 signatures, served in-process on `127.0.0.1:0`. One access rule is
+//! added, as a bucket policy would: bucket `locked` refuses everyone.
+
+use std::path::Path;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use hyper_util::rt::TokioIo;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::SimpleAuth;
+use s3s::path::S3Path;
+use s3s::service::S3ServiceBuilder;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+/// The credentials the server accepts; the same as [`super::job::TestJob`] gives the binary.
+pub const ACCESS_KEY: &str = "AKIDTEST";
+/// See [`ACCESS_KEY`].
+pub const SECRET_KEY: &str = "test-secret";
+/// A bucket that denies every request.
+pub const LOCKED: &str = "locked";
+
+struct DenyLocked;
+
+#[async_trait::async_trait]
+impl S3Access for DenyLocked {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3s::s3_error!(AccessDenied, "Signature required"));
+        }
+        let bucket = match cx.s3_path() {
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),
+            S3Path::Root => None,
+        };
+        if bucket == Some(LOCKED) {
+            return Err(s3s::s3_error!(AccessDenied, "Access Denied"));
+        }
+        Ok(())
+    }
+}
+
+/// A running server; it stops when dropped.
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The folder holding the buckets (`root/bucket/key`) and the server's bookkeeping files.
+    pub root: TempDir,
+    /// A client with the accepted credentials.
+    pub client: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a server with the given buckets.
+pub async fn s3_server(buckets: &[&str]) -> S3Server {
+    let root = tempfile::tempdir().unwrap();
+    for b in buckets.iter().chain([&LOCKED]) {
+        std::fs::create_dir_all(root.path().join(b)).unwrap();
+    }
+    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+    let mut builder = S3ServiceBuilder::new(fs);
+    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    builder.set_access(DenyLocked);
+    let service = builder.build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "tests",
+        ))
+        .endpoint_url(&endpoint)
+        .force_path_style(true)
+        .build();
+    S3Server {
+        endpoint,
+        root,
+        client: Client::from_conf(config),
+        task,
+    }
+}
+
+impl S3Server {
+    /// Writes an object.
+    pub async fn put(&self, bucket: &str, key: &str, body: impl Into<Vec<u8>>) {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.into()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put s3://{bucket}/{key}: {e:?}"));
+    }
+
+    /// Reads an object.
+    pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get s3://{bucket}/{key}: {e:?}"));
+        out.body.collect().await.unwrap().to_vec()
+    }
+
+    /// Every key below `prefix`, through ListObjectsV2 (all pages).
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap();
+            keys.extend(page.contents().iter().map(|o| o.key().unwrap().to_string()));
+        }
+        keys
+    }
+
+    /// Multipart uploads the server holds open (its `.upload-ID.json` files).
+    pub fn open_uploads(&self) -> Vec<String> {
+        upload_files(self.root.path())
+    }
+}
+
+fn upload_files(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            (name.starts_with(".upload-") && name.ends_with(".json")).then_some(name)
+        })
+        .collect()
+}
