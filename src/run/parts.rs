@@ -49,23 +49,19 @@ impl Parts {
         })
     }
 
-    fn per_part(&self) -> u64 {
+    /// Records in each part (the last may hold fewer).
+    pub fn records_per_part(&self) -> u64 {
         self.job.output.records_per_part
     }
 
     /// How many parts the job has.
     pub fn count(&self) -> u64 {
-        self.total.div_ceil(self.per_part())
-    }
-
-    /// The part holding record `seq`.
-    pub fn part_of(&self, seq: u64) -> u64 {
-        seq / self.per_part() + 1
+        self.total.div_ceil(self.records_per_part())
     }
 
     fn range(&self, part: u64) -> (u64, u64) {
-        let start = (part - 1) * self.per_part();
-        (start, (start + self.per_part()).min(self.total))
+        let start = (part - 1) * self.records_per_part();
+        (start, (start + self.records_per_part()).min(self.total))
     }
 
     /// Publishes each of `parts` whose records all have an outcome. Returns how many were published.

@@ -1,5 +1,6 @@
-//! The writer: the one task that commits outcomes and publishes parts. It batches outcomes for a few
-//! milliseconds so that thousands of records a second cost a few transactions, not thousands.
+//! The writer: the one task that commits outcomes. It batches outcomes for a few milliseconds so that thousands
+//! of records a second cost a few transactions, not thousands. Parts are published by a second task fed with
+//! the parts each batch touched, so that a slow upload never holds answered records out of the checkpoint.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,14 +18,18 @@ const MAX_BATCH: usize = 1000;
 // Outcomes wait at most this long before they are committed.
 const LINGER: Duration = Duration::from_millis(20);
 
-/// Commits outcomes until every sender is gone, publishing each part as it completes.
+/// Commits outcomes until every sender is gone, while a publisher task publishes each part as it completes.
+/// Returns the parts once the last one that could be published is.
 pub async fn run(
     job: String,
     store: Store,
-    mut parts: Parts,
+    parts: Parts,
     mut rx: mpsc::Receiver<Finished>,
     stats: Arc<RunStats>,
 ) -> Result<Parts, Error> {
+    let per_part = parts.records_per_part();
+    let (touched_tx, touched_rx) = mpsc::unbounded_channel();
+    let publisher = tokio::spawn(publish(store.clone(), parts, touched_rx));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let Some(first) = rx.recv().await else { break };
@@ -37,7 +42,7 @@ pub async fn run(
             }
         }
         store.write_outcomes(&job, &batch).await?;
-        let touched: BTreeSet<u64> = batch.iter().map(|f| parts.part_of(f.seq)).collect();
+        let touched: BTreeSet<u64> = batch.iter().map(|f| f.seq / per_part + 1).collect();
         for f in &batch {
             let counter = match f.status {
                 Status::Done => &stats.succeeded,
@@ -46,6 +51,23 @@ pub async fn run(
             counter.fetch_add(1, Ordering::Relaxed);
         }
         batch.clear();
+        // A publisher that failed has stopped listening; its error is returned below.
+        let _ = touched_tx.send(touched);
+    }
+    drop(touched_tx);
+    publisher.await.expect("the publisher does not panic")
+}
+
+/// Publishes the parts named on `rx` that are complete, folding notices that queued up during an upload.
+async fn publish(
+    store: Store,
+    mut parts: Parts,
+    mut rx: mpsc::UnboundedReceiver<BTreeSet<u64>>,
+) -> Result<Parts, Error> {
+    while let Some(mut touched) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            touched.extend(more);
+        }
         parts.publish_complete(&store, touched).await?;
     }
     Ok(parts)

@@ -1,10 +1,8 @@
 //! Stopping a run and resuming it: Ctrl-C drains, kill -9 loses nothing, faults are retried. In every case each
 //! input record appears exactly once in the output, with the reply the emulator derives from its prompt.
 
-use std::path::Path;
 use std::time::Duration;
 
-use batchrun::checkpoint::Store;
 use batchrun::emulator::{OutputLength, text};
 
 use crate::common::emulator;
@@ -59,13 +57,6 @@ fn sigint(child: &tokio::process::Child) {
     );
 }
 
-async fn done_in_state(dir: &Path) -> (u64, u64) {
-    let store = Store::open(&dir.join(".batchrun/state.db")).await.unwrap();
-    let c = store.counts("test").await.unwrap();
-    store.close().await;
-    (c.done, c.pending())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_drains_calls_in_flight_and_a_resume_finishes() {
     let emu = emulator(
@@ -88,7 +79,7 @@ async fn ctrl_c_drains_calls_in_flight_and_a_resume_finishes() {
         run.stderr
     );
 
-    let (done, pending) = done_in_state(t.path()).await;
+    let (done, pending) = t.done_in_state().await;
     assert!(
         done > 0 && pending > 0,
         "interrupted mid-run: {done} done, {pending} pending"
@@ -128,7 +119,7 @@ async fn kill_9_mid_run_loses_nothing_and_duplicates_nothing() {
         assert_parts_whole(&t);
     }
     assert!(kills >= 2, "the run finished too fast to be killed");
-    let (done, _) = done_in_state(t.path()).await;
+    let (done, _) = t.done_in_state().await;
     assert!(done > 0, "no progress was checkpointed before the kills");
 
     let resumed = t.submit(&[]).await;
@@ -197,7 +188,7 @@ async fn a_second_ctrl_c_abandons_calls_in_flight_and_they_stay_pending() {
     );
     assert!(run.stderr.contains("stopping now"), "{}", run.stderr);
     assert_eq!(
-        done_in_state(t.path()).await,
+        t.done_in_state().await,
         (0, 8),
         "abandoned calls stay pending"
     );

@@ -2,6 +2,7 @@
 //! built binary and its real `aws-sdk-s3` client.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use batchrun::emulator::OutputLength;
 use batchrun::emulator::text;
@@ -9,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::emulator;
 use crate::common::job::{TestJob, output_text};
-use crate::common::s3::{S3Server, s3_server};
+use crate::common::s3::{LOCKED, S3Server, s3_server, s3_server_with_slow_uploads};
 
 const PROFILE: &str =
     "[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\ncontext-window = 100000\n";
@@ -270,4 +271,225 @@ async fn a_large_object_is_streamed_and_large_parts_go_up_in_pieces() {
     assert!(etag("big/part-00002.jsonl").await.ends_with("-2\""));
     assert!(!etag("big/part-00003.jsonl").await.contains('-'));
     assert!(s3.open_uploads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_an_upload_then_resume_publishes_each_part_once() {
+    let emu = emulator(PROFILE).await;
+    // Each multipart piece takes a second to arrive: the kill lands while an upload is open.
+    let s3 = s3_server_with_slow_uploads(&["data", "results"], Duration::from_secs(1)).await;
+    s3.put("data", "in.jsonl", big_lines(1_200, 10_000)).await;
+    let t = TestJob::new();
+    t.s3_endpoint(&s3.endpoint).job(
+        "[model]\nid = \"m\"\nmax-tokens = 16\n[input]\npath = \"s3://data/in.jsonl\"\nformat = \"jsonl\"\n\
+         [budget]\nmax-concurrency = 64\n[output]\npath = \"s3://results/out/\"\nrecords-per-part = 1000\n",
+        &emu.endpoint(),
+    );
+    let mut child = t.spawn_submit();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s3.open_uploads().is_empty() {
+        assert!(Instant::now() < deadline, "no upload started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its upload was seen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Into the first piece's second, past the instant between the upload's start and its note in the
+    // checkpoint.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    // The half-sent part is not visible; the upload is still open on the server.
+    assert!(s3.keys("results", "out/").await.is_empty());
+    assert_eq!(s3.open_uploads().len(), 1);
+    let calls_before = emu.stats().models["m"].totals.succeeded;
+    let (committed, pending) = t.done_in_state().await;
+    assert!(
+        committed >= 1_000,
+        "the first part's records were committed: {committed}"
+    );
+    assert_eq!(committed + pending, 1_200);
+
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = s3_output(&s3, "results", "out/").await;
+    assert_eq!(out.len(), 1_200);
+    assert_eq!(
+        s3.keys("results", "out/").await,
+        [
+            "out/manifest.json",
+            "out/part-00001.jsonl",
+            "out/part-00002.jsonl"
+        ]
+    );
+    // The resume aborted the dead upload, sent only the records never answered, and left nothing open.
+    assert!(s3.open_uploads().is_empty(), "{:?}", s3.open_uploads());
+    // Answers the kill cut off before their commit (at most a few in flight) are asked again; no more.
+    assert_eq!(
+        emu.stats().models["m"].totals.succeeded,
+        calls_before + pending
+    );
+    assert!(calls_before - committed <= 64);
+    let m = manifest(&s3, "results", "out/").await;
+    assert_eq!(m["successRecordCount"], 1_200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_input_object_is_refused_on_resume_until_fresh() {
+    let emu = emulator(PROFILE).await;
+    let s3 = s3_server(&["data"]).await;
+    s3.put(
+        "data",
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"One.\"}\n",
+    )
+    .await;
+    let t = TestJob::new();
+    t.s3_endpoint(&s3.endpoint).job(
+        "[model]\nid = \"m\"\nmax-tokens = 16\n[input]\npath = \"s3://data/in.jsonl\"\nformat = \"jsonl\"\n\
+         [output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    s3.put(
+        "data",
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"One.\"}\n{\"id\": \"b\", \"prompt\": \"Two.\"}\n",
+    )
+    .await;
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("input object changed: s3://data/in.jsonl (ETag "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("size 30 → 60"), "{}", run.stderr);
+    assert!(run.stderr.contains("--fresh"), "{}", run.stderr);
+
+    let run = t.submit(&["--fresh"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(t.output_by_id("out").keys().collect::<Vec<_>>(), ["a", "b"]);
+}
+
+/// Environment variables set (`Some`) or removed (`None`) for a run.
+type Env = [(&'static str, Option<&'static str>)];
+
+/// Runs the job with `input` and `output` paths and returns the run; asserts that no model call was made.
+async fn failing_run(
+    s3: &S3Server,
+    input: &str,
+    output: &str,
+    env: &Env,
+) -> crate::common::job::Run {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.s3_endpoint(&s3.endpoint).job(
+        &format!(
+            "[model]\nid = \"m\"\nmax-tokens = 16\n[input]\npath = \"{input}\"\nformat = \"jsonl\"\n\
+             [output]\npath = \"{output}\"\n"
+        ),
+        &emu.endpoint(),
+    );
+    for (k, v) in env {
+        t.env(k, *v);
+    }
+    let run = t.submit(&[]).await;
+    assert!(
+        emu.stats().models.is_empty(),
+        "no model call: {}",
+        run.stderr
+    );
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_errors_name_the_uri_and_what_to_do_before_any_model_call() {
+    let s3 = s3_server(&["data", "results"]).await;
+    s3.put(
+        "data",
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"One.\"}\n",
+    )
+    .await;
+    // The locked bucket refuses writes too: seed it in the server's storage.
+    std::fs::write(
+        s3.root.path().join(LOCKED).join("in.jsonl"),
+        "{\"id\": \"a\", \"prompt\": \"One.\"}\n",
+    )
+    .unwrap();
+    let good_in = "s3://data/in.jsonl";
+    let no_keys: [(&str, Option<&str>); 2] =
+        [("AWS_ACCESS_KEY_ID", None), ("AWS_SECRET_ACCESS_KEY", None)];
+    let wrong_secret = [("AWS_SECRET_ACCESS_KEY", Some("not-the-secret"))];
+    let cases: [(&str, &str, &Env, &str, &str); 7] = [
+        (
+            "s3://nobucket/in.jsonl",
+            "out",
+            &[],
+            "error: s3://nobucket/in.jsonl: the bucket does not exist",
+            "hint: check the bucket name",
+        ),
+        (
+            "s3://data/missing.jsonl",
+            "out",
+            &[],
+            "error: s3://data/missing.jsonl: no such object",
+            "hint: check input.path",
+        ),
+        (
+            "s3://locked/in.jsonl",
+            "out",
+            &[],
+            "error: s3://locked/in.jsonl: access denied",
+            "s3:GetObject",
+        ),
+        (
+            good_in,
+            "s3://nobucket/out/",
+            &[],
+            "error: s3://nobucket/out/: the bucket does not exist",
+            "hint: check the bucket name",
+        ),
+        (
+            good_in,
+            "s3://locked/out/",
+            &[],
+            "error: s3://locked/out/: access denied",
+            "s3:PutObject",
+        ),
+        (
+            good_in,
+            "out",
+            &no_keys,
+            "error: s3://data/in.jsonl: no usable AWS credentials for S3",
+            "hint: set AWS_PROFILE",
+        ),
+        (
+            good_in,
+            "out",
+            &wrong_secret,
+            "error: s3://data/in.jsonl: no usable AWS credentials for S3 (SignatureDoesNotMatch",
+            "hint: set AWS_PROFILE",
+        ),
+    ];
+    for (input, output, env, error, hint) in cases {
+        let run = failing_run(&s3, input, output, env).await;
+        assert_eq!(run.code, Some(2), "{input} → {output}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(error),
+            "{input} → {output}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(hint),
+            "{input} → {output}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("{ "), "no debug dumps: {}", run.stderr);
+    }
 }

@@ -117,6 +117,16 @@ impl TestJob {
             .unwrap()
     }
 
+    /// `(done, pending)` records of job `test` in the job folder's state database.
+    pub async fn done_in_state(&self) -> (u64, u64) {
+        let store = batchrun::checkpoint::Store::open(&self.path().join(".batchrun/state.db"))
+            .await
+            .unwrap();
+        let c = store.counts("test").await.unwrap();
+        store.close().await;
+        (c.done, c.pending())
+    }
+
     /// Every line of every published part in `out` (relative), in part order.
     pub fn output_lines(&self, out: &str) -> Vec<Value> {
         let mut parts: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join(out))

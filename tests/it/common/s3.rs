@@ -3,10 +3,14 @@
 //! added, as a bucket policy would: bucket `locked` refuses everyone.
 
 use std::path::Path;
+use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
+use hyper::body::Incoming;
+use hyper::service::{Service, service_fn};
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
@@ -60,6 +64,12 @@ impl Drop for S3Server {
 
 /// Starts a server with the given buckets.
 pub async fn s3_server(buckets: &[&str]) -> S3Server {
+    s3_server_with_slow_uploads(buckets, Duration::ZERO).await
+}
+
+/// As [`s3_server`], with each multipart piece (UploadPart) held for `delay` before the server takes it, as a
+/// slow link would: a window to interrupt an upload in.
+pub async fn s3_server_with_slow_uploads(buckets: &[&str], delay: Duration) -> S3Server {
     let root = tempfile::tempdir().unwrap();
     for b in buckets.iter().chain([&LOCKED]) {
         std::fs::create_dir_all(root.path().join(b)).unwrap();
@@ -77,9 +87,20 @@ pub async fn s3_server(buckets: &[&str]) -> S3Server {
                 continue;
             };
             let service = service.clone();
+            let slow = service_fn(move |req: Request<Incoming>| {
+                let service = service.clone();
+                let piece = req.method() == Method::PUT
+                    && req.uri().query().is_some_and(|q| q.contains("uploadId="));
+                async move {
+                    if piece {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Service::call(&service, req).await
+                }
+            });
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service)
+                    .serve_connection(TokioIo::new(socket), slow)
                     .await;
             });
         }
