@@ -32,3 +32,17 @@ async fn invalid_job_files_are_refused_with_a_clear_error() {
     assert!(!dir.join(".batchrun").exists());
     assert!(!dir.join("out").exists());
 }
+
+#[test]
+fn every_example_job_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            batchrun::job::Job::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} example jobs");
+}

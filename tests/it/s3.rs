@@ -493,3 +493,29 @@ async fn s3_errors_name_the_uri_and_what_to_do_before_any_model_call() {
         assert!(!run.stderr.contains("{ "), "no debug dumps: {}", run.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keys_of_the_job_and_the_generic_endpoint_variable_are_used() {
+    let emu = emulator(PROFILE).await;
+    let s3 = s3_server(&["data"]).await;
+    s3.put(
+        "data",
+        "in.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"One.\"}\n",
+    )
+    .await;
+    let t = TestJob::new();
+    // No AWS_REGION and no S3-specific endpoint: the region comes from [s3], the endpoint from the variable
+    // every service reads.
+    t.env("AWS_REGION", None)
+        .env("AWS_ENDPOINT_URL", Some(&s3.endpoint))
+        .job(
+            "[model]\nid = \"m\"\nmax-tokens = 16\nregion = \"us-east-1\"\n\
+             [input]\npath = \"s3://data/in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"s3://data/out/\"\n\
+             [s3]\nregion = \"eu-west-1\"\nforce-path-style = true\n",
+            &emu.endpoint(),
+        );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(s3_output(&s3, "data", "out/").await.len(), 1);
+}
