@@ -59,6 +59,8 @@ fn run(dir: &Path, env: &[(&str, &str)]) -> (f64, f64) {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // Reaped by wait4 below, which also reports the peak memory.
+    #[allow(clippy::zombie_processes)]
     let child = cmd.spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let mut status = 0;

@@ -13,7 +13,7 @@ use crate::emulator::{
 };
 use crate::error::{Error, ExitKind};
 use crate::report::progress::ProgressMode;
-use crate::run::{RunOutcome, Shutdown, SubmitOptions, submit};
+use crate::run::{PlanOptions, RunOutcome, Shutdown, SubmitOptions, plan, submit};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -41,8 +41,87 @@ pub enum Command {
     /// Run a job, or resume it: records already done are not sent again.
     #[command(after_help = EXIT_CODES)]
     Submit(SubmitArgs),
+    /// Before a run: records, tokens, what each quota allows, expected time and cost, and what quota a
+    /// deadline needs. Reads the inputs; sends nothing (`--exact` asks Bedrock's CountTokens, which is free).
+    Plan(PlanArgs),
     /// Run a local Bedrock Runtime with a simulated quota, for tests, demos and rehearsing a job.
     Emulator(EmulatorArgs),
+}
+
+/// `batchrun plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// The state database, for what an earlier run measured [default: .batchrun/state.db in the job file's
+    /// folder; never created by plan].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Count input tokens with Bedrock's CountTokens API instead of locally.
+    #[arg(long)]
+    pub exact: bool,
+    /// Say what RPM and TPM finish the job within this time, e.g. 6h, 90m, 45s.
+    #[arg(long, value_parser = parse_duration, value_name = "TIME")]
+    pub deadline: Option<Duration>,
+    /// A price table (TOML, as jobs/prices.toml) instead of the built-in one; BATCHRUN_PRICES also works.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
+    /// Expected output tokens per record [default: observed by an earlier run, or from the emulator profile,
+    /// or half of max-tokens].
+    #[arg(long, value_name = "N")]
+    pub output_tokens: Option<u64>,
+    /// Expected time per request, e.g. 2s or 800ms [default: observed, or from the emulator profile, or 0.5s +
+    /// 20ms per output token].
+    #[arg(long, value_parser = parse_duration, value_name = "TIME")]
+    pub latency: Option<Duration>,
+}
+
+/// `90m`, `6h`, `1h30m`, `45s`, `800ms`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    let mut total = 0.0;
+    let mut number = String::new();
+    let mut chars = t.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let unit = match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                0.001
+            }
+            ('h', _) => 3600.0,
+            ('m', _) => 60.0,
+            ('s', _) => 1.0,
+            ('d', _) => 86400.0,
+            _ => {
+                return Err(format!(
+                    "`{text}` is not a duration (e.g. 6h, 90m, 1h30m, 45s)"
+                ));
+            }
+        };
+        let n: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration (e.g. 6h, 90m, 1h30m, 45s)"))?;
+        total += n * unit;
+        number.clear();
+        any = true;
+    }
+    if !any || !number.is_empty() {
+        return Err(format!(
+            "`{text}` is not a duration (e.g. 6h, 90m, 1h30m, 45s)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 /// `batchrun submit`.
@@ -205,6 +284,21 @@ impl EmulatorArgs {
 pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
     match cli.command {
         Command::Submit(args) => run_submit(args).await,
+        Command::Plan(args) => {
+            let text = plan(&PlanOptions {
+                job_file: args.job,
+                state: args.state,
+                exact: args.exact,
+                deadline: args.deadline,
+                prices: args.prices,
+                output_tokens: args.output_tokens,
+                latency: args.latency,
+            })
+            .await?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).map_err(Error::Stdout)?;
+            Ok(ExitKind::Ok)
+        }
         Command::Emulator(args) => run_emulator(args).await,
     }
 }

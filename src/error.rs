@@ -6,6 +6,7 @@ use crate::checkpoint::CheckpointError;
 use crate::emulator::{ConfigError, EmulatorError};
 use crate::invoke::InvokeError;
 use crate::job::JobError;
+use crate::report::prices::PricesError;
 use crate::s3::{S3Error, S3ErrorKind};
 use crate::sink::OutputError;
 use crate::source::SourceError;
@@ -49,6 +50,9 @@ pub enum Error {
     /// An S3 output (or the S3 client) failed.
     #[error(transparent)]
     S3(#[from] S3Error),
+    /// The price table cannot be read.
+    #[error(transparent)]
+    Prices(#[from] PricesError),
     /// The Bedrock client cannot be set up.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
@@ -98,6 +102,7 @@ impl Error {
             Error::EmulatorConfig(_)
             | Error::Job(_)
             | Error::Source(_)
+            | Error::Prices(_)
             | Error::Invoke(_)
             | Error::JobChanged { .. }
             | Error::Fatal { .. } => ExitKind::Config,

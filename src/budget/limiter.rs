@@ -32,6 +32,8 @@ const MEASURE_OVER: Duration = Duration::from_secs(2);
 // The concurrency cap keeps this much headroom over rate × latency (Little's law), and never goes below this.
 const CAP_HEADROOM: f64 = 2.0;
 const MIN_CAP: u32 = 4;
+// The window of recent admissions and settlements (for the concurrency cap and live progress).
+const RECENT: Duration = Duration::from_secs(5);
 // Smoothing of the token estimate's calibration and of latency.
 const EWMA: f64 = 0.1;
 // Settlements averaged plainly before the calibration becomes a moving average.
@@ -107,6 +109,31 @@ pub struct Second {
     pub concurrency_cap: u64,
 }
 
+/// The budget at one moment, for live progress.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Live {
+    /// Requests admitted per minute, over the last few seconds.
+    pub rpm_used: f64,
+    /// Tokens charged per minute, over the last few seconds.
+    pub tpm_used: f64,
+    /// The RPM rate in force, if requests are limited.
+    pub rpm_rate: Option<f64>,
+    /// The configured RPM budget.
+    pub rpm_budget: Option<f64>,
+    /// The TPM rate in force, if tokens are limited.
+    pub tpm_rate: Option<f64>,
+    /// The configured TPM budget.
+    pub tpm_budget: Option<f64>,
+    /// Requests allowed in flight.
+    pub concurrency_cap: u32,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Throttles on requests so far.
+    pub throttled_rpm: u64,
+    /// Throttles on tokens (per minute or per day) so far.
+    pub throttled_tpm: u64,
+}
+
 /// What a run learned, saved in the checkpoint so a resumed run starts from it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Learned {
@@ -176,6 +203,8 @@ struct Inner {
     last_tick: Instant,
     seconds: BTreeMap<u64, Second>,
     throttles: Vec<ThrottleEvent>,
+    throttled_rpm: u64,
+    throttled_tpm: u64,
 }
 
 /// The job's quota, as admission control.
@@ -230,7 +259,7 @@ impl Inner {
         for recent in [&mut self.admitted_recent, &mut self.settled_recent] {
             while recent
                 .front()
-                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > Duration::from_secs(5))
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RECENT)
             {
                 recent.pop_front();
             }
@@ -296,6 +325,8 @@ impl Budget {
                 last_tick: now,
                 seconds: BTreeMap::new(),
                 throttles: Vec::new(),
+                throttled_rpm: 0,
+                throttled_tpm: 0,
             }),
             turn: tokio::sync::Mutex::new(()),
             freed: Notify::new(),
@@ -415,6 +446,46 @@ impl Budget {
         done.into_values().collect()
     }
 
+    /// The budget's state now, for live progress: use over the last few seconds against the rates in force.
+    pub fn live(&self) -> Live {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let now = Instant::now();
+        for recent in [&mut inner.admitted_recent, &mut inner.settled_recent] {
+            while recent
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RECENT)
+            {
+                recent.pop_front();
+            }
+        }
+        // Per minute, over the recent window (shorter at the start of a run).
+        let window = RECENT
+            .min(now.saturating_duration_since(inner.started))
+            .as_secs_f64()
+            .max(1.0);
+        let per_minute = 60.0 / window;
+        let quota = |q: &Option<Quota>| {
+            q.as_ref()
+                .map(|q| (q.limit.rate(), q.limit.ceiling()))
+                .unwrap_or((0.0, None))
+        };
+        let (rpm_rate, rpm_budget) = quota(&inner.rpm);
+        let (tpm_rate, tpm_budget) = quota(&inner.tpm);
+        Live {
+            rpm_used: inner.admitted_recent.len() as f64 * per_minute,
+            tpm_used: inner.settled_recent.iter().map(|(_, c)| *c).sum::<u64>() as f64 * per_minute,
+            rpm_rate: inner.rpm.as_ref().map(|_| rpm_rate),
+            rpm_budget,
+            tpm_rate: inner.tpm.as_ref().map(|_| tpm_rate),
+            tpm_budget,
+            concurrency_cap: inner.cap,
+            in_flight: inner.in_flight,
+            throttled_rpm: inner.throttled_rpm,
+            throttled_tpm: inner.throttled_tpm,
+        }
+    }
+
     /// What the run learned so far.
     pub fn learned(&self) -> Learned {
         let inner = self.lock();
@@ -504,6 +575,10 @@ impl Admission {
             let rpm_level = inner.rpm.as_mut().map(|q| q.level_fraction(now));
             let tpm_level = inner.tpm.as_mut().map(|q| q.level_fraction(now));
             let kind = classify(message, rpm_level, tpm_level);
+            match kind {
+                ThrottleKind::Rpm => inner.throttled_rpm += 1,
+                ThrottleKind::Tpm | ThrottleKind::Tpd => inner.throttled_tpm += 1,
+            }
             // No budget was configured for this quota, yet Bedrock enforces one: start a controller from the rate
             // that was getting through.
             let since = |t: &Instant| now.saturating_duration_since(*t) <= MEASURE_OVER;

@@ -11,4 +11,4 @@ pub mod control;
 mod limiter;
 
 pub use bucket::Bucket;
-pub use limiter::{Admission, Budget, Learned, Second, ThrottleEvent, ThrottleKind};
+pub use limiter::{Admission, Budget, Learned, Live, Second, ThrottleEvent, ThrottleKind};

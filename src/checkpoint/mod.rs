@@ -4,8 +4,10 @@
 //!
 //! It stores and answers; it never calls back into the runner or the sink.
 
+mod history;
 mod store;
 
+pub use history::{ErrorGroup, FailedRecord, OutcomeStats, RunRow, SeriesRow};
 pub use store::{
     CheckpointError, Counts, Finished, NewRecord, OutputRow, PartRow, PendingRecord, Status, Store,
     StoredJob, TokenTotals,

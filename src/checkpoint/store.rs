@@ -37,11 +37,11 @@ pub enum CheckpointError {
     },
 }
 
-fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> CheckpointError {
+pub(super) fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> CheckpointError {
     move |source| CheckpointError::Query { what, source }
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -219,7 +219,7 @@ pub struct TokenTotals {
 /// The state database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 // Rows per multi-row statement: well below SQLite's 32,766 bound variables at 11 columns a row.

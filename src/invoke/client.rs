@@ -10,7 +10,8 @@ use aws_sdk_bedrockruntime::config::{Credentials, Region};
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as OutputUnion, InferenceConfiguration, Message,
+    ContentBlock, ConversationRole, ConverseOutput as OutputUnion, ConverseTokensRequest,
+    CountTokensInput, InferenceConfiguration, InvokeModelTokensRequest, Message,
     SystemContentBlock,
 };
 use serde_json::{Value, json};
@@ -149,6 +150,41 @@ impl Invoker {
                 })
             }
         }
+    }
+}
+
+impl Invoker {
+    /// Asks Bedrock's CountTokens how many input tokens a stored request body has; no model call is made and
+    /// nothing is charged.
+    pub async fn count_tokens(&self, request: &str) -> Result<u64, CallError> {
+        let input = match self.api {
+            Api::Converse => {
+                let body: Value = serde_json::from_str(request)
+                    .map_err(|e| permanent(format!("stored request is not JSON: {e}")))?;
+                let (messages, system, _) = converse_parts(&body)?;
+                CountTokensInput::Converse(
+                    ConverseTokensRequest::builder()
+                        .set_messages(Some(messages))
+                        .set_system(system)
+                        .build(),
+                )
+            }
+            Api::Invoke => CountTokensInput::InvokeModel(
+                InvokeModelTokensRequest::builder()
+                    .body(Blob::new(request.as_bytes().to_vec()))
+                    .build()
+                    .map_err(|e| permanent(e.to_string()))?,
+            ),
+        };
+        let out = self
+            .client
+            .count_tokens()
+            .model_id(&self.model_id)
+            .input(input)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.input_tokens().max(0) as u64)
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! It reads the counters; it never changes what the runner does.
 
+pub mod plan;
+pub mod prices;
 pub mod progress;
 pub mod summary;
 

@@ -15,11 +15,13 @@
 mod fingerprint;
 mod ingest;
 mod parts;
+pub mod plan;
 mod shutdown;
 mod submit;
 mod worker;
 mod writer;
 
 pub use fingerprint::{Fingerprint, describe_changes};
+pub use plan::{PlanOptions, plan};
 pub use shutdown::Shutdown;
 pub use submit::{RunOutcome, SubmitOptions, submit};

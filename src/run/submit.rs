@@ -201,7 +201,7 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
 }
 
 /// The S3 client, when the job reads or writes S3.
-async fn s3_client(job: &Job) -> Result<Option<S3>, Error> {
+pub(crate) async fn s3_client(job: &Job) -> Result<Option<S3>, Error> {
     let Some(first) = job.input.location.s3().or(job.output.location.s3()) else {
         return Ok(None);
     };
@@ -212,7 +212,9 @@ async fn s3_client(job: &Job) -> Result<Option<S3>, Error> {
 
 /// The endpoint to call: the embedded emulator (started here, kept alive by the returned handle), a URL, or
 /// real Bedrock. The flag says whether to use fixed test credentials.
-async fn endpoint(job: &Job) -> Result<(Option<EmulatorHandle>, Option<String>, bool), Error> {
+pub(crate) async fn endpoint(
+    job: &Job,
+) -> Result<(Option<EmulatorHandle>, Option<String>, bool), Error> {
     match &job.endpoint {
         Endpoint::Aws => Ok((None, None, false)),
         Endpoint::Url(u) => Ok((None, Some(u.clone()), false)),

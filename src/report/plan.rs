@@ -1,0 +1,522 @@
+//! `batchrun plan`: what a job will cost in quota, time and money before anything is sent. The facts are
+//! gathered elsewhere ([`crate::run::plan`]); here they become numbers and text, by pure functions.
+//!
+//! The quota model is Bedrock's: a request reserves `input + max_tokens` while it runs and is charged
+//! `input + output × burndown` when it ends. The TPM bucket holds one minute of quota and refills at the TPM
+//! rate, so at `r` requests per minute with latency `L` minutes two things must hold: the charges fit the
+//! refill (`r × charge ≤ TPM`) and the reservations held in flight fit the bucket (`r × L × reservation ≤ TPM`).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::prices::Price;
+use super::summary::duration;
+
+/// A record whose reservation can never fit the TPM budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeverFit {
+    /// Its id.
+    pub id: String,
+    /// `file:line` or the document.
+    pub location: String,
+    /// Tokens it would reserve.
+    pub reservation: u64,
+}
+
+/// What `plan` found out, before any arithmetic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanFacts {
+    /// The job's name.
+    pub job: String,
+    /// The model id.
+    pub model_id: String,
+    /// Records that can be sent.
+    pub records: u64,
+    /// Input lines that cannot become requests (they fail at once).
+    pub unreadable: u64,
+    /// Input tokens of the records, in total.
+    pub input_tokens: u64,
+    /// Whether `input_tokens` was counted by Bedrock's CountTokens (else estimated locally).
+    pub input_exact: bool,
+    /// `max_tokens` of the records, in total.
+    pub max_tokens_total: u64,
+    /// The largest single reservation.
+    pub largest_reservation: u64,
+    /// The first records that can never fit.
+    pub never_fit: Vec<NeverFit>,
+    /// How many can never fit.
+    pub never_fit_count: u64,
+    /// Output tokens expected per record.
+    pub output_per_record: f64,
+    /// Where that figure comes from.
+    pub output_source: String,
+    /// Seconds per request expected.
+    pub latency_s: f64,
+    /// Where that figure comes from.
+    pub latency_source: String,
+    /// Quota tokens per output token.
+    pub burndown: u64,
+    /// `budget.rpm`.
+    pub rpm: Option<u64>,
+    /// `budget.tpm`.
+    pub tpm: Option<u64>,
+    /// Rates an earlier run of the job measured (RPM, TPM), when lower than the budget.
+    pub learned: (Option<f64>, Option<f64>),
+    /// `budget.max-concurrency`.
+    pub max_concurrency: u64,
+    /// The model's price, the currency and the table's date.
+    pub price: Option<(Price, String, String)>,
+    /// `--deadline`.
+    pub deadline: Option<Duration>,
+}
+
+/// Which limit sets the pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Requests per minute.
+    Rpm,
+    /// Tokens per minute, through the charges.
+    TpmCharges,
+    /// Tokens per minute, through the reservations held in flight (`max-tokens` is the cause).
+    TpmReservations,
+    /// Requests in flight.
+    Concurrency,
+}
+
+impl Bound {
+    fn describe(self) -> &'static str {
+        match self {
+            Bound::Rpm => "RPM-bound",
+            Bound::TpmCharges => "TPM-bound (by tokens charged)",
+            Bound::TpmReservations => {
+                "TPM-bound (by tokens reserved for max-tokens while requests run)"
+            }
+            Bound::Concurrency => "concurrency-bound",
+        }
+    }
+}
+
+/// The numbers of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Records that will be sent (those that can never fit are left out).
+    pub sendable: u64,
+    /// Mean input tokens per record.
+    pub input_mean: f64,
+    /// Mean `max_tokens`.
+    pub max_tokens_mean: f64,
+    /// Tokens a request reserves.
+    pub reservation: f64,
+    /// Tokens a request is charged.
+    pub charge: f64,
+    /// Requests per minute each limit allows (`None`: unlimited).
+    pub rpm_allows: Option<f64>,
+    /// See `rpm_allows`.
+    pub tpm_allows: Option<f64>,
+    /// See `rpm_allows`.
+    pub concurrency_allows: f64,
+    /// The binding limit and the rate it allows.
+    pub bound: Bound,
+    /// Requests per minute expected.
+    pub rate: f64,
+    /// Expected wall time.
+    pub wall: Duration,
+    /// Expected cost: input, output.
+    pub cost: Option<(f64, f64)>,
+    /// With `max-tokens` lowered to twice the expected output: that value and the requests per minute TPM would
+    /// then allow (only when reservations bind).
+    pub lower_max_tokens: Option<(u64, f64)>,
+    /// What the deadline needs: RPM, TPM, concurrency.
+    pub needed: Option<(u64, u64, u64)>,
+}
+
+/// The arithmetic.
+pub fn compute(f: &PlanFacts) -> Plan {
+    let n = f.records.max(1) as f64;
+    let input_mean = f.input_tokens as f64 / n;
+    let max_tokens_mean = f.max_tokens_total as f64 / n;
+    let out = f.output_per_record.min(max_tokens_mean.max(1.0));
+    let reservation = input_mean + max_tokens_mean;
+    let charge = input_mean + out * f.burndown as f64;
+    let l_min = (f.latency_s / 60.0).max(1e-6);
+    let effective = |budget: Option<u64>, learned: Option<f64>| match (budget, learned) {
+        (Some(b), Some(l)) => Some((b as f64).min(l)),
+        (Some(b), None) => Some(b as f64),
+        (None, l) => l,
+    };
+    let rpm = effective(f.rpm, f.learned.0);
+    let tpm = effective(f.tpm, f.learned.1);
+    let rpm_allows = rpm;
+    let tpm_allows = tpm.map(|t| t / charge.max(l_min * reservation).max(1.0));
+    let concurrency_allows = f.max_concurrency as f64 / l_min;
+    let tpm_bound = if l_min * reservation > charge {
+        Bound::TpmReservations
+    } else {
+        Bound::TpmCharges
+    };
+    let mut candidates = vec![(Bound::Concurrency, concurrency_allows)];
+    if let Some(r) = rpm_allows {
+        candidates.push((Bound::Rpm, r));
+    }
+    if let Some(t) = tpm_allows {
+        candidates.push((tpm_bound, t));
+    }
+    let (bound, rate) = candidates
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("concurrency is always a candidate");
+    let sendable = f.records.saturating_sub(f.never_fit_count);
+    let wall = Duration::from_secs_f64(sendable as f64 / rate.max(1e-9) * 60.0);
+    let cost = f.price.as_ref().map(|(p, _, _)| {
+        (
+            f.input_tokens as f64 * p.input / 1e6,
+            out * sendable as f64 * p.output / 1e6,
+        )
+    });
+    let lower_max_tokens = match (bound, tpm) {
+        (Bound::TpmReservations, Some(t)) => {
+            let m = ((out * 2.0).ceil() as u64).max(16);
+            if (m as f64) < max_tokens_mean {
+                let r = input_mean + m as f64;
+                Some((m, t / charge.max(l_min * r)))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let needed = f.deadline.map(|d| {
+        let r_need = sendable as f64 / (d.as_secs_f64() / 60.0).max(1e-9);
+        (
+            r_need.ceil() as u64,
+            (r_need * charge.max(l_min * reservation)).ceil() as u64,
+            (r_need * l_min).ceil() as u64 + 1,
+        )
+    });
+    Plan {
+        sendable,
+        input_mean,
+        max_tokens_mean,
+        reservation,
+        charge,
+        rpm_allows,
+        tpm_allows,
+        concurrency_allows,
+        bound,
+        rate,
+        wall,
+        cost,
+        lower_max_tokens,
+        needed,
+    }
+}
+
+/// `12,345`.
+pub fn int(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A rate per minute, rounded.
+fn per_min(r: f64) -> String {
+    int(r.round() as u64)
+}
+
+fn money(amount: f64, currency: &str) -> String {
+    let sign = if currency == "USD" { "$" } else { "" };
+    let unit = if currency == "USD" {
+        String::new()
+    } else {
+        format!(" {currency}")
+    };
+    if amount < 0.01 {
+        format!("{sign}{amount:.4}{unit}")
+    } else {
+        format!("{sign}{amount:.2}{unit}")
+    }
+}
+
+/// The plan as text.
+pub fn render(f: &PlanFacts, p: &Plan) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "plan for job `{}` (model {}); no model calls were made\n",
+        f.job, f.model_id
+    );
+    let _ = writeln!(
+        t,
+        "records          {} to send{}",
+        int(f.records),
+        if f.unreadable > 0 {
+            format!(", {} unreadable (they fail at once)", int(f.unreadable))
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        t,
+        "input tokens     {} {}, mean {:.0} per record",
+        int(f.input_tokens),
+        if f.input_exact {
+            "counted by Bedrock's CountTokens"
+        } else {
+            "estimated locally with tiktoken cl100k"
+        },
+        p.input_mean
+    );
+    let _ = writeln!(
+        t,
+        "output tokens    {:.0} per record expected ({})",
+        f.output_per_record.min(p.max_tokens_mean.max(1.0)),
+        f.output_source
+    );
+    let _ = writeln!(
+        t,
+        "per request      reserves {:.0} tokens while it runs (input {:.0} + max-tokens {:.0}); charged {:.0} when it \
+         ends (input + output × burndown {})",
+        p.reservation, p.input_mean, p.max_tokens_mean, p.charge, f.burndown
+    );
+    let _ = writeln!(
+        t,
+        "                 max-tokens makes the reservation {:.1}× the charge",
+        p.reservation / p.charge.max(1.0)
+    );
+    let _ = writeln!(
+        t,
+        "latency          {:.1}s per request ({})",
+        f.latency_s, f.latency_source
+    );
+    let _ = writeln!(t, "\nrequests per minute each limit allows:");
+    let limit_line = |name: String, allows: Option<f64>| match allows {
+        Some(a) => format!("  {name:<40} {:>10}", per_min(a)),
+        None => format!("  {name:<40} {:>10}", "no limit"),
+    };
+    let learned_note = |learned: Option<f64>, budget: Option<u64>| match (learned, budget) {
+        (Some(l), Some(b)) if l < b as f64 => {
+            format!(" (an earlier run measured {})", per_min(l))
+        }
+        (Some(l), None) => format!(" (none set; an earlier run measured {})", per_min(l)),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        t,
+        "{}",
+        limit_line(
+            format!(
+                "RPM {}{}",
+                f.rpm.map_or("not set".into(), int),
+                learned_note(f.learned.0, f.rpm)
+            ),
+            p.rpm_allows
+        )
+    );
+    let _ = writeln!(
+        t,
+        "{}",
+        limit_line(
+            format!(
+                "TPM {}{}",
+                f.tpm.map_or("not set".into(), int),
+                learned_note(f.learned.1, f.tpm)
+            ),
+            p.tpm_allows
+        )
+    );
+    let _ = writeln!(
+        t,
+        "{}",
+        limit_line(
+            format!(
+                "concurrency {} at {:.1}s each",
+                f.max_concurrency, f.latency_s
+            ),
+            Some(p.concurrency_allows)
+        )
+    );
+    let mut others: Vec<f64> = [p.rpm_allows, p.tpm_allows, Some(p.concurrency_allows)]
+        .into_iter()
+        .flatten()
+        .filter(|a| *a > p.rate * 1.000_001)
+        .collect();
+    others.sort_by(f64::total_cmp);
+    let _ = writeln!(
+        t,
+        "  → {}: {} requests/min{}",
+        p.bound.describe(),
+        per_min(p.rate),
+        match others.first() {
+            Some(next) => format!("; the next limit allows {:.1}× more", next / p.rate),
+            None => String::new(),
+        }
+    );
+    if let Some((m, allows)) = p.lower_max_tokens {
+        let _ = writeln!(
+            t,
+            "  → with max-tokens = {m} (twice the expected output), TPM would allow {} requests/min ({:.1}× faster)",
+            per_min(allows),
+            allows / p.rate
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\nexpected time    {} at {} requests/min",
+        duration(p.wall),
+        per_min(p.rate)
+    );
+    match (&p.cost, &f.price) {
+        (Some((i, o)), Some((_, currency, as_of))) => {
+            let _ = writeln!(
+                t,
+                "expected cost    {} (input {} + output {}; on-demand prices as of {as_of})",
+                money(i + o, currency),
+                money(*i, currency),
+                money(*o, currency)
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                t,
+                "expected cost    unknown: {} is not in the price table (add it with --prices FILE)",
+                f.model_id
+            );
+        }
+    }
+    if f.never_fit_count == 0 {
+        let _ = writeln!(
+            t,
+            "never fit        none (largest reservation {} tokens)",
+            int(f.largest_reservation)
+        );
+    } else {
+        let _ = writeln!(
+            t,
+            "never fit        {} records reserve more than the TPM budget of {}; they would fail at once — \
+             shorten them or lower max-tokens:",
+            int(f.never_fit_count),
+            f.tpm.map_or("?".into(), int)
+        );
+        for nf in &f.never_fit {
+            let _ = writeln!(
+                t,
+                "                   {} ({}): {} tokens",
+                nf.id,
+                nf.location,
+                int(nf.reservation)
+            );
+        }
+        if f.never_fit_count > f.never_fit.len() as u64 {
+            let _ = writeln!(
+                t,
+                "                   … and {} more",
+                int(f.never_fit_count - f.never_fit.len() as u64)
+            );
+        }
+    }
+    if let (Some((rpm, tpm, conc)), Some(d)) = (p.needed, f.deadline) {
+        let _ = writeln!(
+            t,
+            "\nto finish within {}: RPM ≥ {}, TPM ≥ {} and max-concurrency ≥ {} — request the quotas in Service \
+             Quotas (Amazon Bedrock, on-demand requests / tokens per minute for {})",
+            duration(d),
+            int(rpm),
+            int(tpm),
+            conc,
+            f.model_id
+        );
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> PlanFacts {
+        PlanFacts {
+            job: "j".into(),
+            model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".into(),
+            records: 1000,
+            unreadable: 0,
+            input_tokens: 500_000,
+            input_exact: false,
+            max_tokens_total: 4_096_000,
+            largest_reservation: 5_000,
+            never_fit: vec![],
+            never_fit_count: 0,
+            output_per_record: 100.0,
+            output_source: "assumed".into(),
+            latency_s: 30.0,
+            latency_source: "assumed".into(),
+            burndown: 1,
+            rpm: Some(1000),
+            tpm: Some(200_000),
+            learned: (None, None),
+            max_concurrency: 64,
+            price: Some((
+                Price {
+                    input: 0.8,
+                    output: 4.0,
+                },
+                "USD".into(),
+                "2025-11".into(),
+            )),
+            deadline: Some(Duration::from_secs(600)),
+        }
+    }
+
+    #[test]
+    fn a_large_max_tokens_makes_reservations_bind() {
+        let p = compute(&facts());
+        // Reservation 500 + 4096, charge 600; held in flight: 0.5 min × 4596 = 2298 tokens per request/min.
+        assert_eq!(p.bound, Bound::TpmReservations);
+        assert!((p.rate - 200_000.0 / 2298.0).abs() < 0.01, "{}", p.rate);
+        let (m, allows) = p.lower_max_tokens.unwrap();
+        assert_eq!(m, 200);
+        assert!((allows - 200_000.0 / 600.0).abs() < 0.5, "{allows}");
+        let (rpm, tpm, _) = p.needed.unwrap();
+        assert_eq!(rpm, 100);
+        assert_eq!(tpm, 229_800);
+        let (i, o) = p.cost.unwrap();
+        assert!((i - 0.4).abs() < 1e-9 && (o - 0.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn small_requests_are_rpm_bound() {
+        let mut f = facts();
+        f.max_tokens_total = 200_000;
+        f.latency_s = 1.0;
+        f.tpm = Some(2_000_000);
+        let p = compute(&f);
+        assert_eq!(p.bound, Bound::Rpm);
+        assert_eq!(p.rate, 1000.0);
+        assert_eq!(p.wall, Duration::from_secs(60));
+        assert_eq!(p.lower_max_tokens, None);
+    }
+
+    #[test]
+    fn learned_rates_below_the_budget_are_used() {
+        let mut f = facts();
+        f.max_tokens_total = 200_000;
+        f.latency_s = 1.0;
+        f.tpm = Some(2_000_000);
+        f.learned = (Some(500.0), None);
+        assert_eq!(compute(&f).rate, 500.0);
+    }
+
+    #[test]
+    fn int_groups_thousands() {
+        assert_eq!(int(0), "0");
+        assert_eq!(int(999), "999");
+        assert_eq!(int(1000), "1,000");
+        assert_eq!(int(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,243 @@
+//! `batchrun plan`: reads the job's inputs as `submit` would (nothing is written, no model is called) and
+//! gathers the facts the plan is computed from: token counts, reservations, what an earlier run observed, the
+//! emulator profile when the job uses one, and the price table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::submit::{endpoint, s3_client};
+use crate::checkpoint::Store;
+use crate::emulator::EmulatorConfig;
+use crate::error::Error;
+use crate::invoke::Invoker;
+use crate::job::{Endpoint, Job};
+use crate::report::plan::{NeverFit, PlanFacts, compute, render};
+use crate::report::prices::Prices;
+use crate::source::{self, Item, RequestBuilder};
+
+/// What `batchrun plan` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// The job file.
+    pub job_file: PathBuf,
+    /// The state database (for what an earlier run observed); `None` for the job's default.
+    pub state: Option<PathBuf>,
+    /// Count input tokens with Bedrock's CountTokens instead of locally.
+    pub exact: bool,
+    /// Also say what quota finishes the job within this time.
+    pub deadline: Option<Duration>,
+    /// A price table instead of the built-in one.
+    pub prices: Option<PathBuf>,
+    /// Expected output tokens per record, instead of what is observed or assumed.
+    pub output_tokens: Option<u64>,
+    /// Expected seconds per request, instead of what is observed or assumed.
+    pub latency: Option<Duration>,
+}
+
+// Records listed by name when they can never fit; the rest are counted.
+const NEVER_FIT_LISTED: usize = 10;
+// CountTokens calls in flight with --exact.
+const COUNT_CONCURRENCY: usize = 8;
+
+/// Reads the job's inputs and returns the plan as text.
+pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
+    let job = Job::load(&opts.job_file)?;
+    let prices = Prices::load(
+        opts.prices
+            .clone()
+            .or_else(|| std::env::var_os("BATCHRUN_PRICES").map(PathBuf::from))
+            .as_deref(),
+    )?;
+    let s3 = s3_client(&job).await?;
+    let files = source::list(&job, s3.as_ref()).await?;
+
+    // What an earlier run of this job saw, if the state database exists (it is not created here).
+    let state = opts
+        .state
+        .clone()
+        .unwrap_or_else(|| job.default_state_path());
+    let (learned, observed) = if state.is_file() {
+        let store = Store::open(&state).await?;
+        let learned = store.learned(&job.name).await?;
+        let stats = store
+            .outcome_stats(&job.name, job.model.max_tokens.map(u64::from))
+            .await?;
+        store.close().await;
+        (learned, (stats.done > 0).then_some(stats))
+    } else {
+        (None, None)
+    };
+    let ratio = learned.map_or(1.0, |l| l.token_ratio);
+    let profile = match &job.endpoint {
+        Endpoint::Emulator { profile: Some(p) } => {
+            EmulatorConfig::load(p)?.profile_for(&job.model.id).cloned()
+        }
+        _ => None,
+    };
+
+    let counter = if opts.exact {
+        let (handle, url, static_credentials) = endpoint(&job).await?;
+        let invoker = Invoker::connect(&job, url.as_deref(), static_credentials).await?;
+        Some((handle, Arc::new(invoker)))
+    } else {
+        None
+    };
+
+    // Read every record on a blocking thread, as ingest does.
+    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(4);
+    let reader_job = job.clone();
+    let reader_s3 = s3.clone();
+    let reader = tokio::task::spawn_blocking(move || -> Result<(), source::SourceError> {
+        let builder = RequestBuilder::new(&reader_job);
+        let mut batch = Vec::with_capacity(256);
+        for file in &files {
+            source::items(
+                &reader_job,
+                &builder,
+                file,
+                reader_s3.as_ref(),
+                &mut |item| {
+                    batch.push(item);
+                    if batch.len() >= 256 {
+                        return tx.blocking_send(std::mem::take(&mut batch)).is_ok();
+                    }
+                    true
+                },
+            )?;
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        Ok(())
+    });
+
+    let tpm = job.budget.tpm;
+    let mut facts = PlanFacts {
+        job: job.name.clone(),
+        model_id: job.model.id.clone(),
+        records: 0,
+        unreadable: 0,
+        input_tokens: 0,
+        input_exact: opts.exact,
+        max_tokens_total: 0,
+        largest_reservation: 0,
+        never_fit: Vec::new(),
+        never_fit_count: 0,
+        output_per_record: 0.0,
+        output_source: String::new(),
+        latency_s: 0.0,
+        latency_source: String::new(),
+        burndown: u64::from(job.model.output_burndown),
+        rpm: job.budget.rpm,
+        tpm,
+        learned: (
+            learned.and_then(|l| l.rpm_rate),
+            learned.and_then(|l| l.tpm_rate),
+        ),
+        max_concurrency: u64::from(job.budget.max_concurrency),
+        price: prices
+            .of(&job.model.id)
+            .map(|p| (p, prices.currency.clone(), prices.as_of.clone())),
+        deadline: opts.deadline,
+    };
+    let limit = Arc::new(Semaphore::new(COUNT_CONCURRENCY));
+    while let Some(items) = rx.recv().await {
+        let mut records = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item::Good(r) => records.push(r),
+                Item::Bad(_) => facts.unreadable += 1,
+            }
+        }
+        let mut tokens: Vec<u64> = records
+            .iter()
+            .map(|r| (r.est_tokens as f64 * ratio).ceil() as u64)
+            .collect();
+        if let Some((_, invoker)) = &counter {
+            let mut set = JoinSet::new();
+            for (i, r) in records.iter().enumerate() {
+                let (invoker, limit, request) = (invoker.clone(), limit.clone(), r.request.clone());
+                set.spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    (i, invoker.count_tokens(&request).await)
+                });
+            }
+            while let Some(joined) = set.join_next().await {
+                let (i, counted) = joined.expect("a count does not panic");
+                match counted {
+                    Ok(n) => tokens[i] = n,
+                    Err(e) => {
+                        return Err(Error::Fatal {
+                            model: job.model.id.clone(),
+                            code: e.code,
+                            message: format!("CountTokens failed: {}", e.message),
+                            path: opts.job_file.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        for (r, input) in records.iter().zip(tokens) {
+            facts.records += 1;
+            facts.input_tokens += input;
+            facts.max_tokens_total += r.max_tokens;
+            let reservation = input + r.max_tokens;
+            facts.largest_reservation = facts.largest_reservation.max(reservation);
+            if tpm.is_some_and(|t| reservation > t) {
+                facts.never_fit_count += 1;
+                if facts.never_fit.len() < NEVER_FIT_LISTED {
+                    facts.never_fit.push(NeverFit {
+                        id: r.id.clone(),
+                        location: r.location.clone(),
+                        reservation,
+                    });
+                }
+            }
+        }
+    }
+    reader.await.expect("the reader thread does not panic")?;
+
+    let max_mean = facts.max_tokens_total as f64 / facts.records.max(1) as f64;
+    (facts.output_per_record, facts.output_source) = match (opts.output_tokens, &observed, &profile)
+    {
+        (Some(n), _, _) => (n as f64, "--output-tokens".into()),
+        (None, Some(s), _) => (
+            s.output_mean,
+            format!("mean of {} records an earlier run answered", s.done),
+        ),
+        (None, None, Some(p)) => (
+            (p.output_tokens.min + p.output_tokens.max) as f64 / 2.0,
+            format!(
+                "emulator profile: {} to {} tokens",
+                p.output_tokens.min, p.output_tokens.max
+            ),
+        ),
+        (None, None, None) => (
+            max_mean / 2.0,
+            "assumed half of max-tokens; set --output-tokens N for a better plan".into(),
+        ),
+    };
+    let out = facts.output_per_record.min(max_mean.max(1.0));
+    (facts.latency_s, facts.latency_source) = match (opts.latency, &observed, &profile) {
+        (Some(d), _, _) => (d.as_secs_f64(), "--latency".into()),
+        (None, Some(s), _) if s.latency_p50_ms > 0 => (
+            s.latency_p50_ms as f64 / 1000.0,
+            "median of an earlier run".into(),
+        ),
+        (None, _, Some(p)) => (
+            (p.latency.first_token_ms + p.latency.per_token_ms * out) / 1000.0,
+            "emulator profile".into(),
+        ),
+        _ => (
+            0.5 + 0.02 * out,
+            "assumed 0.5s + 20ms per output token; set --latency for a better plan".into(),
+        ),
+    };
+    drop(counter);
+    let plan = compute(&facts);
+    Ok(render(&facts, &plan))
+}
