@@ -13,7 +13,10 @@ use crate::emulator::{
 };
 use crate::error::{Error, ExitKind};
 use crate::report::progress::ProgressMode;
-use crate::run::{PlanOptions, RunOutcome, Shutdown, SubmitOptions, plan, submit};
+use crate::run::{
+    PlanOptions, ReportOptions, RunOutcome, Shutdown, SubmitOptions, Target, plan, report, status,
+    submit,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -44,8 +47,45 @@ pub enum Command {
     /// Before a run: records, tokens, what each quota allows, expected time and cost, and what quota a
     /// deadline needs. Reads the inputs; sends nothing (`--exact` asks Bedrock's CountTokens, which is free).
     Plan(PlanArgs),
+    /// Every job in a state database, or one: counts, tokens, rate, ETA and the last errors.
+    Status(StatusArgs),
+    /// A job's runs summarized and diagnosed: which quota ran out and why, what max-tokens cost, what
+    /// failed, and what to change, in numbers. `--html FILE` also writes a page with charts.
+    Report(ReportArgs),
     /// Run a local Bedrock Runtime with a simulated quota, for tests, demos and rehearsing a job.
     Emulator(EmulatorArgs),
+}
+
+/// `batchrun status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A job file or a job name; left out, every job in the state database.
+    pub job: Option<String>,
+    /// The state database [default: the job file's, or .batchrun/state.db here].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `batchrun report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A job file or a job name.
+    pub job: String,
+    /// The state database [default: the job file's, or .batchrun/state.db here].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Also write a self-contained HTML page with charts to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Say what RPM and TPM finish the job within this time [default: twice as fast as it ran].
+    #[arg(long, value_parser = parse_duration, value_name = "TIME")]
+    pub deadline: Option<Duration>,
+    /// A price table (TOML, as jobs/prices.toml) instead of the built-in one; BATCHRUN_PRICES also works.
+    #[arg(long, value_name = "FILE")]
+    pub prices: Option<PathBuf>,
 }
 
 /// `batchrun plan`.
@@ -295,12 +335,44 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
                 latency: args.latency,
             })
             .await?;
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes()).map_err(Error::Stdout)?;
-            Ok(ExitKind::Ok)
+            print(&text)
+        }
+        Command::Status(args) => {
+            let text = status(
+                &Target {
+                    job: args.job,
+                    state: args.state,
+                },
+                args.json,
+            )
+            .await?;
+            print(&text)
+        }
+        Command::Report(args) => {
+            let text = report(&ReportOptions {
+                target: Target {
+                    job: Some(args.job),
+                    state: args.state,
+                },
+                html: args.html.clone(),
+                deadline: args.deadline,
+                prices: args.prices,
+            })
+            .await?;
+            if let Some(p) = &args.html {
+                eprintln!("wrote {}", p.display());
+            }
+            print(&text)
         }
         Command::Emulator(args) => run_emulator(args).await,
     }
+}
+
+fn print(text: &str) -> Result<ExitKind, Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).map_err(Error::Stdout)?;
+    out.flush().map_err(Error::Stdout)?;
+    Ok(ExitKind::Ok)
 }
 
 async fn run_submit(args: SubmitArgs) -> Result<ExitKind, Error> {

@@ -78,6 +78,37 @@ pub enum Error {
         /// The job file, to say how to resume.
         path: PathBuf,
     },
+    /// `status` or `report` found no state database.
+    #[error("no state database at {}", path.display())]
+    NoState {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The state database has no job of that name.
+    #[error("no job `{name}` in {}", path.display())]
+    UnknownJob {
+        /// The name asked for.
+        name: String,
+        /// The state database.
+        path: PathBuf,
+        /// The jobs it has.
+        known: Vec<String>,
+    },
+    /// `report` needs one job.
+    #[error("which job? {} may hold several", path.display())]
+    NoJobGiven {
+        /// The state database.
+        path: PathBuf,
+    },
+    /// A file the user asked for could not be written.
+    #[error("failed to write {}", path.display())]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing to standard output failed.
     #[error("failed to write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -103,6 +134,10 @@ impl Error {
             | Error::Job(_)
             | Error::Source(_)
             | Error::Prices(_)
+            | Error::NoState { .. }
+            | Error::UnknownJob { .. }
+            | Error::NoJobGiven { .. }
+            | Error::WriteFile { .. }
             | Error::Invoke(_)
             | Error::JobChanged { .. }
             | Error::Fatal { .. } => ExitKind::Config,
@@ -147,6 +182,18 @@ impl Error {
                 ))
             }
             Error::S3(e) | Error::Source(SourceError::S3(e)) => Some(e.hint()),
+            Error::NoState { .. } => Some(
+                "give the job file (`batchrun status jobs/demo.toml`), run from the job file's folder, or pass \
+                 --state FILE; a job has a state database once it has been submitted"
+                    .into(),
+            ),
+            Error::UnknownJob { known, .. } if known.is_empty() => {
+                Some("the database holds no jobs yet".into())
+            }
+            Error::UnknownJob { known, .. } => Some(format!("jobs there: {}", known.join(", "))),
+            Error::NoJobGiven { .. } => {
+                Some("name the job: `batchrun report JOB` (a job file or a job name)".into())
+            }
             Error::Invoke(InvokeError::NoRegion { .. }) => {
                 Some("set `region = \"us-east-1\"` (for example) under [model]".into())
             }

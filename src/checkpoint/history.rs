@@ -255,15 +255,17 @@ impl Store {
             .collect())
     }
 
-    /// Records finished at or after `since` (Unix seconds).
-    pub async fn finished_since(&self, job: &str, since: i64) -> Result<u64, CheckpointError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM outcomes WHERE job = ? AND finished_at >= ?")
-                .bind(job)
-                .bind(since)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(q("count recent outcomes"))?;
+    /// Records finished from `from` to `to` (Unix seconds, both included).
+    pub async fn finished_in(&self, job: &str, from: i64, to: i64) -> Result<u64, CheckpointError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outcomes WHERE job = ? AND finished_at >= ? AND finished_at <= ?",
+        )
+        .bind(job)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("count recent outcomes"))?;
         Ok(n as u64)
     }
 

@@ -3,9 +3,12 @@
 //!
 //! It reads the counters; it never changes what the runner does.
 
+pub mod diagnose;
+pub mod html;
 pub mod plan;
 pub mod prices;
 pub mod progress;
+pub mod status;
 pub mod summary;
 
 use std::sync::atomic::{AtomicU64, Ordering};

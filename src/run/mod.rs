@@ -14,6 +14,7 @@
 
 mod fingerprint;
 mod ingest;
+pub mod inspect;
 mod parts;
 pub mod plan;
 mod shutdown;
@@ -22,6 +23,7 @@ mod worker;
 mod writer;
 
 pub use fingerprint::{Fingerprint, describe_changes};
+pub use inspect::{ReportOptions, Target, report, status};
 pub use plan::{PlanOptions, plan};
 pub use shutdown::Shutdown;
 pub use submit::{RunOutcome, SubmitOptions, submit};

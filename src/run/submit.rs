@@ -16,7 +16,7 @@ use super::parts::Parts;
 use super::shutdown::Shutdown;
 use super::{worker, writer};
 use crate::budget::Budget;
-use crate::checkpoint::{PendingRecord, Store};
+use crate::checkpoint::{Counts, PendingRecord, RunRow, Store};
 use crate::emulator::{self, EmulatorConfig, EmulatorHandle, ModelProfile};
 use crate::error::Error;
 use crate::invoke::Invoker;
@@ -76,7 +76,6 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         }
     };
     let store = Store::open(&state).await?;
-    let job_file = opts.job_file.display().to_string();
 
     match store.job(&job.name).await? {
         Some(stored) if stored.fingerprint == fingerprint.hash && !opts.fresh => {
@@ -137,15 +136,63 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
 
     let started = Instant::now();
     let stats = Arc::new(RunStats::default());
+    let mut run_key = None;
     if counts.pending() > 0 {
         stats.planned.store(counts.pending(), Ordering::Relaxed);
-        let (_emulator, endpoint, static_credentials) = endpoint(&job).await?;
-        let invoker = Invoker::connect(&job, endpoint.as_deref(), static_credentials).await?;
+        run_key = Some(
+            store
+                .start_run(
+                    &job.name,
+                    &RunRow {
+                        started_at: 0,
+                        ended_at: None,
+                        outcome: None,
+                        model_id: job.model.id.clone(),
+                        max_tokens: job.model.max_tokens.map(u64::from),
+                        burndown: u64::from(job.model.output_burndown),
+                        budget_rpm: job.budget.rpm,
+                        budget_tpm: job.budget.tpm,
+                        max_concurrency: u64::from(job.budget.max_concurrency),
+                        pending: counts.pending(),
+                    },
+                )
+                .await?,
+        );
+    }
+    let result = run(&job, &store, opts, shutdown, &stats, started, counts, parts).await;
+    if let Some(key) = run_key {
+        let outcome = match &result {
+            Ok(RunOutcome::Finished { .. }) => "finished".to_string(),
+            Ok(RunOutcome::Interrupted) => "interrupted".to_string(),
+            Err(e) => format!("stopped: {e}"),
+        };
+        store.end_run(&job.name, key, &outcome).await?;
+    }
+    store.close().await;
+    result
+}
+
+/// Sends the pending records (if any), then publishes what is complete and the manifest.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    job: &Job,
+    store: &Store,
+    opts: &SubmitOptions,
+    shutdown: Shutdown,
+    stats: &Arc<RunStats>,
+    started: Instant,
+    counts: Counts,
+    mut parts: Parts,
+) -> Result<RunOutcome, Error> {
+    let job_file = opts.job_file.display().to_string();
+    if counts.pending() > 0 {
+        let (_emulator, endpoint, static_credentials) = endpoint(job).await?;
+        let invoker = Invoker::connect(job, endpoint.as_deref(), static_credentials).await?;
         let ctx = Arc::new(worker::Ctx {
-            budget: Budget::new(&job, store.learned(&job.name).await?),
+            budget: Budget::new(job, store.learned(&job.name).await?),
             invoker,
             stats: stats.clone(),
-            shutdown: shutdown.clone(),
+            shutdown,
             fatal: std::sync::Mutex::new(None),
             progress: opts.progress,
             job: job.clone(),
@@ -176,8 +223,8 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         );
         return Ok(RunOutcome::Interrupted);
     }
-    parts.publish_all_complete(&store).await?;
-    parts.write_manifest(&store).await?;
+    parts.publish_all_complete(store).await?;
+    parts.write_manifest(store).await?;
     store.mark_finished(&job.name).await?;
     eprintln!(
         "{}",
@@ -194,7 +241,6 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         parts.published(),
         if parts.published() == 1 { "" } else { "s" }
     );
-    store.close().await;
     Ok(RunOutcome::Finished {
         failed: counts.failed,
     })

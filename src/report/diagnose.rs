@@ -1,0 +1,636 @@
+//! `batchrun report`: a job's runs summarized, and a diagnosis — which quota ran out, whether the budget was
+//! set above the real quota, what `max-tokens` cost, what failed — with recommendations in numbers. Pure
+//! functions over [`ReportFacts`], which [`crate::run::inspect`] reads from the checkpoint.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::plan::int;
+use super::prices::Price;
+use super::summary::duration;
+use crate::budget::Learned;
+use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow, SeriesRow};
+
+/// Everything the report is made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportFacts {
+    /// The job's name.
+    pub job: String,
+    /// Its runs, oldest first.
+    pub runs: Vec<RunRow>,
+    /// Records.
+    pub total: u64,
+    /// Succeeded.
+    pub succeeded: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Input tokens Bedrock counted.
+    pub input_tokens: u64,
+    /// Output tokens Bedrock counted.
+    pub output_tokens: u64,
+    /// Output-token, attempt and latency statistics.
+    pub stats: OutcomeStats,
+    /// Throttles: RPM, TPM, TPD.
+    pub throttles: (u64, u64, u64),
+    /// The per-second series of all runs.
+    pub series: Vec<SeriesRow>,
+    /// Failed records by error code.
+    pub errors: Vec<ErrorGroup>,
+    /// The rates the last run ended with.
+    pub learned: Option<Learned>,
+    /// The model's price, the currency and the table's date.
+    pub price: Option<(Price, String, String)>,
+    /// `--deadline`: what quota finishes the job in this time.
+    pub deadline: Option<Duration>,
+}
+
+/// The numbers the diagnosis rests on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    /// Seconds spent sending, over all runs.
+    pub sending: Duration,
+    /// Most requests admitted in any 60 seconds.
+    pub peak_rpm: u64,
+    /// Most tokens charged in any 60 seconds.
+    pub peak_tpm: u64,
+    /// Tokens reserved at admission, in total.
+    pub reserved: u64,
+    /// Tokens charged at settlement, in total.
+    pub charged: u64,
+    /// Requests admitted.
+    pub admitted: u64,
+    /// Requests settled with a charge (succeeded).
+    pub settled: u64,
+    /// The cause, in one sentence.
+    pub verdict: String,
+    /// Recommendations, each with its numbers.
+    pub recommendations: Vec<String>,
+    /// A lower `max-tokens` worth setting.
+    pub lower_max_tokens: Option<u64>,
+}
+
+/// The largest sum over any `window` consecutive seconds.
+fn peak(series: &[SeriesRow], window: i64, value: impl Fn(&SeriesRow) -> u64) -> u64 {
+    let mut best = 0;
+    let mut sum = 0;
+    let mut start = 0;
+    for (i, row) in series.iter().enumerate() {
+        sum += value(row);
+        while series[start].at_s <= row.at_s - window {
+            sum -= value(&series[start]);
+            start += 1;
+        }
+        best = best.max(sum);
+        let _ = i;
+    }
+    best
+}
+
+/// A round number at or above `n`: 1, 2 or 5 times a power of ten, or a multiple of 64 below 1,024.
+fn round_up(n: f64) -> u64 {
+    let n = n.max(1.0).ceil() as u64;
+    if n <= 1024 {
+        return n.div_ceil(64) * 64;
+    }
+    let mut p = 1u64;
+    while p * 10 <= n {
+        p *= 10;
+    }
+    [1, 2, 5, 10]
+        .iter()
+        .map(|m| m * p)
+        .find(|v| *v >= n)
+        .unwrap_or(10 * p)
+}
+
+/// The diagnosis of `f`.
+pub fn diagnose(f: &ReportFacts) -> Diagnosis {
+    let last = f.runs.last();
+    let sending = f
+        .runs
+        .iter()
+        .map(|r| {
+            let end = r.ended_at.unwrap_or_else(|| {
+                // A killed run: its last recorded second.
+                f.series
+                    .iter()
+                    .filter(|s| s.at_s >= r.started_at)
+                    .map(|s| s.at_s + 1)
+                    .max()
+                    .unwrap_or(r.started_at)
+            });
+            Duration::from_secs((end - r.started_at).max(0) as u64)
+        })
+        .sum::<Duration>();
+    let sum = |v: fn(&SeriesRow) -> u64| f.series.iter().map(v).sum::<u64>();
+    let (reserved, charged, admitted, settled) = (
+        sum(|s| s.reserved_tokens),
+        sum(|s| s.settled_tokens),
+        sum(|s| s.admitted),
+        sum(|s| s.succeeded),
+    );
+    let peak_rpm = peak(&f.series, 60, |s| s.admitted);
+    let peak_tpm = peak(&f.series, 60, |s| s.settled_tokens);
+    let (t_rpm, t_tpm, t_tpd) = f.throttles;
+    let throttled = t_rpm + t_tpm + t_tpd;
+    let max_tokens = last.and_then(|r| r.max_tokens);
+    let budget_rpm = last.and_then(|r| r.budget_rpm);
+    let budget_tpm = last.and_then(|r| r.budget_tpm);
+    let learned_rpm = f.learned.and_then(|l| l.rpm_rate);
+    let learned_tpm = f.learned.and_then(|l| l.tpm_rate);
+    let ratio = reserved as f64 / charged.max(1) as f64;
+    let s = &f.stats;
+    let truncated = s.done > 0 && s.at_cap as f64 > 0.02 * s.done as f64;
+
+    let mut recommendations = Vec::new();
+    let mut lower_max_tokens = None;
+    let rpm_above = match (budget_rpm, learned_rpm) {
+        (Some(b), Some(l)) if t_rpm > 0 && l < 0.9 * b as f64 => Some((b, l)),
+        _ => None,
+    };
+    let tpm_above = match (budget_tpm, learned_tpm) {
+        (Some(b), Some(l)) if t_tpm + t_tpd > 0 && l < 0.9 * b as f64 => Some((b, l)),
+        _ => None,
+    };
+    if let Some((b, l)) = rpm_above {
+        recommendations.push(format!(
+            "set budget.rpm = {} (the real quota, as measured; {} was configured), or request an RPM increase",
+            int((l * 0.98).floor() as u64),
+            int(b)
+        ));
+    }
+    if let Some((b, l)) = tpm_above {
+        recommendations.push(format!(
+            "set budget.tpm = {} (the real quota, as measured; {} was configured), or request a TPM increase",
+            int((l * 0.98).floor() as u64),
+            int(b)
+        ));
+    }
+    if truncated {
+        recommendations.push(format!(
+            "{} replies ({:.0} %) stopped at max-tokens {}: they are cut short; raise model.max-tokens",
+            int(s.at_cap),
+            100.0 * s.at_cap as f64 / s.done as f64,
+            max_tokens.map_or("?".into(), int)
+        ));
+    } else if let Some(m) = max_tokens
+        && ratio >= 1.5
+        && s.done > 0
+    {
+        let suggested = round_up((s.output_p95 as f64 * 1.5).max(s.output_max as f64 * 1.2));
+        if (suggested as f64) <= 0.75 * m as f64 {
+            lower_max_tokens = Some(suggested);
+            recommendations.push(format!(
+                "lower model.max-tokens from {} to {} (replies: mean {:.0}, p95 {}, max {} tokens): each request \
+                 would reserve {} fewer tokens of TPM while it runs",
+                int(m),
+                int(suggested),
+                s.output_mean,
+                int(s.output_p95),
+                int(s.output_max),
+                int(m - suggested)
+            ));
+        }
+    }
+
+    // What quota finishes the job in the deadline, or twice as fast as it went.
+    let target = f
+        .deadline
+        .or_else(|| (sending.as_secs() >= 2).then(|| sending / 2));
+    if let Some(z) = target
+        && settled > 0
+        && admitted > 0
+    {
+        let minutes = z.as_secs_f64() / 60.0;
+        let r = f.total as f64 / minutes.max(1e-9);
+        let charge = charged as f64 / settled as f64;
+        let reservation = reserved as f64 / admitted as f64;
+        let l_min = s.latency_p50_ms as f64 / 60_000.0;
+        let tpm_need = |res: f64| (r * charge.max(l_min * res)).ceil() as u64;
+        let with_lower = match (lower_max_tokens, max_tokens) {
+            (Some(new), Some(old))
+                if tpm_need(reservation - old as f64 + new as f64) < tpm_need(reservation) =>
+            {
+                format!(
+                    " ({} with max-tokens {})",
+                    int(tpm_need(reservation - old as f64 + new as f64)),
+                    int(new)
+                )
+            }
+            _ => String::new(),
+        };
+        recommendations.push(format!(
+            "to finish all {} records in {}: request RPM ≥ {} and TPM ≥ {}{}",
+            int(f.total),
+            duration(z),
+            int(r.ceil() as u64),
+            int(tpm_need(reservation)),
+            with_lower
+        ));
+    }
+
+    // Pressure on each budget at the busiest minute: requests against RPM; for TPM, the larger of the tokens
+    // charged and the reservations held in flight (reserved per minute × latency, Little's law).
+    let l_min = s.latency_p50_ms as f64 / 60_000.0;
+    let peak_reserved = peak(&f.series, 60, |s| s.reserved_tokens);
+    let held = peak_reserved as f64 * l_min;
+    let rpm_pressure = budget_rpm.map(|b| peak_rpm as f64 / b as f64);
+    let tpm_pressure = budget_tpm.map(|b| (peak_tpm as f64).max(held) / b as f64);
+    // Reservations held in flight against charges, per request: above 1, max-tokens is what fills TPM.
+    let held_vs_charged = if admitted > 0 && settled > 0 {
+        (reserved as f64 / admitted as f64) * l_min / (charged as f64 / settled as f64)
+    } else {
+        0.0
+    };
+    let tokens_throttled = t_tpm + t_tpd > t_rpm;
+    let tpm_binding = if throttled > 0 {
+        tokens_throttled
+    } else {
+        tpm_pressure.is_some_and(|p| p >= 0.9 && p >= rpm_pressure.unwrap_or(0.0))
+    };
+    let max_tokens_cause =
+        tpm_binding && !truncated && max_tokens.is_some() && held_vs_charged >= 1.0;
+    let verdict = if let Some((b, l)) = rpm_above.filter(|_| !tokens_throttled) {
+        format!(
+            "the RPM budget ({}) was set above the real quota (about {} RPM): Bedrock throttled {} times until \
+             batchrun measured it; requests, not tokens, ran out",
+            int(b),
+            int(l.round() as u64),
+            int(throttled)
+        )
+    } else if max_tokens_cause {
+        format!(
+            "tokens per minute ran out, and max-tokens is why: each request reserved input + max-tokens ({}) \
+             while it ran ({:.1}× its final charge), and the reservations held in flight filled the TPM quota \
+             {:.1}× faster than the charges did{}",
+            max_tokens.map_or("?".into(), int),
+            ratio,
+            held_vs_charged,
+            if throttled > 0 {
+                format!(
+                    "; {} of {} throttles were on TPM",
+                    int(t_tpm + t_tpd),
+                    int(throttled)
+                )
+            } else {
+                "; batchrun kept to the TPM budget, so Bedrock did not throttle".into()
+            }
+        )
+    } else if let Some((b, l)) = tpm_above {
+        format!(
+            "the TPM budget ({}) was set above the real quota (about {} TPM): Bedrock throttled {} times until \
+             batchrun measured it",
+            int(b),
+            int(l.round() as u64),
+            int(throttled)
+        )
+    } else if throttled > 0 {
+        let rpm = !tokens_throttled;
+        format!(
+            "the {} quota is the limit: {} of {} throttles were on it; batchrun held the rate just under it",
+            if rpm { "RPM" } else { "TPM" },
+            int(if rpm { t_rpm } else { t_tpm + t_tpd }),
+            int(throttled)
+        )
+    } else if tpm_binding {
+        format!(
+            "no throttles: the TPM budget ({}) set the pace, and Bedrock never refused it",
+            budget_tpm.map_or("?".into(), int)
+        )
+    } else if rpm_pressure.is_some_and(|p| p >= 0.9) {
+        format!(
+            "no throttles: the RPM budget ({}) set the pace, and Bedrock never refused it",
+            budget_rpm.map_or("?".into(), int)
+        )
+    } else {
+        "no throttles: neither quota was reached; concurrency and latency set the pace (raise \
+         budget.max-concurrency to go faster)"
+            .into()
+    };
+
+    Diagnosis {
+        sending,
+        peak_rpm,
+        peak_tpm,
+        reserved,
+        charged,
+        admitted,
+        settled,
+        verdict,
+        recommendations,
+        lower_max_tokens,
+    }
+}
+
+fn money(amount: f64, currency: &str) -> String {
+    if currency == "USD" {
+        format!("${amount:.2}")
+    } else {
+        format!("{amount:.2} {currency}")
+    }
+}
+
+/// The report as text.
+pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
+    let mut t = String::new();
+    let last = f.runs.last();
+    let state = match last {
+        None => "never run".to_string(),
+        Some(r) => r
+            .outcome
+            .clone()
+            .unwrap_or_else(|| "running, or killed".into()),
+    };
+    let _ = writeln!(
+        t,
+        "report for job `{}`{}: {}",
+        f.job,
+        last.map_or(String::new(), |r| format!(" (model {})", r.model_id)),
+        state
+    );
+    let _ = writeln!(
+        t,
+        "  records     {}: {} succeeded, {} failed, {} pending; {} run{}, {} sending",
+        int(f.total),
+        int(f.succeeded),
+        int(f.failed),
+        int(f.total.saturating_sub(f.succeeded + f.failed)),
+        f.runs.len(),
+        if f.runs.len() == 1 { "" } else { "s" },
+        duration(d.sending)
+    );
+    let cost = f
+        .price
+        .as_ref()
+        .map_or(String::new(), |(p, currency, as_of)| {
+            format!(
+                "; cost {} (on-demand prices as of {as_of})",
+                money(
+                    (f.input_tokens as f64 * p.input + f.output_tokens as f64 * p.output) / 1e6,
+                    currency
+                )
+            )
+        });
+    let _ = writeln!(
+        t,
+        "  tokens      in {} / out {}{}",
+        int(f.input_tokens),
+        int(f.output_tokens),
+        cost
+    );
+    let _ = writeln!(
+        t,
+        "  throughput  peak over 60 s: {} requests/min, {} tokens/min charged",
+        int(d.peak_rpm),
+        int(d.peak_tpm)
+    );
+    let budget =
+        |name: &str, configured: Option<u64>, learned: Option<f64>| match (configured, learned) {
+            (Some(b), Some(l)) => format!(
+                "{name} {} configured, {} in force at the end",
+                int(b),
+                int(l.round() as u64)
+            ),
+            (Some(b), None) => format!("{name} {} configured", int(b)),
+            (None, Some(l)) => format!(
+                "{name} not set, {} measured from throttles",
+                int(l.round() as u64)
+            ),
+            (None, None) => format!("{name} not set"),
+        };
+    let _ = writeln!(
+        t,
+        "  budget      {}; {}; concurrency up to {}",
+        budget(
+            "RPM",
+            last.and_then(|r| r.budget_rpm),
+            f.learned.and_then(|l| l.rpm_rate)
+        ),
+        budget(
+            "TPM",
+            last.and_then(|r| r.budget_tpm),
+            f.learned.and_then(|l| l.tpm_rate)
+        ),
+        last.map_or(0, |r| r.max_concurrency)
+    );
+    let (r, tk, td) = f.throttles;
+    let _ = writeln!(
+        t,
+        "  throttles   {}: RPM {}, TPM {}, TPD {}",
+        int(r + tk + td),
+        int(r),
+        int(tk),
+        int(td)
+    );
+    let s = &f.stats;
+    let _ = writeln!(
+        t,
+        "  max-tokens  {}: reserved {} tokens, charged {} ({:.1}×); replies mean {:.0}, p95 {}, max {}, {} at the cap",
+        last.and_then(|r| r.max_tokens)
+            .map_or("not set".into(), int),
+        int(d.reserved),
+        int(d.charged),
+        d.reserved as f64 / d.charged.max(1) as f64,
+        s.output_mean,
+        int(s.output_p95),
+        int(s.output_max),
+        int(s.at_cap)
+    );
+    let _ = writeln!(
+        t,
+        "  calls       {:.2} per finished record ({} beyond the first: throttles and transient errors retried); \
+         median latency {}",
+        s.attempts as f64 / s.finished.max(1) as f64,
+        int(s.attempts.saturating_sub(s.finished)),
+        duration(Duration::from_millis(s.latency_p50_ms))
+    );
+    if f.errors.is_empty() {
+        let _ = writeln!(t, "  failed      none");
+    } else {
+        let _ = writeln!(t, "  failed      by error:");
+        for e in &f.errors {
+            let mut example = e.example.replace('\n', " ");
+            if example.chars().count() > 100 {
+                example = example.chars().take(97).collect::<String>() + "…";
+            }
+            let _ = writeln!(
+                t,
+                "                {:>6}  {}: {}",
+                int(e.count),
+                e.code,
+                example
+            );
+        }
+    }
+    let _ = writeln!(t, "\ndiagnosis: {}", d.verdict);
+    if !d.recommendations.is_empty() {
+        let _ = writeln!(t, "recommendations:");
+        for r in &d.recommendations {
+            let _ = writeln!(t, "  - {r}");
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(max_tokens: u64, rpm: Option<u64>, tpm: Option<u64>) -> RunRow {
+        RunRow {
+            started_at: 1_000,
+            ended_at: Some(1_120),
+            outcome: Some("finished".into()),
+            model_id: "m".into(),
+            max_tokens: Some(max_tokens),
+            burndown: 1,
+            budget_rpm: rpm,
+            budget_tpm: tpm,
+            max_concurrency: 32,
+            pending: 1000,
+        }
+    }
+
+    fn series(
+        n: i64,
+        admitted: u64,
+        reserved: u64,
+        settled: u64,
+        t_rpm: u64,
+        t_tpm: u64,
+    ) -> Vec<SeriesRow> {
+        (0..n)
+            .map(|i| SeriesRow {
+                at_s: 1_000 + i,
+                admitted,
+                reserved_tokens: reserved,
+                settled_tokens: settled,
+                succeeded: admitted,
+                throttled_rpm: t_rpm,
+                throttled_tpm: t_tpm,
+                in_flight: 8,
+                rpm_rate: None,
+                tpm_rate: None,
+                concurrency_cap: 16,
+            })
+            .collect()
+    }
+
+    fn facts() -> ReportFacts {
+        ReportFacts {
+            job: "j".into(),
+            runs: vec![run(4096, None, Some(20_000))],
+            total: 1000,
+            succeeded: 1000,
+            failed: 0,
+            input_tokens: 100_000,
+            output_tokens: 60_000,
+            stats: OutcomeStats {
+                done: 1000,
+                output_mean: 60.0,
+                output_p95: 90,
+                output_max: 100,
+                input_mean: 100.0,
+                at_cap: 0,
+                attempts: 1100,
+                finished: 1000,
+                latency_p50_ms: 6000,
+            },
+            throttles: (0, 40, 0),
+            series: series(120, 8, 8 * 4196, 8 * 160, 0, 0),
+            errors: vec![],
+            learned: Some(Learned {
+                rpm_rate: None,
+                tpm_rate: Some(19_600.0),
+                token_ratio: 1.0,
+            }),
+            price: None,
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn a_large_max_tokens_is_named_as_the_cause() {
+        let f = facts();
+        let d = diagnose(&f);
+        assert!(
+            d.verdict
+                .starts_with("tokens per minute ran out, and max-tokens is why"),
+            "{}",
+            d.verdict
+        );
+        assert_eq!(d.lower_max_tokens, Some(192));
+        assert_eq!(d.peak_rpm, 480);
+        insta::assert_snapshot!(render(&f, &d), @r"
+            report for job `j` (model m): finished
+              records     1,000: 1,000 succeeded, 0 failed, 0 pending; 1 run, 2m00s sending
+              tokens      in 100,000 / out 60,000
+              throughput  peak over 60 s: 480 requests/min, 76,800 tokens/min charged
+              budget      RPM not set; TPM 20,000 configured, 19,600 in force at the end; concurrency up to 32
+              throttles   40: RPM 0, TPM 40, TPD 0
+              max-tokens  4,096: reserved 4,028,160 tokens, charged 153,600 (26.2×); replies mean 60, p95 90, max 100, 0 at the cap
+              calls       1.10 per finished record (100 beyond the first: throttles and transient errors retried); median latency 6.0s
+              failed      none
+
+            diagnosis: tokens per minute ran out, and max-tokens is why: each request reserved input + max-tokens (4,096) while it ran (26.2× its final charge), and the reservations held in flight filled the TPM quota 2.6× faster than the charges did; 40 of 40 throttles were on TPM
+            recommendations:
+              - lower model.max-tokens from 4,096 to 192 (replies: mean 60, p95 90, max 100 tokens): each request would reserve 3,904 fewer tokens of TPM while it runs
+              - to finish all 1,000 records in 1m00s: request RPM ≥ 1,000 and TPM ≥ 419,600 (160,000 with max-tokens 192)
+        ");
+    }
+
+    #[test]
+    fn a_budget_above_the_real_quota_is_named() {
+        let mut f = facts();
+        f.runs = vec![run(200, Some(2400), None)];
+        f.throttles = (6, 0, 0);
+        f.series = series(20, 20, 20 * 300, 20 * 130, 0, 0);
+        f.learned = Some(Learned {
+            rpm_rate: Some(1188.0),
+            tpm_rate: None,
+            token_ratio: 1.0,
+        });
+        let d = diagnose(&f);
+        assert!(
+            d.verdict.starts_with(
+                "the RPM budget (2,400) was set above the real quota (about 1,188 RPM)"
+            ),
+            "{}",
+            d.verdict
+        );
+        assert!(
+            d.recommendations[0].starts_with("set budget.rpm = 1,164"),
+            "{:?}",
+            d.recommendations
+        );
+    }
+
+    #[test]
+    fn replies_cut_short_are_not_told_to_shrink() {
+        let mut f = facts();
+        f.stats.at_cap = 300;
+        let d = diagnose(&f);
+        assert_eq!(d.lower_max_tokens, None);
+        assert!(
+            d.recommendations[0].contains("raise model.max-tokens"),
+            "{:?}",
+            d.recommendations
+        );
+    }
+
+    #[test]
+    fn no_throttles_names_what_set_the_pace() {
+        let mut f = facts();
+        f.throttles = (0, 0, 0);
+        f.runs = vec![run(200, None, None)];
+        assert!(diagnose(&f).verdict.contains("concurrency and latency"));
+    }
+
+    #[test]
+    fn round_numbers() {
+        assert_eq!(round_up(135.0), 192);
+        assert_eq!(round_up(1024.0), 1024);
+        assert_eq!(round_up(1500.0), 2000);
+        assert_eq!(round_up(4097.0), 5000);
+    }
+}

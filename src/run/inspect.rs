@@ -1,0 +1,228 @@
+//! `batchrun status` and `batchrun report`: read a state database (never write it) and hand the facts to the
+//! pure renderers in [`crate::report`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::checkpoint::Store;
+use crate::error::Error;
+use crate::job::Job;
+use crate::report::diagnose::{self, ReportFacts};
+use crate::report::html;
+use crate::report::prices::Prices;
+use crate::report::status::{self, JobStatus, LastError};
+
+/// Which state database and which job(s).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// A job file or a job name; `None` for every job.
+    pub job: Option<String>,
+    /// The state database; `None` for the job file's default, or `.batchrun/state.db` here.
+    pub state: Option<PathBuf>,
+}
+
+/// The state database and the job name `target` means.
+fn locate(target: &Target) -> Result<(PathBuf, Option<String>), Error> {
+    let (state, name) = match &target.job {
+        Some(t) if t.ends_with(".toml") || Path::new(t).is_file() => {
+            let job = Job::load(Path::new(t))?;
+            (
+                target
+                    .state
+                    .clone()
+                    .unwrap_or_else(|| job.default_state_path()),
+                Some(job.name),
+            )
+        }
+        other => (
+            target
+                .state
+                .clone()
+                .unwrap_or_else(|| Path::new(".batchrun").join("state.db")),
+            other.clone(),
+        ),
+    };
+    if !state.is_file() {
+        return Err(Error::NoState { path: state });
+    }
+    Ok((state, name))
+}
+
+async fn open(state: &Path, name: Option<&str>) -> Result<(Store, Vec<String>), Error> {
+    let store = Store::open(state).await?;
+    let known = store.job_names().await?;
+    let names = match name {
+        Some(n) if known.iter().any(|k| k == n) => vec![n.to_string()],
+        Some(n) => {
+            return Err(Error::UnknownJob {
+                name: n.to_string(),
+                path: state.to_path_buf(),
+                known,
+            });
+        }
+        None => known,
+    };
+    Ok((store, names))
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64
+}
+
+// Outcomes within this many seconds mean a run without an end is still going.
+const ALIVE_WITHIN: i64 = 30;
+
+async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
+    let counts = store.counts(job).await?;
+    let tokens = store.token_totals(job).await?;
+    let runs = store.runs(job).await?;
+    let last = runs.last();
+    let now = now();
+    let alive = match last {
+        Some(r) if r.ended_at.is_none() => {
+            store.finished_in(job, now - ALIVE_WITHIN, now).await? > 0
+        }
+        _ => false,
+    };
+    let state = match last {
+        None => "new".to_string(),
+        Some(_) if alive => "running".into(),
+        Some(r) => match r.outcome.as_deref() {
+            Some("finished") => "finished".into(),
+            Some("interrupted") => "interrupted".into(),
+            Some(_) => "stopped".into(),
+            None => "killed".into(),
+        },
+    };
+    let records_per_minute = match last {
+        Some(_) if alive => Some(store.finished_in(job, now - 60, now).await? as f64),
+        Some(r) => {
+            let end = r.ended_at.unwrap_or(now);
+            let span = (end - r.started_at).max(1);
+            let n = store.finished_in(job, r.started_at, end).await?;
+            (n > 0).then(|| n as f64 * 60.0 / span as f64)
+        }
+        None => None,
+    };
+    let pending = counts.pending();
+    Ok(JobStatus {
+        job: job.to_string(),
+        state,
+        model_id: last.map(|r| r.model_id.clone()),
+        total: counts.total,
+        succeeded: counts.done,
+        failed: counts.failed,
+        pending,
+        input_tokens: tokens.input,
+        output_tokens: tokens.output,
+        records_per_minute,
+        eta_seconds: records_per_minute
+            .filter(|r| *r > 0.0)
+            .map(|r| pending as f64 / r * 60.0),
+        runs: runs.len() as u64,
+        last_run_started: last.map(|r| r.started_at),
+        last_run_seconds: last.map(|r| (r.ended_at.unwrap_or(now) - r.started_at).max(0) as u64),
+        last_run_outcome: last.and_then(|r| r.outcome.clone()),
+        last_errors: store
+            .last_errors(job, 5)
+            .await?
+            .into_iter()
+            .map(|e| LastError {
+                record_id: e.record_id,
+                code: e.code,
+                message: e.message,
+            })
+            .collect(),
+    })
+}
+
+/// `batchrun status`: text, or JSON with `json`.
+pub async fn status(target: &Target, json: bool) -> Result<String, Error> {
+    let (state, name) = locate(target)?;
+    let (store, names) = open(&state, name.as_deref()).await?;
+    let mut jobs = Vec::with_capacity(names.len());
+    for n in &names {
+        jobs.push(job_status(&store, n).await?);
+    }
+    store.close().await;
+    Ok(if json {
+        let mut text = if name.is_some() {
+            serde_json::to_string_pretty(&jobs[0])
+        } else {
+            serde_json::to_string_pretty(&jobs)
+        }
+        .expect("status serializes");
+        text.push('\n');
+        text
+    } else if name.is_some() {
+        status::render_one(&jobs[0])
+    } else {
+        status::render_all(&jobs)
+    })
+}
+
+/// What `batchrun report` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    /// The job and state database.
+    pub target: Target,
+    /// Also write the HTML page here.
+    pub html: Option<PathBuf>,
+    /// Say what quota finishes the job in this time.
+    pub deadline: Option<Duration>,
+    /// A price table instead of the built-in one.
+    pub prices: Option<PathBuf>,
+}
+
+/// `batchrun report`: the text; the HTML page is written to `opts.html` when given.
+pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
+    let (state, name) = locate(&opts.target)?;
+    let Some(name) = name else {
+        return Err(Error::NoJobGiven { path: state });
+    };
+    let (store, _) = open(&state, Some(&name)).await?;
+    let prices = Prices::load(
+        opts.prices
+            .clone()
+            .or_else(|| std::env::var_os("BATCHRUN_PRICES").map(PathBuf::from))
+            .as_deref(),
+    )?;
+    let runs = store.runs(&name).await?;
+    let max_tokens = runs.last().and_then(|r| r.max_tokens);
+    let counts = store.counts(&name).await?;
+    let tokens = store.token_totals(&name).await?;
+    let facts = ReportFacts {
+        job: name.clone(),
+        price: runs.last().and_then(|r| {
+            prices
+                .of(&r.model_id)
+                .map(|p| (p, prices.currency.clone(), prices.as_of.clone()))
+        }),
+        runs,
+        total: counts.total,
+        succeeded: counts.done,
+        failed: counts.failed,
+        input_tokens: tokens.input,
+        output_tokens: tokens.output,
+        stats: store.outcome_stats(&name, max_tokens).await?,
+        throttles: store.throttle_counts(&name).await?,
+        series: store.series(&name).await?,
+        errors: store.errors_by_code(&name).await?,
+        learned: store.learned(&name).await?,
+        deadline: opts.deadline,
+    };
+    store.close().await;
+    let diagnosis = diagnose::diagnose(&facts);
+    let text = diagnose::render(&facts, &diagnosis);
+    if let Some(path) = &opts.html {
+        let page = html::render(&facts, &diagnosis, &text);
+        std::fs::write(path, page).map_err(|source| Error::WriteFile {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(text)
+}
