@@ -277,11 +277,12 @@ impl Store {
         max_tokens: Option<u64>,
     ) -> Result<OutcomeStats, CheckpointError> {
         let row = sqlx::query(
-            "SELECT COUNT(*), COALESCE(SUM(attempts), 0), \
-             COALESCE(SUM(status = 'done'), 0), COALESCE(AVG(CASE WHEN status = 'done' THEN output_tokens END), 0), \
-             COALESCE(MAX(CASE WHEN status = 'done' THEN output_tokens END), 0), \
-             COALESCE(AVG(CASE WHEN status = 'done' THEN input_tokens END), 0), \
-             COALESCE(SUM(status = 'done' AND output_tokens >= ?), 0) \
+            "SELECT COUNT(*), CAST(COALESCE(SUM(attempts), 0) AS INTEGER), \
+             CAST(COALESCE(SUM(status = 'done'), 0) AS INTEGER), \
+             CAST(COALESCE(AVG(CASE WHEN status = 'done' THEN output_tokens END), 0) AS REAL), \
+             CAST(COALESCE(MAX(CASE WHEN status = 'done' THEN output_tokens END), 0) AS INTEGER), \
+             CAST(COALESCE(AVG(CASE WHEN status = 'done' THEN input_tokens END), 0) AS REAL), \
+             CAST(COALESCE(SUM(status = 'done' AND output_tokens >= ?), 0) AS INTEGER) \
              FROM outcomes WHERE job = ?",
         )
         .bind(max_tokens.map_or(i64::MAX, |m| m as i64))

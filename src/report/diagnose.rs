@@ -69,25 +69,36 @@ pub struct Diagnosis {
     pub lower_max_tokens: Option<u64>,
 }
 
-/// The largest sum over any `window` consecutive seconds.
+/// The largest sum over any `window` consecutive seconds; a shorter series is scaled up to a full window.
 fn peak(series: &[SeriesRow], window: i64, value: impl Fn(&SeriesRow) -> u64) -> u64 {
-    let mut best = 0;
+    let Some(first) = series.first() else {
+        return 0;
+    };
+    let mut best = 0.0f64;
     let mut sum = 0;
     let mut start = 0;
-    for (i, row) in series.iter().enumerate() {
+    for row in series {
         sum += value(row);
         while series[start].at_s <= row.at_s - window {
             sum -= value(&series[start]);
             start += 1;
         }
-        best = best.max(sum);
-        let _ = i;
+        let span = (row.at_s - first.at_s + 1).min(window);
+        // Only a series shorter than the window is scaled; its first seconds are not extrapolated alone.
+        let covered = if row.at_s - first.at_s + 1 >= window {
+            window
+        } else {
+            span
+        };
+        if covered == window || row.at_s == series[series.len() - 1].at_s {
+            best = best.max(sum as f64 * window as f64 / covered as f64);
+        }
     }
-    best
+    best.round() as u64
 }
 
 /// A round number at or above `n`: 1, 2 or 5 times a power of ten, or a multiple of 64 below 1,024.
-fn round_up(n: f64) -> u64 {
+pub fn round_up(n: f64) -> u64 {
     let n = n.max(1.0).ceil() as u64;
     if n <= 1024 {
         return n.div_ceil(64) * 64;
@@ -229,13 +240,13 @@ pub fn diagnose(f: &ReportFacts) -> Diagnosis {
         ));
     }
 
-    // Pressure on each budget at the busiest minute: requests against RPM; for TPM, the larger of the tokens
-    // charged and the reservations held in flight (reserved per minute × latency, Little's law).
+    // Pressure on each budget at the busiest minute: requests against RPM; for TPM, the tokens charged plus
+    // the reservations held in flight (reserved per minute × latency, Little's law), as Bedrock's bucket sees.
     let l_min = s.latency_p50_ms as f64 / 60_000.0;
     let peak_reserved = peak(&f.series, 60, |s| s.reserved_tokens);
     let held = peak_reserved as f64 * l_min;
     let rpm_pressure = budget_rpm.map(|b| peak_rpm as f64 / b as f64);
-    let tpm_pressure = budget_tpm.map(|b| (peak_tpm as f64).max(held) / b as f64);
+    let tpm_pressure = budget_tpm.map(|b| (peak_tpm as f64 + held) / b as f64);
     // Reservations held in flight against charges, per request: above 1, max-tokens is what fills TPM.
     let held_vs_charged = if admitted > 0 && settled > 0 {
         (reserved as f64 / admitted as f64) * l_min / (charged as f64 / settled as f64)
@@ -380,7 +391,7 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
     );
     let _ = writeln!(
         t,
-        "  throughput  peak over 60 s: {} requests/min, {} tokens/min charged",
+        "  throughput  peak (60 s window): {} requests/min, {} tokens/min charged",
         int(d.peak_rpm),
         int(d.peak_tpm)
     );
@@ -565,7 +576,7 @@ mod tests {
             report for job `j` (model m): finished
               records     1,000: 1,000 succeeded, 0 failed, 0 pending; 1 run, 2m00s sending
               tokens      in 100,000 / out 60,000
-              throughput  peak over 60 s: 480 requests/min, 76,800 tokens/min charged
+              throughput  peak (60 s window): 480 requests/min, 76,800 tokens/min charged
               budget      RPM not set; TPM 20,000 configured, 19,600 in force at the end; concurrency up to 32
               throttles   40: RPM 0, TPM 40, TPD 0
               max-tokens  4,096: reserved 4,028,160 tokens, charged 153,600 (26.2×); replies mean 60, p95 90, max 100, 0 at the cap

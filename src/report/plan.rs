@@ -176,7 +176,7 @@ pub fn compute(f: &PlanFacts) -> Plan {
     });
     let lower_max_tokens = match (bound, tpm) {
         (Bound::TpmReservations, Some(t)) => {
-            let m = ((out * 2.0).ceil() as u64).max(16);
+            let m = super::diagnose::round_up(out * 2.0);
             if (m as f64) < max_tokens_mean {
                 let r = input_mean + m as f64;
                 Some((m, t / charge.max(l_min * r)))
@@ -281,9 +281,13 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
     );
     let _ = writeln!(
         t,
-        "per request      reserves {:.0} tokens while it runs (input {:.0} + max-tokens {:.0}); charged {:.0} when it \
+        "per request      reserves {} tokens while it runs (input {:.0} + max-tokens {:.0}); charged {} when it \
          ends (input + output × burndown {})",
-        p.reservation, p.input_mean, p.max_tokens_mean, p.charge, f.burndown
+        int(p.reservation.round() as u64),
+        p.input_mean,
+        p.max_tokens_mean,
+        int(p.charge.round() as u64),
+        f.burndown
     );
     let _ = writeln!(
         t,
@@ -361,7 +365,8 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
     if let Some((m, allows)) = p.lower_max_tokens {
         let _ = writeln!(
             t,
-            "  → with max-tokens = {m} (twice the expected output), TPM would allow {} requests/min ({:.1}× faster)",
+            "  → with max-tokens = {m} (about twice the expected output), TPM would allow {} requests/min ({:.1}× \
+             faster)",
             per_min(allows),
             allows / p.rate
         );
@@ -480,7 +485,7 @@ mod tests {
         assert_eq!(p.bound, Bound::TpmReservations);
         assert!((p.rate - 200_000.0 / 2298.0).abs() < 0.01, "{}", p.rate);
         let (m, allows) = p.lower_max_tokens.unwrap();
-        assert_eq!(m, 200);
+        assert_eq!(m, 256);
         assert!((allows - 200_000.0 / 600.0).abs() < 0.5, "{allows}");
         let (rpm, tpm, _) = p.needed.unwrap();
         assert_eq!(rpm, 100);

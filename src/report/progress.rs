@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunStats;
 use super::summary::{bar_message, status_line};
+use crate::budget::Budget;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,12 @@ pub enum ProgressMode {
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs the reporter until `done` is cancelled.
-pub fn spawn(stats: Arc<RunStats>, mode: ProgressMode, done: CancellationToken) -> JoinHandle<()> {
+pub fn spawn(
+    stats: Arc<RunStats>,
+    budget: Arc<Budget>,
+    mode: ProgressMode,
+    done: CancellationToken,
+) -> JoinHandle<()> {
     let mode = match mode {
         ProgressMode::Auto if std::io::stderr().is_terminal() => None,
         ProgressMode::Auto => Some(LOG_INTERVAL),
@@ -43,7 +49,10 @@ pub fn spawn(stats: Arc<RunStats>, mode: ProgressMode, done: CancellationToken) 
                 loop {
                     tokio::select! {
                         _ = done.cancelled() => return,
-                        _ = tick.tick() => eprintln!("{}", status_line(&stats.snapshot(), started.elapsed())),
+                        _ = tick.tick() => eprintln!(
+                            "{}",
+                            status_line(&stats.snapshot(), started.elapsed(), &budget.live())
+                        ),
                     }
                 }
             }
@@ -63,7 +72,7 @@ pub fn spawn(stats: Arc<RunStats>, mode: ProgressMode, done: CancellationToken) 
                     let s = stats.snapshot();
                     bar.set_length(s.planned);
                     bar.set_position(s.finished());
-                    bar.set_message(bar_message(&s, started.elapsed()));
+                    bar.set_message(bar_message(&s, started.elapsed(), &budget.live()));
                     tokio::select! {
                         _ = done.cancelled() => break,
                         _ = tick.tick() => {}

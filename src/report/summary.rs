@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::Snapshot;
+use crate::budget::Live;
 
 /// `1.2s`, `3m04s`, `2h05m`.
 pub fn duration(d: Duration) -> String {
@@ -20,8 +21,47 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-/// One progress line, for logs: counts, rate, throttles, ETA.
-pub fn status_line(s: &Snapshot, elapsed: Duration) -> String {
+/// `950`, `12.3k`, `1.2M`: a rate in little room.
+fn short(v: f64) -> String {
+    if v >= 999_500.0 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 9_999.5 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 999.5 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// What the budget is doing: per minute used against the rate in force (and that rate against the configured
+/// budget when it is lower), requests in flight against the cap, throttles by quota.
+pub fn budget_text(l: &Live) -> String {
+    let quota = |name: &str, used: f64, rate: Option<f64>, budget: Option<f64>| match (rate, budget)
+    {
+        (Some(r), Some(b)) if r < 0.995 * b => format!(
+            "{name} {}/{} (×{:.2} of budget {})",
+            short(used),
+            short(r),
+            r / b,
+            short(b)
+        ),
+        (Some(r), _) => format!("{name} {}/{}", short(used), short(r)),
+        (None, _) => format!("{name} {}", short(used)),
+    };
+    format!(
+        "{}, {}, in flight {}/{}, throttled {} RPM / {} TPM",
+        quota("RPM", l.rpm_used, l.rpm_rate, l.rpm_budget),
+        quota("TPM", l.tpm_used, l.tpm_rate, l.tpm_budget),
+        l.in_flight,
+        l.concurrency_cap,
+        l.throttled_rpm,
+        l.throttled_tpm
+    )
+}
+
+/// One progress line, for logs: counts, rate, ETA, and what the budget is doing.
+pub fn status_line(s: &Snapshot, elapsed: Duration, live: &Live) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let rate = s.finished() as f64 / secs;
     let left = s.planned.saturating_sub(s.finished());
@@ -31,25 +71,21 @@ pub fn status_line(s: &Snapshot, elapsed: Duration) -> String {
         "?".to_string()
     };
     format!(
-        "progress: {}/{} records ({} failed), {:.1} records/s, {} in flight, {} throttled, {} retried, eta {}",
+        "progress: {}/{} records ({} failed), {:.1} records/s, eta {}; {}; {} retried",
         s.finished(),
         s.planned,
         s.failed,
         rate,
-        s.in_flight,
-        s.throttled,
-        s.transient,
-        eta
+        eta,
+        budget_text(live),
+        s.transient
     )
 }
 
 /// The bar's message: what the bar itself does not show.
-pub fn bar_message(s: &Snapshot, elapsed: Duration) -> String {
+pub fn bar_message(s: &Snapshot, elapsed: Duration, live: &Live) -> String {
     let rate = s.finished() as f64 / elapsed.as_secs_f64().max(1e-9);
-    format!(
-        "{rate:.1} records/s, {} failed, {} throttled, {} retried",
-        s.failed, s.throttled, s.transient
-    )
+    format!("{rate:.1}/s, {} failed; {}", s.failed, budget_text(live))
 }
 
 /// The summary after a run that finished every record.
@@ -95,13 +131,26 @@ mod tests {
             input_tokens: 1000,
             output_tokens: 2000,
         };
+        let live = Live {
+            rpm_used: 1188.0,
+            tpm_used: 152_300.0,
+            rpm_rate: Some(1176.0),
+            rpm_budget: Some(2400.0),
+            tpm_rate: None,
+            tpm_budget: None,
+            concurrency_cap: 16,
+            in_flight: 4,
+            throttled_rpm: 6,
+            throttled_tpm: 1,
+        };
         assert_eq!(
-            status_line(&s, Duration::from_secs(6)),
-            "progress: 42/100 records (2 failed), 7.0 records/s, 4 in flight, 7 throttled, 1 retried, eta 8.3s"
+            status_line(&s, Duration::from_secs(6), &live),
+            "progress: 42/100 records (2 failed), 7.0 records/s, eta 8.3s; RPM 1.2k/1.2k (×0.49 of budget 2.4k), \
+             TPM 152k, in flight 4/16, throttled 6 RPM / 1 TPM; 1 retried"
         );
         assert_eq!(
-            bar_message(&s, Duration::from_secs(6)),
-            "7.0 records/s, 2 failed, 7 throttled, 1 retried"
+            bar_message(&s, Duration::from_secs(6), &live),
+            "7.0/s, 2 failed; RPM 1.2k/1.2k (×0.49 of budget 2.4k), TPM 152k, in flight 4/16, throttled 6 RPM / 1 TPM"
         );
         assert_eq!(duration(Duration::from_secs(184)), "3m04s");
         assert_eq!(duration(Duration::from_secs(7500)), "2h05m");

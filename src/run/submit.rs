@@ -306,7 +306,12 @@ async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Part
     }
     drop(outcome_tx);
     let progress_done = CancellationToken::new();
-    let reporter = progress::spawn(ctx.stats.clone(), ctx.progress, progress_done.clone());
+    let reporter = progress::spawn(
+        ctx.stats.clone(),
+        ctx.budget.clone(),
+        ctx.progress,
+        progress_done.clone(),
+    );
     let recorder = tokio::spawn(record(ctx.clone(), store.clone(), progress_done.clone()));
     while let Some(joined) = pool.join_next().await {
         joined.expect("a worker does not panic");
