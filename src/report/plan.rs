@@ -34,13 +34,13 @@ pub struct PlanFacts {
     pub records: u64,
     /// Input lines that cannot become requests (they fail at once).
     pub unreadable: u64,
-    /// Input tokens of the records, in total.
+    /// Input tokens of the records that can be sent, in total.
     pub input_tokens: u64,
     /// Whether `input_tokens` was counted by Bedrock's CountTokens (else estimated locally).
     pub input_exact: bool,
-    /// `max_tokens` of the records, in total.
+    /// `max_tokens` of the records that can be sent, in total.
     pub max_tokens_total: u64,
-    /// The largest single reservation.
+    /// The largest reservation that fits.
     pub largest_reservation: u64,
     /// The first records that can never fit.
     pub never_fit: Vec<NeverFit>,
@@ -132,7 +132,7 @@ pub struct Plan {
 
 /// The arithmetic.
 pub fn compute(f: &PlanFacts) -> Plan {
-    let n = f.records.max(1) as f64;
+    let n = f.records.saturating_sub(f.never_fit_count).max(1) as f64;
     let input_mean = f.input_tokens as f64 / n;
     let max_tokens_mean = f.max_tokens_total as f64 / n;
     let out = f.output_per_record.min(max_tokens_mean.max(1.0));
@@ -254,8 +254,13 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
     );
     let _ = writeln!(
         t,
-        "records          {} to send{}",
-        int(f.records),
+        "records          {} to send{}{}",
+        int(p.sendable),
+        if f.never_fit_count > 0 {
+            format!(", {} that never fit (below)", int(f.never_fit_count))
+        } else {
+            String::new()
+        },
         if f.unreadable > 0 {
             format!(", {} unreadable (they fail at once)", int(f.unreadable))
         } else {
@@ -281,11 +286,11 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
     );
     let _ = writeln!(
         t,
-        "per request      reserves {} tokens while it runs (input {:.0} + max-tokens {:.0}); charged {} when it \
-         ends (input + output × burndown {})",
+        "per request      reserves {} tokens while it runs (input {} + max-tokens {}); charged {} when it ends \
+         (input + output × burndown {})",
         int(p.reservation.round() as u64),
-        p.input_mean,
-        p.max_tokens_mean,
+        int(p.input_mean.round() as u64),
+        int(p.max_tokens_mean.round() as u64),
         int(p.charge.round() as u64),
         f.burndown
     );
@@ -515,6 +520,43 @@ mod tests {
         f.tpm = Some(2_000_000);
         f.learned = (Some(500.0), None);
         assert_eq!(compute(&f).rate, 500.0);
+    }
+
+    #[test]
+    fn text() {
+        let mut f = facts();
+        f.never_fit = vec![NeverFit {
+            id: "doc-17".into(),
+            location: "in.jsonl:17".into(),
+            reservation: 204_100,
+        }];
+        f.never_fit_count = 3;
+        f.records = 1003;
+        insta::assert_snapshot!(render(&f, &compute(&f)), @r"
+            plan for job `j` (model anthropic.claude-3-5-haiku-20241022-v1:0); no model calls were made
+
+            records          1,000 to send, 3 that never fit (below)
+            input tokens     500,000 estimated locally with tiktoken cl100k, mean 500 per record
+            output tokens    100 per record expected (assumed)
+            per request      reserves 4,596 tokens while it runs (input 500 + max-tokens 4,096); charged 600 when it ends (input + output × burndown 1)
+                             max-tokens makes the reservation 7.7× the charge
+            latency          30.0s per request (assumed)
+
+            requests per minute each limit allows:
+              RPM 1,000                                     1,000
+              TPM 200,000                                      87
+              concurrency 64 at 30.0s each                    128
+              → TPM-bound (by tokens reserved for max-tokens while requests run): 87 requests/min; the next limit allows 1.5× more
+              → with max-tokens = 256 (about twice the expected output), TPM would allow 333 requests/min (3.8× faster)
+
+            expected time    11m29s at 87 requests/min
+            expected cost    $0.80 (input $0.40 + output $0.40; on-demand prices as of 2025-11)
+            never fit        3 records reserve more than the TPM budget of 200,000; they would fail at once — shorten them or lower max-tokens:
+                               doc-17 (in.jsonl:17): 204,100 tokens
+                               … and 2 more
+
+            to finish within 10m00s: RPM ≥ 100, TPM ≥ 229,800 and max-concurrency ≥ 51 — request the quotas in Service Quotas (Amazon Bedrock, on-demand requests / tokens per minute for anthropic.claude-3-5-haiku-20241022-v1:0)
+        ");
     }
 
     #[test]

@@ -183,11 +183,13 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         }
         for (r, input) in records.iter().zip(tokens) {
             facts.records += 1;
-            facts.input_tokens += input;
-            facts.max_tokens_total += r.max_tokens;
             let reservation = input + r.max_tokens;
-            facts.largest_reservation = facts.largest_reservation.max(reservation);
-            if tpm.is_some_and(|t| reservation > t) {
+            if tpm.is_none_or(|t| reservation <= t) {
+                // The averages are over what will be sent.
+                facts.input_tokens += input;
+                facts.max_tokens_total += r.max_tokens;
+                facts.largest_reservation = facts.largest_reservation.max(reservation);
+            } else {
                 facts.never_fit_count += 1;
                 if facts.never_fit.len() < NEVER_FIT_LISTED {
                     facts.never_fit.push(NeverFit {

@@ -6,6 +6,7 @@ mod emulator_cli;
 mod emulator_errors;
 mod emulator_quota;
 mod emulator_sdk;
+mod inspect;
 mod interrupt;
 mod s3;
 mod submit;

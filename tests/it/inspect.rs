@@ -1,0 +1,187 @@
+//! `batchrun plan`, `status` and `report` through the built binary: plan makes no model call (and `--exact`
+//! only CountTokens), status reads a state database as text and JSON, report names the cause of a slow run, and
+//! its HTML page is well-formed XML with its charts.
+
+use serde_json::Value;
+
+use crate::common::emulator;
+use crate::common::job::{Run, TestJob};
+
+/// Replies of about 60 tokens from a model that takes 3 s, on an account with 30,000 tokens per minute.
+const SLOW_TPM: &str = "[models.\"*\"]\ntpm = 30000\noutput-tokens = { min = 40, max = 80 }\n\
+    latency = { first-token-ms = 3000 }\n";
+
+fn tickets(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"id\": \"t{i:03}\", \"prompt\": \"Ticket {i}: the export button does nothing.\"}}\n"))
+        .collect()
+}
+
+/// A job over `n` tickets with `max-tokens` and the given budget lines.
+fn job(t: &TestJob, endpoint: &str, n: usize, max_tokens: u32, budget: &str) {
+    t.write("in.jsonl", tickets(n)).job(
+        &format!(
+            "[model]\nid = \"anthropic.claude-3-5-haiku-20241022-v1:0\"\nmax-tokens = {max_tokens}\n\
+             [input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[budget]\n{budget}\n[output]\npath = \"out\"\n"
+        ),
+        endpoint,
+    );
+}
+
+async fn run(t: &TestJob, args: &[&str]) -> (Run, String) {
+    let out = t.command(args).output().await.unwrap();
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    (Run::from(out), stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_everything_and_calls_no_model() {
+    let emu = emulator(SLOW_TPM).await;
+    let t = TestJob::new();
+    job(
+        &t,
+        &emu.endpoint(),
+        200,
+        4096,
+        "tpm = 30000\nmax-concurrency = 32",
+    );
+    // Two records too long for any reservation to fit 30,000 tokens.
+    let long = "word ".repeat(30_000);
+    std::fs::write(
+        t.path().join("in.jsonl"),
+        tickets(200)
+            + &format!("{{\"id\": \"huge-1\", \"prompt\": \"{long}\"}}\n{{\"id\": \"huge-2\", \"prompt\": \"{long}\"}}\n"),
+    )
+    .unwrap();
+    let (r, out) = run(
+        &t,
+        &[
+            "plan",
+            "job.toml",
+            "--deadline",
+            "1m",
+            "--latency",
+            "3s",
+            "--output-tokens",
+            "60",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        out.contains("records          200 to send, 2 that never fit (below)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mean 14 per record"),
+        "the averages leave out what never fits: {out}"
+    );
+    assert!(
+        out.contains("→ TPM-bound (by tokens reserved for max-tokens while requests run)"),
+        "{out}"
+    );
+    assert!(out.contains("→ with max-tokens = 128"), "{out}");
+    assert!(
+        out.contains("never fit        2 records reserve more than the TPM budget of 30,000"),
+        "{out}"
+    );
+    assert!(out.contains("huge-1 (in.jsonl:201)"), "{out}");
+    assert!(out.contains("to finish within 1m00s: RPM ≥ 200"), "{out}");
+    assert!(out.contains("expected cost    $"), "{out}");
+    assert!(emu.stats().models.is_empty(), "plan sent nothing");
+    assert!(
+        !t.path().join(".batchrun").exists(),
+        "plan created no state"
+    );
+
+    // --exact asks CountTokens, and only that.
+    let (r, out) = run(&t, &["plan", "job.toml", "--exact"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(out.contains("counted by Bedrock's CountTokens"), "{out}");
+    let stats = emu.stats();
+    assert_eq!(
+        stats.count_tokens_requests, 202,
+        "one CountTokens per record"
+    );
+    let model_calls: u64 = stats.models.values().map(|m| m.totals.requests).sum();
+    assert_eq!(model_calls, 0, "no model call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_names_max_tokens_as_the_cause_and_status_reads_the_state() {
+    let emu = emulator(SLOW_TPM).await;
+    let t = TestJob::new();
+    // No TPM budget: Bedrock (the emulator) throttles on tokens, and max-tokens 4,096 is why.
+    job(&t, &emu.endpoint(), 24, 4096, "max-concurrency = 16");
+    let run_ = t.submit(&[]).await;
+    assert_eq!(run_.code, Some(0), "{}", run_.stderr);
+
+    let (r, out) = run(&t, &["report", "job.toml", "--html", "report.html"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        out.contains("diagnosis: tokens per minute ran out, and max-tokens is why"),
+        "{out}"
+    );
+    assert!(
+        out.contains("lower model.max-tokens from 4,096 to"),
+        "{out}"
+    );
+    assert!(out.contains("records     24: 24 succeeded"), "{out}");
+
+    // The page is well-formed XML with five charts and the diagnosis.
+    let page = std::fs::read_to_string(t.path().join("report.html")).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&page);
+    let (mut svgs, mut depth) = (0, 0i32);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Start(e)) => {
+                depth += 1;
+                if e.name().as_ref() == b"svg" {
+                    svgs += 1;
+                }
+            }
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!(
+                "report.html is not well-formed at {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+    assert_eq!(depth, 0, "every element is closed");
+    assert_eq!(svgs, 5);
+    assert!(page.contains("max-tokens is why"));
+
+    let (r, out) = run(&t, &["status", "job.toml"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(out.starts_with("job `test`: finished"), "{out}");
+    assert!(
+        out.contains("records   24 total: 24 succeeded, 0 failed, 0 pending"),
+        "{out}"
+    );
+    let (r, out) = run(&t, &["status", "--state", ".batchrun/state.db", "--json"]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let jobs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(jobs[0]["job"], "test");
+    assert_eq!(jobs[0]["state"], "finished");
+    assert_eq!(jobs[0]["succeeded"], 24);
+    assert_eq!(jobs[0]["pending"], 0);
+    assert!(jobs[0]["output_tokens"].as_u64().unwrap() > 0);
+
+    // Asking for what is not there says so.
+    let (r, _) = run(&t, &["status", "nope", "--state", ".batchrun/state.db"]).await;
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("no job `nope`") && r.stderr.contains("jobs there: test"),
+        "{}",
+        r.stderr
+    );
+    let (r, _) = run(&t, &["report", "test", "--state", "missing.db"]).await;
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("no state database at missing.db"),
+        "{}",
+        r.stderr
+    );
+}
