@@ -113,8 +113,34 @@ async fn report_names_max_tokens_as_the_cause_and_status_reads_the_state() {
     let t = TestJob::new();
     // No TPM budget: Bedrock (the emulator) throttles on tokens, and max-tokens 4,096 is why.
     job(&t, &emu.endpoint(), 24, 4096, "max-concurrency = 16");
-    let run_ = t.submit(&[]).await;
-    assert_eq!(run_.code, Some(0), "{}", run_.stderr);
+    let mut child = t.spawn_submit();
+    // While it runs, status sees it running, with a rate and an ETA.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let seen = loop {
+        assert!(std::time::Instant::now() < deadline, "never seen running");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before status saw it running");
+        }
+        let (r, out) = run(&t, &["status", "job.toml", "--json"]).await;
+        if r.code == Some(0) {
+            let s: Value = serde_json::from_str(&out).unwrap();
+            if s["state"] == "running" && s["succeeded"].as_u64().unwrap() > 0 {
+                break s;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert!(seen["pending"].as_u64().unwrap() > 0, "{seen}");
+    assert!(seen["records_per_minute"].as_f64().unwrap() > 0.0, "{seen}");
+    assert!(seen["eta_seconds"].as_f64().unwrap() > 0.0, "{seen}");
+    assert!(seen["last_run_outcome"].is_null(), "{seen}");
+    let ended = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        ended.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
 
     let (r, out) = run(&t, &["report", "job.toml", "--html", "report.html"]).await;
     assert_eq!(r.code, Some(0), "{}", r.stderr);
@@ -184,4 +210,38 @@ async fn report_names_max_tokens_as_the_cause_and_status_reads_the_state() {
         "{}",
         r.stderr
     );
+}
+
+#[tokio::test]
+async fn plan_of_the_example_jobs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for job in ["demo", "tpm-bound"] {
+        // No earlier run (the state path does not exist): the plan rests on the inputs, the emulator profile and
+        // the price table alone, so its text is fixed.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchrun"))
+            .args([
+                "plan",
+                &format!("jobs/{job}.toml"),
+                "--state",
+                "/nonexistent/never-created.db",
+                "--deadline",
+                "10m",
+            ])
+            .current_dir(root)
+            .env_remove("BATCHRUN_PRICES")
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        insta::assert_snapshot!(
+            format!("plan-{job}"),
+            String::from_utf8(out.stdout).unwrap()
+        );
+    }
 }
