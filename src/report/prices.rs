@@ -57,6 +57,12 @@ impl Prices {
         }
     }
 
+    /// The table the user chose: `path`, else the file in `BATCHRUN_PRICES`, else the built-in one.
+    pub fn chosen(path: Option<&Path>) -> Result<Prices, PricesError> {
+        let from_env = std::env::var_os("BATCHRUN_PRICES").map(std::path::PathBuf::from);
+        Prices::load(path.or(from_env.as_deref()))
+    }
+
     /// The price of `model_id`, looked up without a cross-region prefix; ARNs by their last path segment.
     pub fn of(&self, model_id: &str) -> Option<Price> {
         let id = model_id.rsplit('/').next().unwrap_or(model_id);

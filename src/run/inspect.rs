@@ -184,12 +184,7 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
         return Err(Error::NoJobGiven { path: state });
     };
     let (store, _) = open(&state, Some(&name)).await?;
-    let prices = Prices::load(
-        opts.prices
-            .clone()
-            .or_else(|| std::env::var_os("BATCHRUN_PRICES").map(PathBuf::from))
-            .as_deref(),
-    )?;
+    let prices = Prices::chosen(opts.prices.as_deref())?;
     let runs = store.runs(&name).await?;
     let max_tokens = runs.last().and_then(|r| r.max_tokens);
     let counts = store.counts(&name).await?;

@@ -46,12 +46,7 @@ const COUNT_CONCURRENCY: usize = 8;
 /// Reads the job's inputs and returns the plan as text.
 pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
     let job = Job::load(&opts.job_file)?;
-    let prices = Prices::load(
-        opts.prices
-            .clone()
-            .or_else(|| std::env::var_os("BATCHRUN_PRICES").map(PathBuf::from))
-            .as_deref(),
-    )?;
+    let prices = Prices::chosen(opts.prices.as_deref())?;
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
 
