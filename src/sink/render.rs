@@ -46,7 +46,18 @@ fn reply_text(result: &str) -> String {
 pub fn render_part(rows: &[OutputRow], format: OutputFormat) -> Vec<u8> {
     match format {
         OutputFormat::Jsonl => {
-            let mut out = String::new();
+            // Sized once: a part can be tens of megabytes, and growing by doubling would hold twice that.
+            let size: usize = rows
+                .iter()
+                .map(|r| {
+                    r.record_id.len()
+                        + r.request.as_ref().map_or(0, String::len)
+                        + r.result.as_ref().map_or(0, String::len)
+                        + r.error_message.as_ref().map_or(0, String::len)
+                        + 96
+                })
+                .sum();
+            let mut out = String::with_capacity(size);
             for r in rows {
                 out.push_str("{\"recordId\":");
                 out.push_str(&json_string(&r.record_id));

@@ -331,6 +331,13 @@ async fn kill_9_during_an_upload_then_resume_publishes_each_part_once() {
         calls_before + pending
     );
     assert!(calls_before - committed <= 64);
+    println!(
+        "kill -9 during an upload: {calls_before} answered before the kill, {committed} committed, {pending} \
+         pending; after the resume: {} records once each, {} calls in all, {} uploads left open",
+        out.len(),
+        emu.stats().models["m"].totals.succeeded,
+        s3.open_uploads().len()
+    );
     let m = manifest(&s3, "results", "out/").await;
     assert_eq!(m["successRecordCount"], 1_200);
 }
