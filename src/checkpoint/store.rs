@@ -305,6 +305,7 @@ impl Store {
             "DELETE FROM parts WHERE job = ?",
             "DELETE FROM throttles WHERE job = ?",
             "DELETE FROM series WHERE job = ?",
+            "DELETE FROM runs WHERE job = ?",
             "DELETE FROM outcomes WHERE job = ?",
             "DELETE FROM records WHERE job = ?",
             "DELETE FROM jobs WHERE name = ?",
@@ -902,10 +903,46 @@ mod tests {
         store.record_part("j", &part).await.unwrap();
         assert_eq!(store.parts("j").await.unwrap(), vec![part]);
 
-        // Starting the job over clears everything under its name.
+        let run = crate::checkpoint::RunRow {
+            started_at: 0,
+            ended_at: None,
+            outcome: None,
+            model_id: "m".into(),
+            max_tokens: Some(10),
+            burndown: 1,
+            budget_rpm: Some(60),
+            budget_tpm: None,
+            max_concurrency: 4,
+            pending: 3,
+        };
+        let first = store.start_run("j", &run).await.unwrap();
+        let second = store.start_run("j", &run).await.unwrap();
+        assert_eq!(
+            second,
+            first + 1,
+            "two runs in one second keep distinct keys"
+        );
+        store.end_run("j", first, "interrupted").await.unwrap();
+        let runs = store.runs("j").await.unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].outcome.as_deref(), Some("interrupted"));
+        assert_eq!(runs[1].ended_at, None);
+        store
+            .begin_upload("j", "out/part-00001.jsonl", "u1")
+            .await
+            .unwrap();
+
+        // Starting the job over clears everything under its name but the uploads still to abort.
         store.create_job("j", "fp2", "{}", "[]").await.unwrap();
         assert_eq!(store.counts("j").await.unwrap(), Counts::default());
         assert!(store.parts("j").await.unwrap().is_empty());
+        assert!(store.runs("j").await.unwrap().is_empty());
+        assert_eq!(
+            store.open_uploads("j").await.unwrap(),
+            vec![("out/part-00001.jsonl".to_string(), "u1".to_string())]
+        );
+        store.end_upload("j", "u1").await.unwrap();
+        assert!(store.open_uploads("j").await.unwrap().is_empty());
         assert_eq!(store.job_names().await.unwrap(), vec!["j".to_string()]);
     }
 }
