@@ -5,9 +5,30 @@ use std::collections::BTreeSet;
 use crate::checkpoint::{PartRow, Store};
 use crate::error::Error;
 use crate::job::Job;
+use crate::s3::{CompletedPart, MULTIPART_CHUNK};
 use crate::sink::{
-    Manifest, ManifestPart, Published, S3Sink, Sink, manifest_bytes, part_file_name, render_part,
+    LocalPart, Manifest, ManifestPart, Published, Sink, Tally, manifest_bytes, part_file_name,
+    render_rows,
 };
+
+// Rows read and rendered at a time while a part is written.
+const PAGE_ROWS: u64 = 100;
+
+/// A file or object being written.
+struct Out {
+    target: Target,
+    tally: Tally,
+}
+
+enum Target {
+    Local(LocalPart),
+    S3 {
+        /// Bytes not yet sent.
+        buffer: Vec<u8>,
+        /// The multipart upload and its pieces, once the output outgrew one piece.
+        upload: Option<(String, Vec<CompletedPart>)>,
+    },
+}
 
 /// The job's parts: part `k` (from 1) holds the records with seq in `[(k-1)·n, k·n)`.
 #[derive(Debug)]
@@ -79,19 +100,26 @@ impl Parts {
             if store.finished_between(&self.job.name, start, end).await? < end - start {
                 continue;
             }
-            let rows = store.output_rows(&self.job.name, start, end).await?;
-            debug_assert_eq!(rows.len() as u64, end - start);
             let file = part_file_name(part, self.job.output.format);
-            let published = self
-                .publish(store, &file, render_part(&rows, self.job.output.format))
-                .await?;
+            // Rendered a page of rows at a time, so memory holds a page, not the part.
+            let mut out = self.begin(&file)?;
+            let mut from = start;
+            while from < end {
+                let to = (from + PAGE_ROWS).min(end);
+                let rows = store.output_rows(&self.job.name, from, to).await?;
+                debug_assert_eq!(rows.len() as u64, to - from);
+                let bytes = render_rows(&rows, self.job.output.format, from == start);
+                self.write(store, &mut out, &file, bytes).await?;
+                from = to;
+            }
+            let published = self.finish(store, out, &file).await?;
             store
                 .record_part(
                     &self.job.name,
                     &PartRow {
                         part,
                         file,
-                        records: rows.len() as u64,
+                        records: end - start,
                         bytes: published.bytes,
                         sha256: published.sha256,
                     },
@@ -103,25 +131,100 @@ impl Parts {
         Ok(n)
     }
 
-    /// Publishes `bytes` as `name`: atomically in a local folder; in S3 by one PutObject, or by a multipart
-    /// upload whose id is in the checkpoint while it is open.
-    async fn publish(&self, store: &Store, name: &str, bytes: Vec<u8>) -> Result<Published, Error> {
-        let published = Published::of(&bytes);
-        match &self.sink {
-            Sink::Local(local) => {
-                local.publish(name, &bytes)?;
+    /// Starts publishing `name`.
+    fn begin(&self, name: &str) -> Result<Out, Error> {
+        let target = match &self.sink {
+            Sink::Local(local) => Target::Local(local.begin(name)?),
+            Sink::S3(_) => Target::S3 {
+                buffer: Vec::new(),
+                upload: None,
+            },
+        };
+        Ok(Out {
+            target,
+            tally: Tally::default(),
+        })
+    }
+
+    /// Appends `bytes` to `out`. In S3, output beyond one piece starts a multipart upload, whose id is in the
+    /// checkpoint before any piece is sent, and goes up a piece at a time.
+    async fn write(
+        &self,
+        store: &Store,
+        out: &mut Out,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), Error> {
+        out.tally.add(&bytes);
+        match (&mut out.target, &self.sink) {
+            (Target::Local(file), _) => file.write(&bytes)?,
+            (Target::S3 { buffer, upload }, Sink::S3(s3)) => {
+                buffer.extend_from_slice(&bytes);
+                // A piece goes only once more follows it, so the last piece is never empty.
+                while buffer.len() > MULTIPART_CHUNK {
+                    if upload.is_none() {
+                        let id = s3.begin_upload(name).await?;
+                        store
+                            .begin_upload(&self.job.name, &s3.uri(name).key, &id)
+                            .await?;
+                        *upload = Some((id, Vec::new()));
+                    }
+                    let (id, pieces) = upload.as_mut().expect("started above");
+                    let piece: Vec<u8> = buffer.drain(..MULTIPART_CHUNK).collect();
+                    let number = pieces.len() as i32 + 1;
+                    match s3.upload_piece(name, id, number, piece).await {
+                        Ok(p) => pieces.push(p),
+                        Err(e) => {
+                            let _ = s3.abort_upload(&s3.uri(name).key, id).await;
+                            return Err(e.into());
+                        }
+                    }
+                }
             }
-            Sink::S3(s3) if S3Sink::multipart(&bytes) => {
-                let upload_id = s3.begin_upload(name).await?;
-                store
-                    .begin_upload(&self.job.name, &s3.uri(name).key, &upload_id)
-                    .await?;
-                s3.finish_upload(name, &upload_id, &bytes).await?;
-                store.end_upload(&self.job.name, &upload_id).await?;
-            }
-            Sink::S3(s3) => s3.put(name, bytes).await?,
+            (Target::S3 { .. }, Sink::Local(_)) => unreachable!("an S3 part of a local sink"),
         }
-        Ok(published)
+        Ok(())
+    }
+
+    /// Makes `out` visible as `name`, whole.
+    async fn finish(&self, store: &Store, out: Out, name: &str) -> Result<Published, Error> {
+        match (out.target, &self.sink) {
+            (Target::Local(file), _) => file.finish()?,
+            (
+                Target::S3 {
+                    buffer,
+                    upload: None,
+                },
+                Sink::S3(s3),
+            ) => s3.put(name, buffer).await?,
+            (
+                Target::S3 {
+                    buffer,
+                    upload: Some((id, mut pieces)),
+                },
+                Sink::S3(s3),
+            ) => {
+                let number = pieces.len() as i32 + 1;
+                match s3.upload_piece(name, &id, number, buffer).await {
+                    Ok(p) => pieces.push(p),
+                    Err(e) => {
+                        let _ = s3.abort_upload(&s3.uri(name).key, &id).await;
+                        return Err(e.into());
+                    }
+                }
+                s3.complete_upload(name, &id, pieces).await?;
+                store.end_upload(&self.job.name, &id).await?;
+            }
+            (Target::S3 { .. }, Sink::Local(_)) => unreachable!("an S3 part of a local sink"),
+        }
+        Ok(out.tally.done())
+    }
+
+    /// Publishes `bytes` as `name` (the manifest).
+    async fn publish(&self, store: &Store, name: &str, bytes: Vec<u8>) -> Result<Published, Error> {
+        let mut out = self.begin(name)?;
+        self.write(store, &mut out, name, bytes).await?;
+        self.finish(store, out, name).await
     }
 
     /// Publishes every complete part not yet published (after a crash between a commit and a publish).

@@ -12,8 +12,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::CompletedMultipartUpload;
 
+pub use aws_sdk_s3::types::CompletedPart;
 pub use uri::{S3Uri, Selection, key_matches};
 
 /// `[s3]` of the job file, checked.
@@ -25,7 +26,8 @@ pub struct S3Settings {
     pub force_path_style: Option<bool>,
 }
 
-/// Parts of a multipart upload, except the last. S3 wants at least 5 MiB.
+/// The size of a multipart upload's pieces, except the last (S3 wants at least 5 MiB); output larger than one
+/// piece goes up as a multipart upload.
 pub const MULTIPART_CHUNK: usize = 8 * 1024 * 1024;
 
 /// What went wrong, in the terms a user can act on.
@@ -430,34 +432,39 @@ impl S3 {
             .ok_or_else(|| S3Error::new(uri, S3ErrorKind::Other, "no upload id in the reply"))
     }
 
-    /// Uploads `bytes` in [`MULTIPART_CHUNK`] pieces to the upload `upload_id` and completes it.
+    /// Sends piece `number` (from 1) of the upload `upload_id`; every piece but the last must be at least
+    /// 5 MiB.
+    pub async fn upload_piece(
+        &self,
+        uri: &S3Uri,
+        upload_id: &str,
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> Result<CompletedPart, S3Error> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| classify(uri, e))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .build())
+    }
+
+    /// Completes the upload from its pieces: the object appears whole.
     pub async fn complete_upload(
         &self,
         uri: &S3Uri,
         upload_id: &str,
-        bytes: &[u8],
+        pieces: Vec<CompletedPart>,
     ) -> Result<(), S3Error> {
-        let mut parts = Vec::new();
-        for (i, chunk) in bytes.chunks(MULTIPART_CHUNK).enumerate() {
-            let number = i as i32 + 1;
-            let out = self
-                .client
-                .upload_part()
-                .bucket(&uri.bucket)
-                .key(&uri.key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(ByteStream::from(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| classify(uri, e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(out.e_tag().map(str::to_string))
-                    .build(),
-            );
-        }
         self.client
             .complete_multipart_upload()
             .bucket(&uri.bucket)
@@ -465,7 +472,7 @@ impl S3 {
             .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(pieces))
                     .build(),
             )
             .send()

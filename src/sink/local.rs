@@ -2,10 +2,8 @@
 //! flush the folder, so a part is either absent or whole.
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-
-use super::Published;
 
 /// Output that could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +20,38 @@ pub struct OutputError {
 #[derive(Debug, Clone)]
 pub struct LocalSink {
     dir: PathBuf,
+}
+
+/// A file being written; dropped unfinished, it leaves only its temporary file (removed by `clear`, replaced by
+/// the next attempt).
+#[derive(Debug)]
+pub struct LocalPart {
+    file: BufWriter<fs::File>,
+    tmp: PathBuf,
+    target: PathBuf,
+    dir: PathBuf,
+}
+
+impl LocalPart {
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), OutputError> {
+        self.file.write_all(bytes).map_err(err(&self.tmp))
+    }
+
+    /// Flushes the file to disk and renames it into place.
+    pub fn finish(self) -> Result<(), OutputError> {
+        let file = self.file.into_inner().map_err(|e| OutputError {
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(err(&self.tmp))?;
+        fs::rename(&self.tmp, &self.target).map_err(err(&self.target))?;
+        // The rename is durable once the folder's entry is.
+        if let Ok(d) = fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
 }
 
 fn err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
@@ -46,20 +76,22 @@ impl LocalSink {
     }
 
     /// Publishes `bytes` as `name` atomically, replacing a file of that name.
-    pub fn publish(&self, name: &str, bytes: &[u8]) -> Result<Published, OutputError> {
+    pub fn publish(&self, name: &str, bytes: &[u8]) -> Result<(), OutputError> {
+        let mut part = self.begin(name)?;
+        part.write(bytes)?;
+        part.finish()
+    }
+
+    /// Starts writing `name` into a hidden temporary file; it appears under its name at [`LocalPart::finish`].
+    pub fn begin(&self, name: &str) -> Result<LocalPart, OutputError> {
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let target = self.dir.join(name);
-        {
-            let mut f = fs::File::create(&tmp).map_err(err(&tmp))?;
-            f.write_all(bytes).map_err(err(&tmp))?;
-            f.sync_all().map_err(err(&tmp))?;
-        }
-        fs::rename(&tmp, &target).map_err(err(&target))?;
-        // The rename is durable once the folder's entry is.
-        if let Ok(d) = fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(Published::of(bytes))
+        let file = fs::File::create(&tmp).map_err(err(&tmp))?;
+        Ok(LocalPart {
+            file: BufWriter::with_capacity(1 << 20, file),
+            target: self.dir.join(name),
+            dir: self.dir.clone(),
+            tmp,
+        })
     }
 
     /// Removes what a run of batchrun writes here (parts, manifest, temporary files), for a fresh start.
@@ -84,9 +116,11 @@ mod tests {
     fn publish_replaces_atomically_and_clear_removes_only_ours() {
         let dir = tempfile::tempdir().unwrap();
         let sink = LocalSink::open(&dir.path().join("out")).unwrap();
-        let p = sink.publish("part-00001.jsonl", b"abc\n").unwrap();
-        assert_eq!(p.bytes, 4);
-        assert_eq!(p.sha256.len(), 64);
+        sink.publish("part-00001.jsonl", b"abc\n").unwrap();
+        assert_eq!(
+            fs::read(sink.dir().join("part-00001.jsonl")).unwrap(),
+            b"abc\n"
+        );
         sink.publish("part-00001.jsonl", b"abcd\n").unwrap();
         assert_eq!(
             fs::read(sink.dir().join("part-00001.jsonl")).unwrap(),

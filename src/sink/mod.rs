@@ -10,8 +10,8 @@ mod s3;
 
 use sha2::{Digest, Sha256};
 
-pub use local::{LocalSink, OutputError};
-pub use render::{Manifest, ManifestPart, part_file_name, render_part};
+pub use local::{LocalPart, LocalSink, OutputError};
+pub use render::{Manifest, ManifestPart, part_file_name, render_part, render_rows};
 pub use s3::S3Sink;
 
 /// Where a job's output goes.
@@ -43,12 +43,27 @@ pub struct Published {
     pub sha256: String,
 }
 
-impl Published {
-    /// The size and digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Published {
+/// The size and SHA-256 of output written in pieces.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Tally {
+    /// Counts `bytes`.
+    pub fn add(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+    }
+
+    /// What was counted.
+    pub fn done(self) -> Published {
         Published {
-            bytes: bytes.len() as u64,
-            sha256: Sha256::digest(bytes)
+            bytes: self.bytes,
+            sha256: self
+                .hasher
+                .finalize()
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),

@@ -44,6 +44,12 @@ fn reply_text(result: &str) -> String {
 /// `{"recordId", "modelInput", "error": {"errorCode", "errorMessage"}}` for a failed record (`modelInput` is left
 /// out for an input line that could not be read). CSV has a header and one row per record.
 pub fn render_part(rows: &[OutputRow], format: OutputFormat) -> Vec<u8> {
+    render_rows(rows, format, true)
+}
+
+/// The bytes of consecutive rows of a part; `first` says whether they open it (a CSV part starts with its
+/// header). A part rendered in pages is byte for byte the part rendered at once.
+pub fn render_rows(rows: &[OutputRow], format: OutputFormat, first: bool) -> Vec<u8> {
     match format {
         OutputFormat::Jsonl => {
             // Sized once: a part can be tens of megabytes, and growing by doubling would hold twice that.
@@ -84,16 +90,18 @@ pub fn render_part(rows: &[OutputRow], format: OutputFormat) -> Vec<u8> {
         }
         OutputFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record([
-                "recordId",
-                "status",
-                "output",
-                "errorCode",
-                "errorMessage",
-                "inputTokens",
-                "outputTokens",
-            ])
-            .expect("writing to memory");
+            if first {
+                w.write_record([
+                    "recordId",
+                    "status",
+                    "output",
+                    "errorCode",
+                    "errorMessage",
+                    "inputTokens",
+                    "outputTokens",
+                ])
+                .expect("writing to memory");
+            }
             for r in rows {
                 let (status, output) = match (r.status, &r.result) {
                     (Status::Done, Some(result)) => ("done", reply_text(result)),
@@ -167,6 +175,30 @@ mod tests {
             error_message: (status == Status::Failed).then(|| "Input is \"too\" long".into()),
             input_tokens: 3,
             output_tokens: 2,
+        }
+    }
+
+    #[test]
+    fn a_part_rendered_in_pages_is_the_part_rendered_at_once() {
+        let rows: Vec<OutputRow> = (0..7)
+            .map(|i| {
+                row(
+                    &format!("r{i}"),
+                    if i % 3 == 0 {
+                        Status::Failed
+                    } else {
+                        Status::Done
+                    },
+                )
+            })
+            .collect();
+        for format in [OutputFormat::Jsonl, OutputFormat::Csv] {
+            let paged: Vec<u8> = rows
+                .chunks(3)
+                .enumerate()
+                .flat_map(|(i, page)| render_rows(page, format, i == 0))
+                .collect();
+            assert_eq!(paged, render_part(&rows, format), "{format:?}");
         }
     }
 

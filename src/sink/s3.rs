@@ -1,8 +1,9 @@
-//! Publishing to an S3 prefix. A part is one PutObject, or a multipart upload when it is larger than one
-//! [`MULTIPART_CHUNK`]; either way S3 shows the object whole or not at all. The caller records multipart
-//! upload ids (so that a later run can abort an upload a crash left open).
+//! Publishing to an S3 prefix: one PutObject, or a multipart upload (begun, pieces sent, completed) for output
+//! larger than one [`crate::s3::MULTIPART_CHUNK`]; either way S3 shows the object whole or not at all. The
+//! caller decides which, and records multipart upload ids (so that a later run can abort an upload a crash left
+//! open).
 
-use crate::s3::{MULTIPART_CHUNK, S3, S3Error, S3Uri};
+use crate::s3::{CompletedPart, S3, S3Error, S3Uri};
 
 /// An S3 output prefix.
 #[derive(Debug, Clone)]
@@ -36,11 +37,6 @@ impl S3Sink {
         self.prefix.with_key(self.prefix.child(name))
     }
 
-    /// Whether `bytes` go up as a multipart upload.
-    pub fn multipart(bytes: &[u8]) -> bool {
-        bytes.len() > MULTIPART_CHUNK
-    }
-
     /// Publishes `bytes` as `name` in one request.
     pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), S3Error> {
         self.s3
@@ -55,15 +51,28 @@ impl S3Sink {
             .await
     }
 
-    /// Sends `bytes` to the upload and completes it; on failure, aborts it (best effort) and returns the error.
-    pub async fn finish_upload(
+    /// Sends piece `number` (from 1) of the upload.
+    pub async fn upload_piece(
         &self,
         name: &str,
         upload_id: &str,
-        bytes: &[u8],
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> Result<CompletedPart, S3Error> {
+        self.s3
+            .upload_piece(&self.uri(name), upload_id, number, bytes)
+            .await
+    }
+
+    /// Completes the upload; on failure, aborts it (best effort) and returns the error.
+    pub async fn complete_upload(
+        &self,
+        name: &str,
+        upload_id: &str,
+        pieces: Vec<CompletedPart>,
     ) -> Result<(), S3Error> {
         let uri = self.uri(name);
-        match self.s3.complete_upload(&uri, upload_id, bytes).await {
+        match self.s3.complete_upload(&uri, upload_id, pieces).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = self.s3.abort_upload(&uri, upload_id).await;
