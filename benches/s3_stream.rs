@@ -22,16 +22,17 @@ use batchrun::emulator::{self, EmulatorConfig};
 
 const LINE: usize = 10_000;
 
-fn lines(n: usize) -> Vec<u8> {
+/// Writes `n` JSONL lines of about `LINE` bytes to `path`, streaming: the bench process must stay small, because
+/// a child's peak RSS counts what it shares with its parent between fork and exec.
+fn write_lines(path: &Path, n: usize) -> u64 {
+    use std::io::Write;
     let filler = "lorem ipsum dolor sit amet ".repeat(LINE / 27 + 1);
-    let mut text = String::with_capacity(n * (LINE + 40));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     for i in 0..n {
-        text.push_str(&format!(
-            "{{\"id\": \"r{i:06}\", \"prompt\": \"{i} {}\"}}\n",
-            &filler[..LINE]
-        ));
+        writeln!(out, "{{\"id\": \"r{i:06}\", \"prompt\": \"{i} {}\"}}", &filler[..LINE]).unwrap();
     }
-    text.into_bytes()
+    out.flush().unwrap();
+    std::fs::metadata(path).unwrap().len()
 }
 
 struct Measured {
@@ -124,15 +125,14 @@ fn main() {
     let mut first: [Option<f64>; 2] = [None, None];
     for mb in sizes_mb {
         let n = mb * 1_000_000 / (LINE + 30);
-        let bytes = lines(n);
         // Seeded into the server's storage and into a local file; the run reads through the server.
-        std::fs::write(server.root.path().join("data/big.jsonl"), &bytes).unwrap();
+        let size = write_lines(&server.root.path().join("data/big.jsonl"), n);
         for (i, source) in ["local", "s3"].into_iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
             let input = if source == "s3" {
                 "s3://data/big.jsonl".to_string()
             } else {
-                std::fs::write(dir.path().join("big.jsonl"), &bytes).unwrap();
+                write_lines(&dir.path().join("big.jsonl"), n);
                 "big.jsonl".to_string()
             };
             std::fs::write(
@@ -155,7 +155,7 @@ fn main() {
             let base = *first[i].get_or_insert(m.max_rss_mb);
             println!(
                 "{:>6}MB {:>8} {:>8} {:>9.1} {:>12.1} {:>9.2}×",
-                bytes.len() / 1_000_000,
+                size / 1_000_000,
                 source,
                 m.records,
                 m.seconds,
