@@ -29,7 +29,12 @@ fn write_lines(path: &Path, n: usize) -> u64 {
     let filler = "lorem ipsum dolor sit amet ".repeat(LINE / 27 + 1);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     for i in 0..n {
-        writeln!(out, "{{\"id\": \"r{i:06}\", \"prompt\": \"{i} {}\"}}", &filler[..LINE]).unwrap();
+        writeln!(
+            out,
+            "{{\"id\": \"r{i:06}\", \"prompt\": \"{i} {}\"}}",
+            &filler[..LINE]
+        )
+        .unwrap();
     }
     out.flush().unwrap();
     std::fs::metadata(path).unwrap().len()
