@@ -238,6 +238,18 @@ impl Inner {
         })
     }
 
+    /// Drops admissions and settlements older than [`RECENT`].
+    fn forget_old(&mut self, now: Instant) {
+        for recent in [&mut self.admitted_recent, &mut self.settled_recent] {
+            while recent
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RECENT)
+            {
+                recent.pop_front();
+            }
+        }
+    }
+
     fn reservation(&self, est_tokens: u64, max_tokens: u64) -> u64 {
         (est_tokens as f64 * self.token_ratio).ceil() as u64 + max_tokens
     }
@@ -256,15 +268,8 @@ impl Inner {
             }
         }
         // Little's law: in flight = rate × latency; keep headroom, and grow fast when slots are what waits.
-        for recent in [&mut self.admitted_recent, &mut self.settled_recent] {
-            while recent
-                .front()
-                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RECENT)
-            {
-                recent.pop_front();
-            }
-        }
-        let rate = self.admitted_recent.len() as f64 / 5.0;
+        self.forget_old(now);
+        let rate = self.admitted_recent.len() as f64 / RECENT.as_secs_f64();
         let slots_waited = self
             .cap_waited
             .is_some_and(|w| now.saturating_duration_since(w) < SATURATED_FOR);
@@ -448,17 +453,9 @@ impl Budget {
 
     /// The budget's state now, for live progress: use over the last few seconds against the rates in force.
     pub fn live(&self) -> Live {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
+        let mut inner = self.lock();
         let now = Instant::now();
-        for recent in [&mut inner.admitted_recent, &mut inner.settled_recent] {
-            while recent
-                .front()
-                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RECENT)
-            {
-                recent.pop_front();
-            }
-        }
+        inner.forget_old(now);
         // Per minute, over the recent window (shorter at the start of a run).
         let window = RECENT
             .min(now.saturating_duration_since(inner.started))

@@ -316,41 +316,26 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         (Some(l), None) => format!(" (none set; an earlier run measured {})", per_min(l)),
         _ => String::new(),
     };
-    let _ = writeln!(
-        t,
-        "{}",
-        limit_line(
-            format!(
-                "RPM {}{}",
-                f.rpm.map_or("not set".into(), int),
-                learned_note(f.learned.0, f.rpm)
-            ),
-            p.rpm_allows
+    let quota = |name: &str, budget: Option<u64>, learned: Option<f64>| {
+        format!(
+            "{name} {}{}",
+            budget.map_or("not set".into(), int),
+            learned_note(learned, budget)
         )
-    );
-    let _ = writeln!(
-        t,
-        "{}",
-        limit_line(
-            format!(
-                "TPM {}{}",
-                f.tpm.map_or("not set".into(), int),
-                learned_note(f.learned.1, f.tpm)
-            ),
-            p.tpm_allows
-        )
-    );
-    let _ = writeln!(
-        t,
-        "{}",
-        limit_line(
+    };
+    for (name, allows) in [
+        (quota("RPM", f.rpm, f.learned.0), p.rpm_allows),
+        (quota("TPM", f.tpm, f.learned.1), p.tpm_allows),
+        (
             format!(
                 "concurrency {} at {:.1}s each",
                 f.max_concurrency, f.latency_s
             ),
-            Some(p.concurrency_allows)
-        )
-    );
+            Some(p.concurrency_allows),
+        ),
+    ] {
+        let _ = writeln!(t, "{}", limit_line(name, allows));
+    }
     let mut others: Vec<f64> = [p.rpm_allows, p.tpm_allows, Some(p.concurrency_allows)]
         .into_iter()
         .flatten()

@@ -3,6 +3,7 @@
 //! stored as failed records with their reason, so they appear in the output like any other record.
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::checkpoint::{Finished, NewRecord, Store};
 use crate::error::Error;
@@ -14,23 +15,25 @@ const BATCH: usize = 500;
 // Bad lines printed as warnings before the rest are only counted.
 const WARN_LIMIT: usize = 20;
 
-/// Reads every input into the checkpoint and marks the ingest complete. Returns the record count.
-pub async fn ingest(
+/// Reads `files` on a blocking thread and hands their items over in batches of [`BATCH`], in input order; the
+/// thread stops when the receiver is dropped. Its result says whether every input could be read.
+pub(super) fn read_in_batches(
     job: &Job,
     files: Vec<InputFile>,
     s3: Option<&S3>,
-    store: &Store,
-) -> Result<u64, Error> {
-    store.clear_records(&job.name).await?;
-    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(4);
-    let reader_job = job.clone();
+) -> (
+    mpsc::Receiver<Vec<Item>>,
+    JoinHandle<Result<(), source::SourceError>>,
+) {
+    let (tx, rx) = mpsc::channel::<Vec<Item>>(4);
+    let job = job.clone();
     let s3 = s3.cloned();
-    let reader = tokio::task::spawn_blocking(move || -> Result<(), source::SourceError> {
-        let builder = RequestBuilder::new(&reader_job);
+    let reader = tokio::task::spawn_blocking(move || {
+        let builder = RequestBuilder::new(&job);
         let mut batch = Vec::with_capacity(BATCH);
         for file in &files {
             let mut open = true;
-            source::items(&reader_job, &builder, file, s3.as_ref(), &mut |item| {
+            source::items(&job, &builder, file, s3.as_ref(), &mut |item| {
                 batch.push(item);
                 if batch.len() >= BATCH {
                     open = tx
@@ -48,7 +51,18 @@ pub async fn ingest(
         }
         Ok(())
     });
+    (rx, reader)
+}
 
+/// Reads every input into the checkpoint and marks the ingest complete. Returns the record count.
+pub async fn ingest(
+    job: &Job,
+    files: Vec<InputFile>,
+    s3: Option<&S3>,
+    store: &Store,
+) -> Result<u64, Error> {
+    store.clear_records(&job.name).await?;
+    let (mut rx, reader) = read_in_batches(job, files, s3);
     let mut seq = 0u64;
     let mut warnings = 0usize;
     let mut warn = |location: &str, message: &str| {

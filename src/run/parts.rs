@@ -172,13 +172,7 @@ impl Parts {
                     let (id, pieces) = upload.as_mut().expect("started above");
                     let piece: Vec<u8> = buffer.drain(..MULTIPART_CHUNK).collect();
                     let number = pieces.len() as i32 + 1;
-                    match s3.upload_piece(name, id, number, piece).await {
-                        Ok(p) => pieces.push(p),
-                        Err(e) => {
-                            let _ = s3.abort_upload(&s3.uri(name).key, id).await;
-                            return Err(e.into());
-                        }
-                    }
+                    pieces.push(s3.upload_piece(name, id, number, piece).await?);
                 }
             }
             (Target::S3 { .. }, Sink::Local(_)) => unreachable!("an S3 part of a local sink"),
@@ -205,13 +199,7 @@ impl Parts {
                 Sink::S3(s3),
             ) => {
                 let number = pieces.len() as i32 + 1;
-                match s3.upload_piece(name, &id, number, buffer).await {
-                    Ok(p) => pieces.push(p),
-                    Err(e) => {
-                        let _ = s3.abort_upload(&s3.uri(name).key, &id).await;
-                        return Err(e.into());
-                    }
-                }
+                pieces.push(s3.upload_piece(name, &id, number, buffer).await?);
                 s3.complete_upload(name, &id, pieces).await?;
                 store.end_upload(&self.job.name, &id).await?;
             }

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::ingest::read_in_batches;
 use super::submit::{endpoint, s3_client};
 use crate::checkpoint::Store;
 use crate::emulator::EmulatorConfig;
@@ -17,7 +18,7 @@ use crate::invoke::Invoker;
 use crate::job::{Endpoint, Job};
 use crate::report::plan::{NeverFit, PlanFacts, compute, render};
 use crate::report::prices::Prices;
-use crate::source::{self, Item, RequestBuilder};
+use crate::source::{self, Item};
 
 /// What `batchrun plan` was asked.
 #[derive(Debug, Clone, Default)]
@@ -82,33 +83,8 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         None
     };
 
-    // Read every record on a blocking thread, as ingest does.
-    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(4);
-    let reader_job = job.clone();
-    let reader_s3 = s3.clone();
-    let reader = tokio::task::spawn_blocking(move || -> Result<(), source::SourceError> {
-        let builder = RequestBuilder::new(&reader_job);
-        let mut batch = Vec::with_capacity(256);
-        for file in &files {
-            source::items(
-                &reader_job,
-                &builder,
-                file,
-                reader_s3.as_ref(),
-                &mut |item| {
-                    batch.push(item);
-                    if batch.len() >= 256 {
-                        return tx.blocking_send(std::mem::take(&mut batch)).is_ok();
-                    }
-                    true
-                },
-            )?;
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(batch);
-        }
-        Ok(())
-    });
+    // Every record, read as ingest reads it.
+    let (mut rx, reader) = read_in_batches(&job, files, s3.as_ref());
 
     let tpm = job.budget.tpm;
     let mut facts = PlanFacts {

@@ -210,6 +210,15 @@ fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_string()
 }
 
+/// An object as a listing describes it.
+fn listed(object: &aws_sdk_s3::types::Object) -> ObjectInfo {
+    ObjectInfo {
+        key: object.key().unwrap_or_default().to_string(),
+        size: object.size().unwrap_or(0).max(0) as u64,
+        etag: object.e_tag().map(unquote).unwrap_or_default(),
+    }
+}
+
 impl S3 {
     /// A client from the standard AWS configuration (profiles, environment, `AWS_ENDPOINT_URL_S3`), with the
     /// job's `[s3]` overrides. `model_region` is the fallback region. `about` names the first S3 location, for
@@ -279,8 +288,15 @@ impl S3 {
                     .send()
                     .await
                     .map_err(|e| classify(uri, e))?;
-                if first.contents().first().and_then(|o| o.key()) == Some(key.as_str()) {
-                    vec![self.head(uri).await?]
+                let found: Vec<ObjectInfo> = first
+                    .contents()
+                    .first()
+                    .filter(|o| o.key() == Some(key.as_str()))
+                    .map(listed)
+                    .into_iter()
+                    .collect();
+                if !found.is_empty() {
+                    self.with_etags(uri, found).await?
                 } else {
                     let below = self.list_prefix(uri, &format!("{key}/"), None).await?;
                     if below.is_empty() {
@@ -335,19 +351,23 @@ impl S3 {
                 if key.ends_with('/') || pattern.is_some_and(|p| !key_matches(p, key)) {
                     continue;
                 }
-                out.push(ObjectInfo {
-                    key: key.to_string(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    etag: object.e_tag().map(unquote).unwrap_or_default(),
-                });
+                out.push(listed(object));
             }
         }
-        // Some S3-compatible stores list without ETags; ask each object.
-        for object in out.iter_mut().filter(|o| o.etag.is_empty()) {
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        self.with_etags(uri, out).await
+    }
+
+    /// Fills in the ETags a listing left out (some S3-compatible stores list without them) by asking each object.
+    async fn with_etags(
+        &self,
+        uri: &S3Uri,
+        mut objects: Vec<ObjectInfo>,
+    ) -> Result<Vec<ObjectInfo>, S3Error> {
+        for object in objects.iter_mut().filter(|o| o.etag.is_empty()) {
             object.etag = self.head(&uri.with_key(object.key.clone())).await?.etag;
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(objects)
     }
 
     /// Starts reading an object, refusing it if its ETag is no longer `etag`.

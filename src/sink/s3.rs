@@ -51,7 +51,7 @@ impl S3Sink {
             .await
     }
 
-    /// Sends piece `number` (from 1) of the upload.
+    /// Sends piece `number` (from 1) of the upload; on failure, aborts it (best effort) and returns the error.
     pub async fn upload_piece(
         &self,
         name: &str,
@@ -59,9 +59,14 @@ impl S3Sink {
         number: i32,
         bytes: Vec<u8>,
     ) -> Result<CompletedPart, S3Error> {
-        self.s3
-            .upload_piece(&self.uri(name), upload_id, number, bytes)
-            .await
+        let uri = self.uri(name);
+        match self.s3.upload_piece(&uri, upload_id, number, bytes).await {
+            Ok(piece) => Ok(piece),
+            Err(e) => {
+                let _ = self.s3.abort_upload(&uri, upload_id).await;
+                Err(e)
+            }
+        }
     }
 
     /// Completes the upload; on failure, aborts it (best effort) and returns the error.
