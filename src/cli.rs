@@ -24,6 +24,7 @@ Exit codes:
   1    the job finished and some records failed
   2    usage, job file or configuration error
   70   internal error
+  75   the job is already running in another process (submit without --wait)
   130  interrupted (Ctrl-C); run the same command again to resume";
 
 /// Batch inference job runner for Amazon Bedrock.
@@ -178,6 +179,9 @@ pub struct SubmitArgs {
     /// Seconds calls in flight may take to finish after the first Ctrl-C.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub grace: f64,
+    /// If another process runs the job, wait for it to end and then resume, instead of exiting with 75.
+    #[arg(long)]
+    pub wait: bool,
     /// Progress: `auto` (a bar on a terminal, a line every 10 s otherwise), `lines`, or `off`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "lines", "off"])]
     pub progress: String,
@@ -388,6 +392,7 @@ async fn run_submit(args: SubmitArgs) -> Result<ExitKind, Error> {
         fresh: args.fresh,
         grace,
         progress,
+        wait: args.wait,
     };
     let shutdown = Shutdown::default();
     shutdown.listen(grace);

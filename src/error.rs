@@ -22,6 +22,8 @@ pub enum ExitKind {
     Config = 2,
     /// Something unexpected failed (I/O, the state database, a bug).
     Internal = 70,
+    /// The job is already running in another process (sysexits' EX_TEMPFAIL: try again later).
+    Busy = 75,
     /// Interrupted by Ctrl-C.
     Interrupted = 130,
 }
@@ -77,6 +79,19 @@ pub enum Error {
         message: String,
         /// The job file, to say how to resume.
         path: PathBuf,
+    },
+    /// Another live process runs the job.
+    #[error(
+        "job `{name}` is already running: {}",
+        crate::run::describe_holder(holder)
+    )]
+    AlreadyRunning {
+        /// The job's name.
+        name: String,
+        /// The job file.
+        path: PathBuf,
+        /// Who runs it.
+        holder: crate::checkpoint::Holder,
     },
     /// `status` or `report` found no state database.
     #[error("no state database at {}", path.display())]
@@ -142,6 +157,10 @@ impl Error {
             | Error::JobChanged { .. }
             | Error::Fatal { .. } => ExitKind::Config,
             Error::S3(_) => ExitKind::Config,
+            Error::AlreadyRunning { .. } => ExitKind::Busy,
+            Error::Checkpoint(CheckpointError::Newer { .. } | CheckpointError::Older { .. }) => {
+                ExitKind::Config
+            }
             Error::Emulator(_) | Error::Checkpoint(_) | Error::Output(_) | Error::Stdout(_) => {
                 ExitKind::Internal
             }
@@ -182,6 +201,17 @@ impl Error {
                 ))
             }
             Error::S3(e) | Error::Source(SourceError::S3(e)) => Some(e.hint()),
+            Error::AlreadyRunning { path, .. } => Some(format!(
+                "one process runs a job at a time; `batchrun submit {0} --wait` waits for it to end and then \
+                 resumes, `batchrun status {0}` shows its progress",
+                path.display()
+            )),
+            Error::Checkpoint(CheckpointError::Newer { .. }) => {
+                Some("use the batchrun that wrote it, or a newer one".into())
+            }
+            Error::Checkpoint(CheckpointError::Older { .. }) => Some(
+                "`batchrun submit` of any job in it brings it up to date (readers never change it)".into(),
+            ),
             Error::NoState { .. } => Some(
                 "give the job file (`batchrun status jobs/demo.toml`), run from the job file's folder, or pass \
                  --state FILE; a job has a state database once it has been submitted"

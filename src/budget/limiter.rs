@@ -682,7 +682,7 @@ mod tests {
     fn job(budget: &str) -> Job {
         let text = format!(
             "[job]\nname = \"t\"\n[model]\nid = \"m\"\nmax-tokens = 100\noutput-burndown = 5\n\
-             [input]\npath = \".\"\nformat = \"documents\"\n[budget]\n{budget}\n[output]\npath = \"o\"\n"
+             [input]\npath = \"src\"\nformat = \"documents\"\n[budget]\n{budget}\n[output]\npath = \"o\"\n"
         );
         Job::parse(&text, Path::new("t.toml")).unwrap()
     }

@@ -5,9 +5,13 @@
 //! It stores and answers; it never calls back into the runner or the sink.
 
 mod history;
+mod lock;
+mod open;
 mod store;
 
 pub use history::{ErrorGroup, FailedRecord, OutcomeStats, RunRow, SeriesRow};
+pub use lock::{Holder, Locked};
+pub use open::schema_version;
 pub use store::{
     CheckpointError, Counts, Finished, NewRecord, OutputRow, PartRow, PendingRecord, Status, Store,
     StoredJob, TokenTotals,

@@ -2,11 +2,9 @@
 //! per statement would cap a run near 10,000 records a second); the runner funnels them through one writer
 //! task.
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::budget::{Learned, Second, ThrottleEvent};
@@ -26,6 +24,32 @@ pub enum CheckpointError {
     /// The schema could not be brought up to date.
     #[error("failed to update the state database schema")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The database was written by a newer batchrun.
+    #[error("the state database {} was written by a newer batchrun (schema version {found}; this one knows up to {known})", path.display())]
+    Newer {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// A reader found a database an older batchrun wrote, which only a run may bring up to date.
+    #[error("the state database {} has schema version {found}; this batchrun reads version {known}", path.display())]
+    Older {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The version this build reads.
+        known: i64,
+    },
+    /// The database holds no schema yet (a run is creating it, or it is not a state database).
+    #[error("the state database {} holds no jobs yet", path.display())]
+    Uninitialized {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A statement failed.
     #[error("failed to {what} in the state database")]
     Query {
@@ -61,6 +85,8 @@ pub struct StoredJob {
     pub ingested: bool,
     /// Records ingested.
     pub total: u64,
+    /// A `--fresh` started and has not finished removing the job's earlier output.
+    pub clearing: bool,
 }
 
 /// A record to ingest.
@@ -226,41 +252,6 @@ pub struct Store {
 const ROWS_PER_STATEMENT: usize = 500;
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<Store, CheckpointError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| CheckpointError::Open {
-                path: path.to_path_buf(),
-                source: sqlx::Error::Io(e),
-            })?;
-        }
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| CheckpointError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL with NORMAL loses at most the last commits on power loss, never consistency; a lost outcome
-            // is simply sent again on resume.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| CheckpointError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(CheckpointError::Migrate)?;
-        Ok(Store { pool })
-    }
-
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -269,7 +260,7 @@ impl Store {
     /// The stored job named `name`.
     pub async fn job(&self, name: &str) -> Result<Option<StoredJob>, CheckpointError> {
         let row = sqlx::query(
-            "SELECT fingerprint, settings, inputs, ingested, total FROM jobs WHERE name = ?",
+            "SELECT fingerprint, settings, inputs, ingested, total, clearing FROM jobs WHERE name = ?",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -281,6 +272,7 @@ impl Store {
             inputs: r.get(2),
             ingested: r.get::<i64, _>(3) != 0,
             total: r.get::<i64, _>(4) as u64,
+            clearing: r.get::<i64, _>("clearing") != 0,
         }))
     }
 
@@ -290,6 +282,18 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(q("list jobs"))
+    }
+
+    /// Notes that a fresh start of `job` began removing its earlier output: until [`Store::create_job`] resets
+    /// it, every run finishes that removal first. Nothing happens for a job not in the database.
+    pub async fn mark_clearing(&self, job: &str) -> Result<(), CheckpointError> {
+        sqlx::query("UPDATE jobs SET clearing = 1, updated_at = ? WHERE name = ?")
+            .bind(now())
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(q("note the start of a fresh run"))?;
+        Ok(())
     }
 
     /// Starts a job from nothing: any earlier state under `name` is deleted.

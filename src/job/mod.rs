@@ -5,6 +5,7 @@
 //! It does not read inputs (that is `source`) nor open the state database (that is `checkpoint`).
 
 mod error;
+mod overlap;
 pub mod spec;
 mod validate;
 

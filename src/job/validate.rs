@@ -502,6 +502,15 @@ impl Job {
         } else {
             Location::Local(resolve(&dir, out_written))
         };
+        if let Some(why) = super::overlap::overlap(&input.location, &out_location) {
+            return Err(c.at(
+                o.path.span(),
+                format!(
+                    "output.path {why} (input.path = {written:?}): parts written there would be read as input by \
+                     the next run; write the output to a folder or prefix apart from the input, e.g. \"../out/{name}/\""
+                ),
+            ));
+        }
         let output = OutputSettings {
             path: out_written.to_string(),
             location: out_location,
@@ -607,7 +616,7 @@ name = "t"
 id = "m"
 max-tokens = 100
 [input]
-path = "."
+path = "src"
 format = "documents"
 [budget]
 tpm = 1000

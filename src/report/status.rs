@@ -55,6 +55,8 @@ pub struct JobStatus {
     pub last_run_outcome: Option<String>,
     /// The most recent failed records, newest first.
     pub last_errors: Vec<LastError>,
+    /// The process running the job now (`process 1234 on host h (since …)`), if one is.
+    pub run_by: Option<String>,
 }
 
 /// `2026-11-26 01:02:03 UTC` from Unix seconds (no time zone database needed).
@@ -156,6 +158,9 @@ pub fn render_one(s: &JobStatus) -> String {
             .as_deref()
             .map_or(String::new(), |m| format!(" (model {m})"))
     );
+    if let Some(who) = &s.run_by {
+        let _ = writeln!(t, "  run by    {who}");
+    }
     let _ = writeln!(
         t,
         "  records   {} total: {} succeeded, {} failed, {} pending",
@@ -238,6 +243,7 @@ mod tests {
                 code: "ValidationException".into(),
                 message: "Input is too long for requested model.".into(),
             }],
+            run_by: Some("process 4242 on host worker-1 (since 2026-11-18 11:06:40 UTC)".into()),
         }
     }
 
@@ -253,6 +259,7 @@ mod tests {
         let s = status();
         insta::assert_snapshot!(render_one(&s), @r"
             job `nightly-rag`: running (model us.anthropic.claude-3-5-haiku-20241022-v1:0)
+              run by    process 4242 on host worker-1 (since 2026-11-18 11:06:40 UTC)
               records   12,000 total: 7,950 succeeded, 50 failed, 4,000 pending
               tokens    in 9,500,000 / out 1,200,000
               rate      400 records/min over the last minute; eta 10m00s

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::checkpoint::Store;
+use super::lock;
+use crate::checkpoint::{CheckpointError, Store};
 use crate::error::Error;
 use crate::job::Job;
 use crate::report::diagnose::{self, ReportFacts};
@@ -48,9 +49,16 @@ fn locate(target: &Target) -> Result<(PathBuf, Option<String>), Error> {
     Ok((state, name))
 }
 
-async fn open(state: &Path, name: Option<&str>) -> Result<(Store, Vec<String>), Error> {
-    let store = Store::open(state).await?;
-    let known = store.job_names().await?;
+/// Opens the database read-only. One still being created by a run reads as no jobs (`None`).
+async fn open(state: &Path, name: Option<&str>) -> Result<(Option<Store>, Vec<String>), Error> {
+    let (store, known) = match Store::open_read_only(state).await {
+        Ok(store) => {
+            let known = store.job_names().await?;
+            (Some(store), known)
+        }
+        Err(CheckpointError::Uninitialized { .. }) => (None, Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
     let names = match name {
         Some(n) if known.iter().any(|k| k == n) => vec![n.to_string()],
         Some(n) => {
@@ -72,24 +80,22 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-// Outcomes within this many seconds mean a run without an end is still going.
-const ALIVE_WITHIN: i64 = 30;
-
 async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
     let counts = store.counts(job).await?;
     let tokens = store.token_totals(job).await?;
     let runs = store.runs(job).await?;
     let last = runs.last();
     let now = now();
-    let alive = match last {
-        Some(r) if r.ended_at.is_none() => {
-            store.finished_in(job, now - ALIVE_WITHIN, now).await? > 0
-        }
-        _ => false,
-    };
+    // A job runs while the process holding its lock lives.
+    let me = lock::this_process();
+    let holder = store
+        .lock_holder(job)
+        .await?
+        .filter(|h| !lock::is_gone(h, &me, now));
+    let alive = holder.is_some();
     let state = match last {
+        _ if alive => "running".to_string(),
         None => "new".to_string(),
-        Some(_) if alive => "running".into(),
         Some(r) => match r.outcome.as_deref() {
             Some("finished") => "finished".into(),
             Some("interrupted") => "interrupted".into(),
@@ -126,6 +132,7 @@ async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
         last_run_started: last.map(|r| r.started_at),
         last_run_seconds: last.map(|r| (r.ended_at.unwrap_or(now) - r.started_at).max(0) as u64),
         last_run_outcome: last.and_then(|r| r.outcome.clone()),
+        run_by: holder.as_ref().map(lock::describe),
         last_errors: store
             .last_errors(job, 5)
             .await?
@@ -144,10 +151,12 @@ pub async fn status(target: &Target, json: bool) -> Result<String, Error> {
     let (state, name) = locate(target)?;
     let (store, names) = open(&state, name.as_deref()).await?;
     let mut jobs = Vec::with_capacity(names.len());
-    for n in &names {
-        jobs.push(job_status(&store, n).await?);
+    if let Some(store) = store {
+        for n in &names {
+            jobs.push(job_status(&store, n).await?);
+        }
+        store.close().await;
     }
-    store.close().await;
     Ok(if json {
         let mut text = if name.is_some() {
             serde_json::to_string_pretty(&jobs[0])
@@ -183,7 +192,9 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
     let Some(name) = name else {
         return Err(Error::NoJobGiven { path: state });
     };
-    let (store, _) = open(&state, Some(&name)).await?;
+    let (Some(store), _) = open(&state, Some(&name)).await? else {
+        unreachable!("a job was found, so the database has a schema");
+    };
     let prices = Prices::chosen(opts.prices.as_deref())?;
     let runs = store.runs(&name).await?;
     let max_tokens = runs.last().and_then(|r| r.max_tokens);

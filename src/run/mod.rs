@@ -15,6 +15,7 @@
 mod fingerprint;
 mod ingest;
 pub mod inspect;
+pub(crate) mod lock;
 mod parts;
 pub mod plan;
 mod shutdown;
@@ -24,6 +25,7 @@ mod writer;
 
 pub use fingerprint::{Fingerprint, describe_changes};
 pub use inspect::{ReportOptions, Target, report, status};
+pub use lock::describe as describe_holder;
 pub use plan::{PlanOptions, plan};
 pub use shutdown::Shutdown;
 pub use submit::{RunOutcome, SubmitOptions, submit};

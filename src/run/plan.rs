@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use super::ingest::read_in_batches;
 use super::submit::{endpoint, s3_client};
-use crate::checkpoint::Store;
+use crate::checkpoint::{CheckpointError, Store};
 use crate::emulator::EmulatorConfig;
 use crate::error::Error;
 use crate::invoke::Invoker;
@@ -56,8 +56,16 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         .state
         .clone()
         .unwrap_or_else(|| job.default_state_path());
-    let (learned, observed) = if state.is_file() {
-        let store = Store::open(&state).await?;
+    let store = if state.is_file() {
+        match Store::open_read_only(&state).await {
+            Ok(store) => Some(store),
+            Err(CheckpointError::Uninitialized { .. }) => None,
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    let (learned, observed) = if let Some(store) = store {
         let learned = store.learned(&job.name).await?;
         let stats = store
             .outcome_stats(&job.name, job.model.max_tokens.map(u64::from))

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fingerprint::{Fingerprint, describe_changes};
 use super::ingest::ingest;
+use super::lock::{JobLock, NotLocked};
 use super::parts::Parts;
 use super::shutdown::Shutdown;
 use super::{worker, writer};
@@ -40,6 +41,8 @@ pub struct SubmitOptions {
     pub grace: Duration,
     /// How progress is shown.
     pub progress: ProgressMode,
+    /// When another process runs the job, wait for it instead of exiting.
+    pub wait: bool,
 }
 
 /// How a run ended, when it did not end in an error.
@@ -64,7 +67,6 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
     // S3 locations are checked (listed, the output bucket reached) before anything is sent.
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
-    let fingerprint = Fingerprint::of(&job, &files);
     let state = opts
         .state
         .clone()
@@ -76,8 +78,58 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         }
     };
     let store = Store::open(&state).await?;
+    let lock = match JobLock::acquire(&store, &job.name, opts.wait, &shutdown).await? {
+        Ok(lock) => lock,
+        Err(NotLocked::Busy(holder)) => {
+            store.close().await;
+            return Err(Error::AlreadyRunning {
+                name: job.name.clone(),
+                path: opts.job_file.clone(),
+                holder,
+            });
+        }
+        Err(NotLocked::Stopped) => {
+            store.close().await;
+            return Ok(RunOutcome::Interrupted);
+        }
+    };
+    let result = locked(
+        &job,
+        files,
+        s3.as_ref(),
+        sink,
+        &store,
+        &state,
+        opts,
+        shutdown,
+    )
+    .await;
+    lock.release().await;
+    store.close().await;
+    result
+}
 
+/// The run, once this process holds the job's lock.
+#[allow(clippy::too_many_arguments)]
+async fn locked(
+    job: &Job,
+    files: Vec<source::InputFile>,
+    s3: Option<&S3>,
+    sink: Sink,
+    store: &Store,
+    state: &std::path::Path,
+    opts: &SubmitOptions,
+    shutdown: Shutdown,
+) -> Result<RunOutcome, Error> {
+    let fingerprint = Fingerprint::of(job, &files);
     match store.job(&job.name).await? {
+        Some(stored) if stored.clearing => {
+            eprintln!(
+                "job `{}`: finishing a fresh start that was interrupted: earlier output removed, results discarded",
+                job.name
+            );
+            start_over(job, &fingerprint, &sink, store).await?;
+        }
         Some(stored) if stored.fingerprint == fingerprint.hash && !opts.fresh => {
             eprintln!("resuming job `{}` (state {})", job.name, state.display());
         }
@@ -101,30 +153,22 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
                     job.name
                 );
             }
-            store
-                .create_job(
-                    &job.name,
-                    &fingerprint.hash,
-                    &fingerprint.settings,
-                    &fingerprint.inputs,
-                )
-                .await?;
-            sink.clear().await?;
+            start_over(job, &fingerprint, &sink, store).await?;
         }
     }
     let stored = store.job(&job.name).await?.expect("the job row exists");
     let total = if stored.ingested {
         stored.total
     } else {
-        let n = ingest(&job, files, s3.as_ref(), &store).await?;
+        let n = ingest(job, files, s3, store).await?;
         eprintln!("read {n} records from {}", job.input.path);
         n
     };
-    let mut parts = Parts::load(&job, sink, total, &store).await?;
-    parts.publish_all_complete(&store).await?;
+    let mut parts = Parts::load(job, sink, total, store).await?;
+    parts.publish_all_complete(store).await?;
     let counts = store.counts(&job.name).await?;
     if counts.pending() == 0 && stored.ingested && parts.published() as u64 == parts.count() {
-        parts.write_manifest(&store).await?;
+        parts.write_manifest(store).await?;
         eprintln!(
             "job `{}` is already finished: {} succeeded, {} failed; output in {}",
             job.name, counts.done, counts.failed, job.output.location
@@ -159,17 +203,40 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
                 .await?,
         );
     }
-    let result = run(&job, &store, opts, shutdown, &stats, started, counts, parts).await;
+    let result = run(job, store, opts, shutdown, &stats, started, counts, parts).await;
     if let Some(key) = run_key {
         let outcome = match &result {
             Ok(RunOutcome::Finished { .. }) => "finished".to_string(),
             Ok(RunOutcome::Interrupted) => "interrupted".to_string(),
             Err(e) => format!("stopped: {e}"),
         };
-        store.end_run(&job.name, key, &outcome).await?;
+        // The run's own error is the one to report; failing to note its end (on a full disk, say) is not.
+        if let Err(e) = store.end_run(&job.name, key, &outcome).await {
+            eprintln!("warning: could not note the end of the run in the state database: {e}");
+        }
     }
-    store.close().await;
     result
+}
+
+/// Discards the job's earlier output and state, so that whatever stops this midway, the next run finishes
+/// it first: the job is marked as clearing, its output removed, then its state reset in one transaction.
+async fn start_over(
+    job: &Job,
+    fingerprint: &Fingerprint,
+    sink: &Sink,
+    store: &Store,
+) -> Result<(), Error> {
+    store.mark_clearing(&job.name).await?;
+    sink.clear().await?;
+    store
+        .create_job(
+            &job.name,
+            &fingerprint.hash,
+            &fingerprint.settings,
+            &fingerprint.inputs,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Sends the pending records (if any), then publishes what is complete and the manifest.

@@ -94,15 +94,24 @@ impl LocalSink {
         })
     }
 
-    /// Removes what a run of batchrun writes here (parts, manifest, temporary files), for a fresh start.
+    /// Removes what a run of batchrun writes here (parts, manifest, temporary files), for a fresh start. The
+    /// manifest goes first, so a removal cut short never leaves a manifest that lists missing parts.
     pub fn clear(&self) -> Result<(), OutputError> {
+        let mut ours = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(err(&self.dir))? {
             let entry = entry.map_err(err(&self.dir))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let ours = super::is_ours(&name);
-            if ours {
-                fs::remove_file(entry.path()).map_err(err(&entry.path()))?;
+            if super::is_ours(&name) {
+                ours.push(name);
             }
+        }
+        ours.sort_by_key(|name| name != "manifest.json");
+        for name in ours {
+            let path = self.dir.join(name);
+            fs::remove_file(&path).map_err(err(&path))?;
+        }
+        if let Ok(d) = fs::File::open(&self.dir) {
+            let _ = d.sync_all();
         }
         Ok(())
     }

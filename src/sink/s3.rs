@@ -93,14 +93,20 @@ impl S3Sink {
             .await
     }
 
-    /// Removes what a run of batchrun writes below the prefix (parts and manifest), for a fresh start.
+    /// Removes what a run of batchrun writes below the prefix (parts and manifest), for a fresh start; the
+    /// manifest first, so a removal cut short never leaves a manifest that lists missing parts.
     pub async fn clear(&self) -> Result<(), S3Error> {
         let below = self.prefix.child("");
-        for key in self.s3.keys(&self.prefix, &below).await? {
-            let name = &key[below.len()..];
-            if super::is_ours(name) {
-                self.s3.delete(&self.prefix.with_key(key.clone())).await?;
-            }
+        let mut ours: Vec<String> = self
+            .s3
+            .keys(&self.prefix, &below)
+            .await?
+            .into_iter()
+            .filter(|key| super::is_ours(&key[below.len()..]))
+            .collect();
+        ours.sort_by_key(|key| &key[below.len()..] != "manifest.json");
+        for key in ours {
+            self.s3.delete(&self.prefix.with_key(key)).await?;
         }
         Ok(())
     }

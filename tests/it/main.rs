@@ -10,3 +10,4 @@ mod inspect;
 mod interrupt;
 mod s3;
 mod submit;
+mod unattended;

@@ -3,6 +3,8 @@
 //! added, as a bucket policy would: bucket `locked` refuses everyone.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -26,7 +28,9 @@ pub const SECRET_KEY: &str = "test-secret";
 /// A bucket that denies every request.
 pub const LOCKED: &str = "locked";
 
-struct DenyLocked;
+struct DenyLocked {
+    deny_deletes: Arc<AtomicBool>,
+}
 
 #[async_trait::async_trait]
 impl S3Access for DenyLocked {
@@ -41,6 +45,14 @@ impl S3Access for DenyLocked {
         if bucket == Some(LOCKED) {
             return Err(s3s::s3_error!(AccessDenied, "Access Denied"));
         }
+        // As a policy without s3:DeleteObject would.
+        if cx.method() == Method::DELETE
+            && cx.s3_path().as_object().is_some()
+            && !cx.uri().query().is_some_and(|q| q.contains("uploadId="))
+            && self.deny_deletes.load(Ordering::SeqCst)
+        {
+            return Err(s3s::s3_error!(AccessDenied, "Access Denied"));
+        }
         Ok(())
     }
 }
@@ -53,6 +65,8 @@ pub struct S3Server {
     pub root: TempDir,
     /// A client with the accepted credentials.
     pub client: Client,
+    /// While set, deleting an object is denied (as without `s3:DeleteObject`); aborting uploads still works.
+    pub deny_deletes: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -77,7 +91,10 @@ pub async fn s3_server_with_slow_uploads(buckets: &[&str], delay: Duration) -> S
     let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
     let mut builder = S3ServiceBuilder::new(fs);
     builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    builder.set_access(DenyLocked);
+    let deny_deletes = Arc::new(AtomicBool::new(false));
+    builder.set_access(DenyLocked {
+        deny_deletes: deny_deletes.clone(),
+    });
     let service = builder.build();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -118,6 +135,7 @@ pub async fn s3_server_with_slow_uploads(buckets: &[&str], delay: Duration) -> S
         endpoint,
         root,
         client: Client::from_conf(config),
+        deny_deletes,
         task,
     }
 }

@@ -1,0 +1,160 @@
+//! Opening the state database: for writing (`submit`), which creates it private to the user and brings its
+//! schema up to date under SQLite's write lock, so two processes never migrate at once; or for reading
+//! (`status`, `report`, `plan`), which never writes and never migrates, and says so when the database comes
+//! from a newer or older batchrun.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool, Transaction};
+
+use super::store::{CheckpointError, Store, q};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+// How long a statement waits for another process's write transaction before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The schema version this batchrun writes and reads.
+pub fn schema_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` for a run and brings its schema up to date. A new
+    /// database and any folder created for it are readable by the user alone: they hold every prompt and reply.
+    pub async fn open(path: &Path) -> Result<Store, CheckpointError> {
+        let fail = |source| CheckpointError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        create_private(path).map_err(|e| fail(sqlx::Error::Io(e)))?;
+        let options = options(path)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk (the WAL synced) before it returns. Parts are published from commits,
+            // and a record answered once must never be paid for again, so a power cut may not take back a
+            // commit. The writer batches outcomes, so this is one sync per batch (see the README's figures).
+            .synchronous(SqliteSynchronous::Full);
+        let pool = connect(options).await.map_err(fail)?;
+        migrate(&pool, path).await?;
+        Ok(Store { pool })
+    }
+
+    /// Opens the database at `path` to read it: nothing is created, migrated or written, and a run may be
+    /// writing it at the same time. A database still being created reads as one with no jobs
+    /// ([`CheckpointError::Uninitialized`]); one from another batchrun version is an error that says which.
+    pub async fn open_read_only(path: &Path) -> Result<Store, CheckpointError> {
+        let options = options(path)?.read_only(true);
+        let pool = connect(options)
+            .await
+            .map_err(|source| CheckpointError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut conn = pool.acquire().await.map_err(q("read the schema version"))?;
+        let found = applied_version(&mut conn).await?;
+        drop(conn);
+        let known = schema_version();
+        match found {
+            None => Err(CheckpointError::Uninitialized {
+                path: path.to_path_buf(),
+            }),
+            Some(v) if v > known => Err(CheckpointError::Newer {
+                path: path.to_path_buf(),
+                found: v,
+                known,
+            }),
+            Some(v) if v < known => Err(CheckpointError::Older {
+                path: path.to_path_buf(),
+                found: v,
+                known,
+            }),
+            Some(_) => Ok(Store { pool }),
+        }
+    }
+}
+
+fn options(path: &Path) -> Result<SqliteConnectOptions, CheckpointError> {
+    Ok(SqliteConnectOptions::from_str("sqlite:")
+        .map_err(|source| CheckpointError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .filename(path)
+        .busy_timeout(BUSY_TIMEOUT))
+}
+
+async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+}
+
+/// Creates the database's folder (0700) and an empty database file (0600) if they do not exist. SQLite gives
+/// its `-wal` and `-shm` files the database file's permissions. An existing folder or file is left as it is.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The newest migration applied, or `None` for a database without batchrun's schema (new, or being created).
+async fn applied_version(conn: &mut SqliteConnection) -> Result<Option<i64>, CheckpointError> {
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(q("read the schema version"))?;
+    if !has_table {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(q("read the schema version"))
+}
+
+/// Applies the migrations not yet applied, all in one write transaction taken before the schema is read:
+/// a second process opening the database at the same moment waits, then finds the schema up to date.
+async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), CheckpointError> {
+    let mut tx: Transaction<'_, sqlx::Sqlite> = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(q("lock the database to update its schema"))?;
+    let known = schema_version();
+    if let Some(found) = applied_version(&mut tx).await?
+        && found > known
+    {
+        return Err(CheckpointError::Newer {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    MIGRATOR
+        .run(&mut *tx)
+        .await
+        .map_err(CheckpointError::Migrate)?;
+    tx.commit().await.map_err(q("commit the schema update"))
+}

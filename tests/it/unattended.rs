@@ -1,0 +1,351 @@
+//! Running unattended: one process per job (a second submit exits 75 or waits; a dead holder's lock is taken
+//! over), input and output kept apart, a `--fresh` that survives being stopped, readers that never write, and a
+//! state database private to its user.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use batchrun::checkpoint::{Holder, Store};
+use batchrun::emulator::{EmulatorHandle, OutputLength, text};
+
+use crate::common::emulator;
+use crate::common::job::{Run, TestJob, output_text};
+use crate::common::s3::s3_server;
+
+const LEN: OutputLength = OutputLength { min: 5, max: 12 };
+
+/// Replies take about 200 ms, so a run of a few hundred records lasts a few seconds.
+const SLOW: &str = "[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\n\
+                    latency = { first-token-ms = 200, per-token-ms = 0, jitter = 0 }\n";
+
+fn records(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"id\": \"rec-{i:03}\", \"prompt\": \"Record number {i}\"}}\n"))
+        .collect()
+}
+
+fn job_body(out: &str, per_part: u32) -> String {
+    format!(
+        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+         [budget]\nmax-concurrency = 16\n[output]\npath = \"{out}\"\nrecords-per-part = {per_part}\n"
+    )
+}
+
+fn requests(emu: &EmulatorHandle) -> u64 {
+    emu.stats().models.values().map(|m| m.totals.requests).sum()
+}
+
+/// Every record exactly once in `out`, with its own reply.
+fn assert_complete(t: &TestJob, n: usize) {
+    let out = t.output_by_id("out");
+    assert_eq!(out.len(), n, "records in the output");
+    for i in 0..n {
+        let expected = text::reply(&format!("Record number {i}\n"), LEN, 20).text;
+        assert_eq!(output_text(&out[&format!("rec-{i:03}")]), expected);
+    }
+}
+
+/// Waits until some process holds the lock of job `test`, and returns it.
+async fn lock_holder(t: &TestJob) -> Holder {
+    let db = t.path().join(".batchrun/state.db");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(store) = Store::open_read_only(&db).await {
+            let holder = store.lock_holder("test").await.unwrap();
+            store.close().await;
+            if let Some(h) = holder {
+                return h;
+            }
+        }
+        assert!(Instant::now() < deadline, "nobody took the job's lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn finish(child: tokio::process::Child) -> Run {
+    Run::from(child.wait_with_output().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_submit_of_a_running_job_exits_75_or_waits_and_nothing_is_sent_twice() {
+    let emu = emulator(SLOW).await;
+    let t = TestJob::new();
+    t.write("in.jsonl", records(400))
+        .job(&job_body("out", 100), &emu.endpoint());
+    let first = t.spawn_submit();
+    let pid = first.id().unwrap();
+    let holder = lock_holder(&t).await;
+    assert_eq!(holder.pid, pid);
+
+    // A second submit while the first runs: exit 75 at once, naming the holder and what to do.
+    let second = t.submit(&[]).await;
+    assert_eq!(second.code, Some(75), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("job `test` is already running")
+            && second.stderr.contains(&format!("process {pid} on host"))
+            && second.stderr.contains("--wait"),
+        "{}",
+        second.stderr
+    );
+    // `status` names who runs it.
+    let status = t.command(&["status", "job.toml"]).output().await.unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("running") && status.contains(&format!("run by    process {pid} on host")),
+        "{status}"
+    );
+
+    // A third with --wait waits for the first, then finds the job finished and sends nothing.
+    let third = t
+        .command(&["submit", "job.toml", "--progress", "off", "--wait"])
+        .spawn()
+        .unwrap();
+    let first = finish(first).await;
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let third = finish(third).await;
+    assert_eq!(third.code, Some(0), "{}", third.stderr);
+    assert!(
+        third.stderr.contains("waiting for it to end") && third.stderr.contains("already finished"),
+        "{}",
+        third.stderr
+    );
+    assert_complete(&t, 400);
+    assert_eq!(requests(&emu), 400, "calls at the emulator for 400 records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_submits_started_together_on_a_new_database_run_the_job_once() {
+    let emu = emulator(SLOW).await;
+    let t = TestJob::new();
+    t.write("in.jsonl", records(120))
+        .job(&job_body("out", 50), &emu.endpoint());
+    // Both create the state database and its schema at the same moment.
+    let a = t.spawn_submit();
+    let b = t.spawn_submit();
+    let (a, b) = (finish(a).await, finish(b).await);
+    let mut codes = [a.code, b.code];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [Some(0), Some(75)],
+        "first:\n{}\nsecond:\n{}",
+        a.stderr,
+        b.stderr
+    );
+    assert_complete(&t, 120);
+    assert_eq!(requests(&emu), 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_of_a_killed_run_is_taken_over() {
+    let emu = emulator(SLOW).await;
+    let t = TestJob::new();
+    t.write("in.jsonl", records(200))
+        .job(&job_body("out", 50), &emu.endpoint());
+    let mut first = t.spawn_submit();
+    let pid = lock_holder(&t).await.pid;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+
+    let status = t.command(&["status", "job.toml"]).output().await.unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("killed") && !status.contains("run by"),
+        "{status}"
+    );
+
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("job `test` was locked by process {pid} on host"))
+            && run.stderr.contains("no longer running; taking over"),
+        "{}",
+        run.stderr
+    );
+    assert_complete(&t, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_inside_the_input_folder_is_refused_before_anything_starts() {
+    let emu = emulator(SLOW).await;
+    let t = TestJob::new();
+    t.write("docs/a.md", "Alpha.").write("docs/b.md", "Beta.");
+    for out in ["docs", "docs/out", "."] {
+        t.job(
+            &format!(
+                "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"docs\"\nformat = \"documents\"\n\
+                 template = \"{{{{ text }}}}\"\n[output]\npath = \"{out}\"\n"
+            ),
+            &emu.endpoint(),
+        );
+        let run = t.submit(&[]).await;
+        assert_eq!(run.code, Some(2), "{out}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("output.path") && run.stderr.contains("input.path = \"docs\""),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(requests(&emu), 0);
+    assert!(!t.path().join(".batchrun").exists());
+    assert!(!t.path().join("docs/out").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_start_that_fails_midway_is_finished_by_the_next_run() {
+    let emu = emulator("[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\n").await;
+    let s3 = s3_server(&["results"]).await;
+    let t = TestJob::new();
+    let body = |n: u32| {
+        format!(
+            "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+             [output]\npath = \"s3://results/run/\"\nrecords-per-part = {n}\n"
+        )
+    };
+    t.s3_endpoint(&s3.endpoint);
+    t.write("in.jsonl", records(6))
+        .job(&body(1), &emu.endpoint());
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        s3.keys("results", "run/").await.len(),
+        7,
+        "6 parts and the manifest"
+    );
+
+    // New settings need --fresh; the bucket refuses deletes, so the fresh start fails midway.
+    t.job(&body(2), &emu.endpoint());
+    s3.deny_deletes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let run = t.submit(&["--fresh"]).await;
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("AccessDenied") || run.stderr.contains("access denied"),
+        "{}",
+        run.stderr
+    );
+
+    // With deletes allowed again, a plain submit (no --fresh) finishes the fresh start: only the new parts.
+    s3.deny_deletes
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("finishing a fresh start that was interrupted"),
+        "{}",
+        run.stderr
+    );
+    let mut keys = s3.keys("results", "run/").await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "run/manifest.json",
+            "run/part-00001.jsonl",
+            "run/part-00002.jsonl",
+            "run/part-00003.jsonl"
+        ]
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&s3.get("results", "run/manifest.json").await).unwrap();
+    assert_eq!(manifest["parts"].as_array().unwrap().len(), 3);
+    assert_eq!(manifest["totalRecordCount"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_never_migrate_or_write_and_the_database_is_private() {
+    let emu = emulator("[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\n").await;
+    let t = TestJob::new();
+    t.write("in.jsonl", records(5))
+        .job(&job_body("out", 10), &emu.endpoint());
+    let db = t.path().join(".batchrun/state.db");
+
+    // A database an older batchrun wrote (schema up to migration 4).
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    sqlx::migrate::Migrator::new(migrations.as_path())
+        .await
+        .unwrap()
+        .run_to(4, &pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let before = std::fs::read(&db).unwrap();
+
+    // status and report refuse it, say how to upgrade it, and leave it as it was.
+    for args in [["status", "job.toml"], ["report", "job.toml"]] {
+        let out = t.command(&args).output().await.unwrap();
+        let run = Run::from(out);
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("has schema version 4; this batchrun reads version")
+                && run.stderr.contains("brings it up to date"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "a reader changed the database"
+    );
+
+    // submit upgrades it and runs; the readers then work.
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.command(&["status", "job.toml"]).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A database from a newer batchrun is refused by readers and writers alike.
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&db))
+            .await
+            .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'future', 1, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    for args in [
+        vec!["status", "job.toml"],
+        vec!["submit", "job.toml", "--progress", "off"],
+    ] {
+        let run = Run::from(t.command(&args).output().await.unwrap());
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("was written by a newer batchrun (schema version 9999"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    // A new state database and its folder are the user's alone.
+    let t = TestJob::new();
+    t.write("in.jsonl", records(2))
+        .job(&job_body("out", 10), &emu.endpoint());
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&t.path().join(".batchrun")), 0o700);
+    assert_eq!(mode(&t.path().join(".batchrun/state.db")), 0o600);
+}
