@@ -124,6 +124,10 @@ pub struct InputTable {
     /// CSV: the column that holds each record's id.
     #[serde(default = "default_id_column")]
     pub id_column: String,
+    /// Folders: read symbolic links that lead outside the input folder (left out: such links are skipped with a
+    /// warning, so a link to, say, a credentials file is never sent as a document).
+    #[serde(default)]
+    pub follow_links_outside: bool,
 }
 
 fn default_id_column() -> String {

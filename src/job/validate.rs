@@ -78,6 +78,10 @@ pub struct InputSettings {
     pub body_template: Option<String>,
     /// CSV id column.
     pub id_column: String,
+    /// Read symbolic links that lead outside the input folder. Left out of the fingerprint when off, so that
+    /// jobs started before it existed resume.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub follow_links_outside: bool,
 }
 
 /// `[budget]`, checked.
@@ -416,6 +420,7 @@ impl Job {
             template,
             body_template,
             id_column: i.id_column.clone(),
+            follow_links_outside: i.follow_links_outside,
         };
 
         let b = &file.budget;

@@ -20,7 +20,9 @@ use crate::s3::{S3, S3Error, Selection};
 /// prefix; a prefix is read like a folder).
 pub async fn list(job: &Job, s3: Option<&S3>) -> Result<Vec<InputFile>, SourceError> {
     let uri = match &job.input.location {
-        Location::Local(path) => return list_local(path, job.input.format),
+        Location::Local(path) => {
+            return list_local(path, job.input.format, job.input.follow_links_outside);
+        }
         Location::S3(uri) => uri,
     };
     let s3 = s3.expect("S3 inputs are listed with an S3 client");

@@ -85,6 +85,69 @@ fn id_of(value: &Value) -> Option<String> {
     }
 }
 
+/// The largest record read: the largest request body Bedrock accepts (InvokeModel's `body` is at most
+/// 25,000,000 bytes; research/bedrock.md). A larger line, row or document is a failed record, skipped without
+/// being held in memory.
+pub const MAX_RECORD_BYTES: u64 = 25_000_000;
+
+fn too_large(what: &str, size: u64, at_least: bool) -> String {
+    format!(
+        "the {what} is {}{size} bytes, larger than the largest request Bedrock accepts ({MAX_RECORD_BYTES} bytes); \
+         shorten it or split it into several records",
+        if at_least { "at least " } else { "" }
+    )
+}
+
+/// One line read with bounded memory: its bytes when it fits in `cap`, else only its length.
+enum Line {
+    Text,
+    TooLong(u64),
+}
+
+/// Reads the next line into `buf` (without its newline), keeping at most `cap` bytes: a longer line is
+/// consumed to its end and reported by length. `None` at the end of the input.
+fn read_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    cap: u64,
+) -> std::io::Result<Option<Line>> {
+    buf.clear();
+    let mut len = 0u64;
+    let mut any = false;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        any = true;
+        let (take, end) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        len += take as u64;
+        if len <= cap {
+            buf.extend_from_slice(&chunk[..take]);
+        } else if !buf.is_empty() {
+            buf.clear();
+            buf.shrink_to(64 * 1024);
+        }
+        reader.consume(take + usize::from(end));
+        if end {
+            break;
+        }
+    }
+    Ok(match (any, len > cap) {
+        (false, _) => None,
+        (true, false) => Some(Line::Text),
+        (true, true) => Some(Line::TooLong(len)),
+    })
+}
+
+/// Drops a UTF-8 byte-order mark at the start of `bytes`.
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
 fn jsonl(
     builder: &RequestBuilder,
     file: &InputFile,
@@ -95,19 +158,25 @@ fn jsonl(
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| SourceError::Io {
+        let read = read_line(&mut reader, &mut buf, MAX_RECORD_BYTES).map_err(|source| {
+            SourceError::Io {
                 name: file.name(),
                 source,
-            })?;
-        if n == 0 {
+            }
+        })?;
+        let Some(read) = read else {
             return Ok(());
-        }
+        };
         line_no += 1;
         let location = format!("{}:{line_no}", file.rel);
-        let Ok(line) = std::str::from_utf8(&buf) else {
+        if let Line::TooLong(len) = read {
+            if !emit(bad(location, too_large("line", len, false))) {
+                return Ok(());
+            }
+            continue;
+        }
+        let bytes = if line_no == 1 { strip_bom(&buf) } else { &buf };
+        let Ok(line) = std::str::from_utf8(bytes) else {
             if !emit(bad(location, "the line is not UTF-8 text")) {
                 return Ok(());
             }
@@ -146,6 +215,45 @@ fn json_record(builder: &RequestBuilder, obj: &Map<String, Value>, location: Str
     item(id, location, built)
 }
 
+/// Hands bytes to the CSV parser, counting them since the last [`Capped::reset`]; past `cap` it fails the read
+/// with [`RowTooLarge`], so one row never takes more memory than the cap.
+struct Capped<R> {
+    inner: R,
+    since_reset: u64,
+    cap: u64,
+}
+
+#[derive(Debug)]
+struct RowTooLarge;
+
+impl std::fmt::Display for RowTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("row too large")
+    }
+}
+
+impl std::error::Error for RowTooLarge {}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since_reset > self.cap {
+            return Err(std::io::Error::other(RowTooLarge));
+        }
+        let n = self.inner.read(buf)?;
+        self.since_reset += n as u64;
+        Ok(n)
+    }
+}
+
+fn row_too_large(e: &::csv::Error) -> bool {
+    match e.kind() {
+        ::csv::ErrorKind::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<RowTooLarge>().is_some()),
+        _ => false,
+    }
+}
+
 fn csv(
     builder: &RequestBuilder,
     file: &InputFile,
@@ -153,9 +261,27 @@ fn csv(
     id_column: &str,
     emit: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), SourceError> {
+    let io_error = |source| SourceError::Io {
+        name: file.name(),
+        source,
+    };
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    // A byte-order mark before the header would become part of the first column's name.
+    if input
+        .fill_buf()
+        .map_err(io_error)?
+        .starts_with(b"\xEF\xBB\xBF")
+    {
+        input.consume(3);
+    }
+    let capped = Capped {
+        inner: input,
+        since_reset: 0,
+        cap: MAX_RECORD_BYTES,
+    };
     let mut reader = ::csv::ReaderBuilder::new()
         .flexible(true)
-        .from_reader(input);
+        .from_reader(capped);
     let headers = reader
         .headers()
         .map_err(|e| SourceError::CsvHeader {
@@ -171,18 +297,46 @@ fn csv(
         });
     };
     let mut row = ::csv::StringRecord::new();
+    // Lines before the current parser's first (it restarts after a row too large to read).
+    let mut lines_before = 0u64;
     loop {
+        reader.get_mut().since_reset = 0;
         let read = reader.read_record(&mut row);
         // Lines count from 1 at the header; a record spanning lines is named by its first.
-        let line = match &read {
-            Ok(_) => row.position().map(|p| p.line()),
-            Err(e) => e.position().map(|p| p.line()),
-        }
-        .unwrap_or(reader.position().line());
+        let line = lines_before
+            + match &read {
+                Ok(_) => row.position().map(|p| p.line()),
+                Err(e) => e.position().map(|p| p.line()),
+            }
+            .unwrap_or(reader.position().line());
         let location = format!("{}:{line}", file.rel);
         let parsed = match read {
             Ok(false) => return Ok(()),
+            Err(e) if row_too_large(&e) => {
+                // Skip to the end of the line without keeping it, then parse on with a new parser (the old one
+                // had handed out every byte it buffered).
+                let line_at = reader.position().line().max(1);
+                let mut rest = reader.into_inner();
+                let skipped = rest.inner.skip_until(b'\n').map_err(io_error)? as u64;
+                let size = rest.since_reset + skipped;
+                rest.since_reset = 0;
+                lines_before += line_at;
+                reader = ::csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(false)
+                    .from_reader(rest);
+                let message = too_large("row", size, true);
+                if !emit(bad(format!("{}:{}", file.rel, lines_before), message)) {
+                    return Ok(());
+                }
+                continue;
+            }
             Err(e) => bad(location, format!("unreadable CSV row: {e}")),
+            // A row just over the cap can be parsed whole before the reader is asked for more bytes.
+            Ok(true) if row.as_byte_record().as_slice().len() as u64 > MAX_RECORD_BYTES => bad(
+                location,
+                too_large("row", row.as_byte_record().as_slice().len() as u64, true),
+            ),
             Ok(true) if row.len() != headers.len() => Item::Bad(BadRecord {
                 location,
                 // The id is kept when the row is long enough to hold it.
@@ -221,22 +375,38 @@ fn csv(
 fn document(
     builder: &RequestBuilder,
     file: &InputFile,
-    mut input: Box<dyn Read + Send>,
+    input: Box<dyn Read + Send>,
     emit: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), SourceError> {
-    let mut bytes = Vec::with_capacity(file.size.min(64 << 20) as usize);
+    let failed = |message: String| {
+        Item::Bad(BadRecord {
+            location: file.rel.clone(),
+            id: Some(file.rel.clone()),
+            message,
+        })
+    };
+    if file.size > MAX_RECORD_BYTES {
+        emit(failed(too_large("document", file.size, false)));
+        return Ok(());
+    }
+    // The listed size bounds the read; a file that grew since is cut off at the cap and refused.
+    let mut bytes = Vec::with_capacity(file.size as usize);
     input
+        .take(MAX_RECORD_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|source| SourceError::Io {
             name: file.name(),
             source,
         })?;
+    if bytes.len() as u64 > MAX_RECORD_BYTES {
+        emit(failed(too_large("document", bytes.len() as u64, true)));
+        return Ok(());
+    }
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
     let parsed = match String::from_utf8(bytes) {
-        Err(_) => Item::Bad(BadRecord {
-            location: file.rel.clone(),
-            id: Some(file.rel.clone()),
-            message: "the document is not UTF-8 text".into(),
-        }),
+        Err(_) => failed("the document is not UTF-8 text".into()),
         Ok(text) => {
             let file_name = file.rel.rsplit('/').next().unwrap_or(&file.rel).to_string();
             let fields =
@@ -273,7 +443,7 @@ mod tests {
         let Location::Local(path) = &job.input.location else {
             panic!("a local input")
         };
-        for file in list_local(path, job.input.format).unwrap() {
+        for file in list_local(path, job.input.format, false).unwrap() {
             items(job, &builder, &file, None, &mut |i| {
                 out.push(i);
                 true
@@ -436,5 +606,101 @@ mod tests {
             good(&read_all(&j)[0]).request,
             r#"{"inputText":"say \"hi\""}"#
         );
+    }
+
+    /// A line, row or document of `size` bytes of text (the prompt is plain letters).
+    fn big(size: usize) -> String {
+        "a".repeat(size)
+    }
+
+    #[test]
+    fn records_larger_than_a_request_are_failed_in_place_and_the_rest_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = MAX_RECORD_BYTES as usize + 1_000;
+        // JSONL: a byte-order mark, a good line, a line too large, a good line.
+        let mut jsonl = b"\xEF\xBB\xBF{\"id\": \"a\", \"prompt\": \"Hello\"}\n".to_vec();
+        let line = format!("{{\"id\": \"big\", \"prompt\": \"{}\"}}", big(huge));
+        jsonl.extend_from_slice(line.as_bytes());
+        jsonl.push(b'\n');
+        jsonl.extend_from_slice(b"{\"id\": \"c\", \"prompt\": \"Bye\"}\n");
+        std::fs::write(dir.path().join("in.jsonl"), jsonl).unwrap();
+        let items = read_all(&job(
+            dir.path(),
+            "[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"",
+        ));
+        assert_eq!(items.len(), 3);
+        assert_eq!(good(&items[0]).id, "a");
+        let (at, message) = bad_message(&items[1]);
+        assert_eq!(at, "in.jsonl:2");
+        assert!(
+            message.contains(&format!("the line is {} bytes", line.len()))
+                && message.contains("larger than the largest request Bedrock accepts"),
+            "{message}"
+        );
+        assert_eq!(good(&items[2]).id, "c");
+
+        // CSV: a byte-order mark before the header, a row too large between two good ones.
+        let mut csv = b"\xEF\xBB\xBFid,question\nq1,What?\n".to_vec();
+        csv.extend_from_slice(format!("q2,{}\n", big(huge)).as_bytes());
+        // Far past the cap: the reader stops handing bytes to the parser and skips to the line's end.
+        csv.extend_from_slice(format!("q2b,{}\n", big(huge + 100_000)).as_bytes());
+        csv.extend_from_slice(b"q3,How?\n");
+        std::fs::write(dir.path().join("q.csv"), csv).unwrap();
+        let items = read_all(&job(
+            dir.path(),
+            "[input]\npath = \"q.csv\"\nformat = \"csv\"\ntemplate = \"{{ question }}\"",
+        ));
+        assert_eq!(items.len(), 4);
+        assert_eq!(good(&items[0]).id, "q1");
+        for (item, line) in items[1..3].iter().zip([3, 4]) {
+            let (at, message) = bad_message(item);
+            assert_eq!(at, format!("q.csv:{line}"));
+            assert!(message.contains("the row is at least"), "{message}");
+        }
+        assert_eq!(good(&items[3]).id, "q3");
+        assert_eq!(good(&items[3]).location, "q.csv:5");
+
+        // Documents: too large is failed by its listed size; a byte-order mark is dropped.
+        std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/big.md"), big(huge)).unwrap();
+        std::fs::write(dir.path().join("docs/small.md"), b"\xEF\xBB\xBFHi").unwrap();
+        let items = read_all(&job(
+            dir.path(),
+            "[input]\npath = \"docs\"\nformat = \"documents\"\ntemplate = \"[{{ text }}]\"",
+        ));
+        let (at, message) = bad_message(&items[0]);
+        assert_eq!(at, "big.md");
+        assert!(
+            message.contains(&format!("the document is {huge} bytes")),
+            "{message}"
+        );
+        assert!(
+            good(&items[1]).request.contains("\"[Hi]\""),
+            "{}",
+            good(&items[1]).request
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_read_without_keeping_it() {
+        let text = format!("short\n{}\nlast", big(10_000));
+        let mut reader = BufReader::with_capacity(64, text.as_bytes());
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut reader, &mut buf, 100).unwrap(),
+            Some(Line::Text)
+        ));
+        assert_eq!(buf, b"short");
+        assert!(matches!(
+            read_line(&mut reader, &mut buf, 100).unwrap(),
+            Some(Line::TooLong(10_000))
+        ));
+        assert!(buf.capacity() <= 64 * 1024);
+        assert!(matches!(
+            read_line(&mut reader, &mut buf, 100).unwrap(),
+            Some(Line::Text)
+        ));
+        assert_eq!(buf, b"last");
+        assert!(read_line(&mut reader, &mut buf, 100).unwrap().is_none());
     }
 }
