@@ -109,7 +109,7 @@ pub struct PlanArgs {
     pub prices: Option<PathBuf>,
     /// Expected output tokens per record [default: observed by an earlier run, or from the emulator profile,
     /// or half of max-tokens].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
     pub output_tokens: Option<u64>,
     /// Expected time per request, e.g. 2s or 800ms [default: observed, or from the emulator profile, or 0.5s +
     /// 20ms per output token].
@@ -117,14 +117,27 @@ pub struct PlanArgs {
     pub latency: Option<Duration>,
 }
 
-/// `90m`, `6h`, `1h30m`, `45s`, `800ms`, or plain seconds.
+// The longest time a flag takes: beyond it no arithmetic on times is safe, and no run is that long.
+const MAX_DURATION_SECS: f64 = 10.0 * 365.0 * 86_400.0;
+
+/// `90m`, `6h`, `1h30m`, `45s`, `800ms`, or plain seconds; at most ten years.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let secs = duration_secs(text)?;
+    if secs > MAX_DURATION_SECS {
+        return Err(format!("`{text}` is too long: at most 10 years (3650d)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn duration_secs(text: &str) -> Result<f64, String> {
     let t = text.trim();
-    if let Ok(secs) = t.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok(Duration::from_secs_f64(secs));
+    let not_a_duration = || format!("`{text}` is not a duration (e.g. 6h, 90m, 1h30m, 45s)");
+    if let Ok(secs) = t.parse::<f64>() {
+        return if secs.is_finite() && secs >= 0.0 {
+            Ok(secs)
+        } else {
+            Err(not_a_duration())
+        };
     }
     let mut total = 0.0;
     let mut number = String::new();
@@ -144,25 +157,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ('m', _) => 60.0,
             ('s', _) => 1.0,
             ('d', _) => 86400.0,
-            _ => {
-                return Err(format!(
-                    "`{text}` is not a duration (e.g. 6h, 90m, 1h30m, 45s)"
-                ));
-            }
+            _ => return Err(not_a_duration()),
         };
-        let n: f64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration (e.g. 6h, 90m, 1h30m, 45s)"))?;
+        let n: f64 = number.parse().map_err(|_| not_a_duration())?;
         total += n * unit;
         number.clear();
         any = true;
     }
-    if !any || !number.is_empty() {
-        return Err(format!(
-            "`{text}` is not a duration (e.g. 6h, 90m, 1h30m, 45s)"
-        ));
+    if !any || !number.is_empty() || !total.is_finite() {
+        return Err(not_a_duration());
     }
-    Ok(Duration::from_secs_f64(total))
+    Ok(total)
+}
+
+/// Seconds for `--grace`: zero to a day.
+fn parse_grace(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds from 0 to 86400"
+        )),
+    }
 }
 
 /// `batchrun submit`.
@@ -177,7 +192,7 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub fresh: bool,
     /// Seconds calls in flight may take to finish after the first Ctrl-C.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_grace)]
     pub grace: f64,
     /// If another process runs the job, wait for it to end and then resume, instead of exiting with 75.
     #[arg(long)]
@@ -385,7 +400,7 @@ async fn run_submit(args: SubmitArgs) -> Result<ExitKind, Error> {
         "off" => ProgressMode::Off,
         _ => ProgressMode::Auto,
     };
-    let grace = Duration::from_secs_f64(args.grace.max(0.0));
+    let grace = Duration::from_secs_f64(args.grace);
     let opts = SubmitOptions {
         job_file: args.job,
         state: args.state,

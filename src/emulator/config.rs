@@ -377,10 +377,10 @@ impl EmulatorConfig {
         for (id, m) in &self.models {
             let key = |field: &str| format!("models.\"{id}\".{field}");
             for (field, value) in [("rpm", m.rpm), ("tpm", m.tpm), ("tpd", m.tpd)] {
-                if value == Some(0) {
+                if value == Some(0) || value.is_some_and(|v| v > MAX_QUOTA) {
                     return Err(invalid(
                         &key(field),
-                        "must be at least 1; leave it out for no quota",
+                        &format!("must be from 1 to {MAX_QUOTA}; leave it out for no quota"),
                     ));
                 }
             }
@@ -388,7 +388,10 @@ impl EmulatorConfig {
                 return Err(invalid(&key("initial-fill"), "must be between 0 and 1"));
             }
             let bad_neighbour = |n: &Neighbour| {
-                !(0.0..1.0).contains(&n.low) || !(0.0..1.0).contains(&n.high) || n.period_s <= 0.0
+                !((0.0..1.0).contains(&n.low)
+                    && (0.0..1.0).contains(&n.high)
+                    && n.period_s > 0.0
+                    && n.period_s <= MAX_MS / 1000.0)
             };
             if m.neighbour.as_ref().is_some_and(bad_neighbour) {
                 return Err(invalid(
@@ -415,10 +418,17 @@ impl EmulatorConfig {
                 ));
             }
             let l = &m.latency;
-            if !(l.first_token_ms >= 0.0 && l.per_token_ms >= 0.0) {
+            let in_range = |ms: f64| (0.0..=MAX_MS).contains(&ms);
+            if !(in_range(l.first_token_ms) && in_range(l.per_token_ms)) {
                 return Err(invalid(
                     &key("latency"),
-                    "latencies must be zero or positive",
+                    &format!("latencies must be from 0 to {MAX_MS} ms (an hour)"),
+                ));
+            }
+            if m.faults.hang_ms as f64 > MAX_MS {
+                return Err(invalid(
+                    &key("faults.hang-ms"),
+                    &format!("must be at most {MAX_MS} ms (an hour)"),
                 ));
             }
             if !(0.0..1.0).contains(&l.jitter) {
@@ -464,6 +474,10 @@ impl EmulatorConfig {
             .or_else(|| self.models.get(ANY_MODEL))
     }
 }
+
+// Bounds that keep the emulator's arithmetic on times and token counts from overflowing.
+const MAX_MS: f64 = 3_600_000.0;
+const MAX_QUOTA: u64 = 1_000_000_000_000;
 
 fn invalid(key: &str, message: &str) -> ConfigError {
     ConfigError::Invalid {

@@ -11,4 +11,4 @@ mod validate;
 
 pub use error::JobError;
 pub use spec::{Api, InputFormat, OutputFormat};
-pub use validate::{Endpoint, Job, Location, ModelSettings, RetrySettings, Settings};
+pub use validate::{Endpoint, Job, Location, MAX_TOKENS, ModelSettings, RetrySettings, Settings};

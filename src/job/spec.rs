@@ -196,6 +196,10 @@ pub struct EndpointTable {
     pub emulator_profile: Option<Spanned<String>>,
     /// Seconds one call may take before it is abandoned and retried.
     pub timeout_secs: Option<Spanned<f64>>,
+    /// Allow an `http://` URL on a host other than this machine's loopback: requests, signed with real
+    /// credentials, and every prompt and reply then cross the network unencrypted.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// `[s3]`. Credentials and the endpoint come from the standard AWS configuration (`AWS_PROFILE`,

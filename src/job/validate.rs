@@ -183,6 +183,14 @@ const DEFAULT_BASE_DELAY_MS: u64 = 250;
 const DEFAULT_MAX_DELAY_MS: u64 = 20_000;
 const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 const DEFAULT_RECORDS_PER_PART: u64 = 1000;
+// Bounds on numbers, so that no value in a job file can overflow the arithmetic built on it.
+/// The largest `maxTokens` Bedrock takes (a 32-bit integer).
+pub const MAX_TOKENS: u32 = i32::MAX as u32;
+const MAX_BURNDOWN: u32 = 100;
+const MAX_RATE: u64 = 1_000_000_000_000;
+const MAX_DELAY_MS: u64 = 3_600_000;
+const MAX_RECORDS_PER_PART: u64 = 1_000_000_000;
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 // Long replies from large models take minutes; a hung connection should not hold a record for longer.
 const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
 
@@ -245,6 +253,32 @@ fn within_unit<T: Into<f64> + Copy>(
     }
 }
 
+/// Refuses a value above `max`, naming the key and why it has that bound.
+fn at_most<T: Copy + PartialOrd + std::fmt::Display>(
+    c: &Checker<'_>,
+    v: Option<&Spanned<T>>,
+    max: T,
+    key: &str,
+    why: &str,
+) -> Result<(), JobError> {
+    use std::cmp::Ordering;
+    // NaN compares as nothing, and is refused with the rest.
+    match v {
+        Some(s)
+            if !matches!(
+                s.get_ref().partial_cmp(&max),
+                Some(Ordering::Less | Ordering::Equal)
+            ) =>
+        {
+            Err(c.at(
+                s.span(),
+                format!("{key} must be at most {max}, got {}; {why}", s.get_ref()),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn positive<T: Copy + PartialOrd + Default + std::fmt::Display>(
     c: &Checker<'_>,
     v: &Option<Spanned<T>>,
@@ -292,6 +326,21 @@ fn resolve(dir: &Path, rel: &str) -> PathBuf {
     out
 }
 
+/// Whether an `http://` URL names this machine (localhost or a loopback address).
+fn loopback(url: &str) -> bool {
+    let rest = url.trim_start_matches("http://");
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
@@ -332,6 +381,20 @@ impl Job {
             ));
         }
         let max_tokens = positive(&c, &m.max_tokens, "model.max-tokens", "it caps every reply")?;
+        at_most(
+            &c,
+            m.max_tokens.as_ref(),
+            MAX_TOKENS,
+            "model.max-tokens",
+            "Bedrock takes maxTokens as a 32-bit integer",
+        )?;
+        at_most(
+            &c,
+            Some(&m.output_burndown),
+            MAX_BURNDOWN,
+            "model.output-burndown",
+            "Bedrock charges at most 5 quota tokens per output token today",
+        )?;
         if m.api == Api::Converse && max_tokens.is_none() {
             return Err(c.plain(
                 "[model] needs `max-tokens`: Bedrock reserves input + max-tokens from the TPM quota for every request \
@@ -431,6 +494,9 @@ impl Job {
             "leave it out for no request limit",
         )?;
         let tpm = positive(&c, &b.tpm, "budget.tpm", "leave it out for no token limit")?;
+        for (v, key) in [(&b.rpm, "budget.rpm"), (&b.tpm, "budget.tpm")] {
+            at_most(&c, v.as_ref(), MAX_RATE, key, "leave it out for no limit")?;
+        }
         let max_concurrency = positive(
             &c,
             &b.max_concurrency,
@@ -475,6 +541,11 @@ impl Job {
         if max < base {
             return Err(c.plain(format!(
                 "[retry] max-delay-ms ({max}) is below base-delay-ms ({base}); raise max-delay-ms"
+            )));
+        }
+        if max > MAX_DELAY_MS {
+            return Err(c.plain(format!(
+                "[retry] max-delay-ms must be at most {MAX_DELAY_MS} (an hour), got {max}"
             )));
         }
         let retry = RetrySettings {
@@ -528,6 +599,13 @@ impl Job {
             )?
             .unwrap_or(DEFAULT_RECORDS_PER_PART),
         };
+        at_most(
+            &c,
+            o.records_per_part.as_ref(),
+            MAX_RECORDS_PER_PART,
+            "output.records-per-part",
+            "a part is one file or object",
+        )?;
 
         let e = &file.endpoint;
         let endpoint = match &e.url {
@@ -538,6 +616,18 @@ impl Job {
                     .as_ref()
                     .map(|p| resolve(&dir, p.get_ref())),
             },
+            Some(u)
+                if u.get_ref().starts_with("http://")
+                    && !e.allow_insecure_http
+                    && !loopback(u.get_ref()) =>
+            {
+                return Err(c.at(
+                    u.span(),
+                    "endpoint.url is plain http:// to another host: every request (signed with your AWS \
+                     credentials) and every prompt and reply would cross the network unencrypted; use https://, \
+                     or set endpoint.allow-insecure-http = true if the network is yours",
+                ));
+            }
             Some(u)
                 if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") =>
             {
@@ -568,8 +658,14 @@ impl Job {
             }
         }
         let timeout = match &e.timeout_secs {
-            Some(t) if !t.get_ref().is_finite() || *t.get_ref() <= 0.0 => {
-                return Err(c.at(t.span(), "endpoint.timeout-secs must be above 0"));
+            Some(t) if !(*t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS) => {
+                return Err(c.at(
+                    t.span(),
+                    format!(
+                        "endpoint.timeout-secs must be above 0 and at most {MAX_TIMEOUT_SECS} (a day), got {}",
+                        t.get_ref()
+                    ),
+                ));
             }
             Some(t) => Duration::from_secs_f64(*t.get_ref()),
             None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
@@ -678,5 +774,25 @@ path = "out"
             rendered,
             "at line 2, column 6\n  |\n2 | bb = 22\n  |      ^^\nbad"
         );
+    }
+
+    #[test]
+    fn loopback_urls_are_told_from_others() {
+        for url in [
+            "http://127.0.0.1:8480",
+            "http://localhost",
+            "http://[::1]:80/x",
+            "http://127.9.9.9/",
+        ] {
+            assert!(loopback(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:8480",
+            "http://bedrock.example",
+            "http://127.0.0.1.evil.example/",
+            "http://[fe80::1]/",
+        ] {
+            assert!(!loopback(url), "{url}");
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Turning input fields into request bodies: the prompt template (minijinja, strict about undefined names),
 //! the Converse request shape, and InvokeModel bodies taken as given or rendered from a body template.
 
-use minijinja::value::Serde;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::value::{Serde, ValueKind};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{Map, Value, json};
 
 use crate::job::{Api, Job, ModelSettings};
@@ -35,6 +35,39 @@ impl std::fmt::Debug for RequestBuilder {
     }
 }
 
+// The escaping of the body template: a value placed into the JSON body is written as the inside of a JSON
+// string, so no input text can close the string and add or change fields ("{{ text }}" between quotes is a
+// string whatever the text holds; outside quotes, text that is not a bare number or word makes the body
+// invalid JSON and the record fails). Numbers, booleans, lists and maps are written as JSON; `tojson` output
+// (and anything marked `safe`) is written as it is.
+const JSON_STRING: &str = "json-string";
+
+fn format_value(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    let json_string = matches!(state.auto_escape(), AutoEscape::Custom(n) if n == JSON_STRING);
+    if !json_string || value.is_safe() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = match value.kind() {
+        ValueKind::String => {
+            let quoted = serde_json::to_string(value.as_str().unwrap_or_default())
+                .expect("a string serializes");
+            quoted[1..quoted.len() - 1].to_string()
+        }
+        ValueKind::Undefined | ValueKind::None => "null".to_string(),
+        _ => serde_json::to_string(value).map_err(|e| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::BadSerialization,
+                format!("cannot write the value as JSON: {e}"),
+            )
+        })?,
+    };
+    out.write_str(&text).map_err(minijinja::Error::from)
+}
+
 fn render_error(e: minijinja::Error) -> String {
     // minijinja's Display carries the kind and detail; keep it on one line for the record's error message.
     let mut message = e.to_string();
@@ -51,6 +84,14 @@ impl RequestBuilder {
     pub fn new(job: &Job) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|name| {
+            if name == "body" {
+                AutoEscape::Custom(JSON_STRING.into())
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(format_value);
         if let Some(t) = &job.input.template {
             env.add_template_owned("prompt", t.clone())
                 .expect("checked at load");
@@ -92,7 +133,10 @@ impl RequestBuilder {
             }
             let rendered = self.render("body", fields)?;
             let body: Value = serde_json::from_str(&rendered).map_err(|e| {
-                format!("the body template did not render valid JSON ({e}); use the `tojson` filter for text values")
+                format!(
+                    "the body template did not render valid JSON ({e}); values are written as the inside of a \
+                     JSON string, so put text between quotes (\"{{{{ text }}}}\") or use `{{{{ text | tojson }}}}`"
+                )
             })?;
             return self.from_model_input(&body);
         }
@@ -171,6 +215,12 @@ impl RequestBuilder {
         let max_tokens = body_max_tokens(body)
             .or(self.model.max_tokens.map(u64::from))
             .unwrap_or(0);
+        if max_tokens > u64::from(crate::job::MAX_TOKENS) {
+            return Err(format!(
+                "the body's output cap ({max_tokens} tokens) is above what Bedrock accepts ({})",
+                crate::job::MAX_TOKENS
+            ));
+        }
         Ok(Built {
             request: body.to_string(),
             est_tokens: tokens::estimate_body(body),
@@ -225,4 +275,75 @@ fn body_max_tokens(body: &Value) -> Option<u64> {
             body.pointer("/textGenerationConfig/maxTokenCount")
                 .and_then(Value::as_u64)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn builder(body_template: &str) -> RequestBuilder {
+        let text = format!(
+            "[job]\nname = \"t\"\n[model]\nid = \"amazon.titan-embed-text-v2:0\"\napi = \"invoke\"\n\
+             [input]\npath = \"src\"\nformat = \"documents\"\nbody-template = '{body_template}'\n\
+             [output]\npath = \"out\"\n"
+        );
+        RequestBuilder::new(&Job::parse(&text, Path::new("t.toml")).unwrap())
+    }
+
+    fn body(b: &RequestBuilder, fields: Value) -> Result<Value, String> {
+        b.from_fields(&fields, None)
+            .map(|built| serde_json::from_str(&built.request).unwrap())
+    }
+
+    #[test]
+    fn no_input_can_add_or_change_fields_of_a_body_template() {
+        let attack = r#"hello", "dimensions": 1024, "normalize": false, "x": ""#;
+        let quoted = builder(r#"{"dimensions": 256, "inputText": "{{ text }}"}"#);
+        let b = body(&quoted, json!({ "text": attack })).unwrap();
+        assert_eq!(b, json!({ "dimensions": 256, "inputText": attack }));
+        // Quotes, backslashes and control characters stay inside the string.
+        let odd = "a\\\"b\n\t\u{1}c</script>";
+        assert_eq!(
+            body(&quoted, json!({ "text": odd })).unwrap()["inputText"],
+            odd
+        );
+
+        // tojson is written as it is; numbers and lists as JSON.
+        let filtered = builder(
+            r#"{"dimensions": {{ n }}, "inputText": {{ text | tojson }}, "tags": {{ tags }}}"#,
+        );
+        let b = body(
+            &filtered,
+            json!({ "text": attack, "n": 512, "tags": ["x", "y"] }),
+        )
+        .unwrap();
+        assert_eq!(
+            b,
+            json!({ "dimensions": 512, "inputText": attack, "tags": ["x", "y"] })
+        );
+
+        // Text placed outside quotes cannot become JSON syntax: the record fails instead.
+        let bare = builder(r#"{"dimensions": {{ n }}, "inputText": "x"}"#);
+        let err = body(&bare, json!({ "n": r#"1, "normalize": false"# })).unwrap_err();
+        assert!(err.contains("did not render valid JSON"), "{err}");
+        assert_eq!(
+            body(&bare, json!({ "n": "256" })).unwrap()["dimensions"],
+            256
+        );
+    }
+
+    #[test]
+    fn an_output_cap_beyond_what_bedrock_takes_fails_the_record() {
+        let b = builder(r#"{"inputText": "{{ text }}"}"#);
+        let err = b
+            .from_model_input(&json!({ "max_tokens": u64::MAX, "messages": [] }))
+            .unwrap_err();
+        assert!(err.contains("above what Bedrock accepts"), "{err}");
+        let ok = b
+            .from_model_input(&json!({ "max_tokens": 2_147_483_647u64 }))
+            .unwrap();
+        assert_eq!(ok.max_tokens, 2_147_483_647);
+    }
 }

@@ -8,6 +8,7 @@ mod emulator_quota;
 mod emulator_sdk;
 mod inspect;
 mod interrupt;
+mod numbers;
 mod s3;
 mod submit;
 mod unattended;
