@@ -379,7 +379,7 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
             })
             .await?;
             if let Some(p) = &args.html {
-                eprintln!("wrote {}", p.display());
+                crate::say!("wrote {}", p.display());
             }
             print(&text)
         }
@@ -428,9 +428,9 @@ async fn run_emulator(args: EmulatorArgs) -> Result<ExitKind, Error> {
         out.flush().map_err(Error::Stdout)?;
     }
     for line in summary {
-        eprintln!("{line}");
+        crate::say!("{line}");
     }
-    eprintln!(
+    crate::say!(
         "stats at {}{}; point the AWS SDK here with AWS_ENDPOINT_URL_BEDROCK_RUNTIME={}; Ctrl-C stops",
         handle.endpoint(),
         emulator::STATS_PATH,
@@ -448,7 +448,7 @@ async fn run_emulator(args: EmulatorArgs) -> Result<ExitKind, Error> {
             t + m.totals.throttled_rpm + m.totals.throttled_tpm + m.totals.throttled_tpd,
         )
     });
-    eprintln!("emulator stopped: {requests} requests served, {throttled} throttled");
+    crate::say!("emulator stopped: {requests} requests served, {throttled} throttled");
     Ok(ExitKind::Ok)
 }
 

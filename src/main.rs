@@ -9,23 +9,40 @@ use batchrun::cli::{self, Cli};
 use batchrun::{Error, ExitKind};
 
 fn main() -> ExitCode {
+    reopen_closed_standard_streams();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: failed to start the async runtime: {e}");
+            batchrun::say!("error: failed to start the async runtime: {e}");
             return ExitCode::from(ExitKind::Internal as u8);
         }
     };
     let kind = match runtime.block_on(cli::run(cli)) {
         Ok(kind) => kind,
+        // A reader that stopped reading (`batchrun status | head -1`) is not an error, as for other tools.
+        Err(Error::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitKind::Ok,
         Err(e) => {
             report(&e);
             e.exit_kind()
         }
     };
     ExitCode::from(kind as u8)
+}
+
+/// Points standard input, output or error at /dev/null when the process was started with it closed (`2>&-`),
+/// so that no file batchrun opens (a part, the database) takes its number and receives messages.
+fn reopen_closed_standard_streams() {
+    #[cfg(unix)]
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only asks whether the descriptor is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // open returns the lowest free descriptor: the closed one. It stays open for the process's life.
+            // SAFETY: a valid NUL-terminated path; the descriptor is deliberately never closed.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
 }
 
 fn init_tracing(verbose: u8) {
@@ -45,13 +62,13 @@ fn init_tracing(verbose: u8) {
 
 /// Prints `error: …`, each cause on a `caused by:` line, then the hint if there is one.
 fn report(e: &Error) {
-    eprintln!("error: {e}");
+    batchrun::say!("error: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        batchrun::say!("  caused by: {cause}");
         source = cause.source();
     }
     if let Some(hint) = e.hint() {
-        eprintln!("hint: {hint}");
+        batchrun::say!("hint: {hint}");
     }
 }

@@ -49,7 +49,7 @@ pub fn spawn(
                 loop {
                     tokio::select! {
                         _ = done.cancelled() => return,
-                        _ = tick.tick() => eprintln!(
+                        _ = tick.tick() => crate::say!(
                             "{}",
                             status_line(&stats.snapshot(), started.elapsed(), &budget.live())
                         ),

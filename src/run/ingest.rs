@@ -68,7 +68,7 @@ pub async fn ingest(
     let mut warn = |location: &str, message: &str| {
         warnings += 1;
         if warnings <= WARN_LIMIT {
-            eprintln!("warning: {location}: {message}");
+            crate::say!("warning: {location}: {message}");
         }
     };
     while let Some(items) = rx.recv().await {
@@ -140,7 +140,7 @@ pub async fn ingest(
     }
     reader.await.expect("the reader thread does not panic")?;
     if warnings > WARN_LIMIT {
-        eprintln!(
+        crate::say!(
             "warning: … and {} more bad input lines (each is a failed record in the output)",
             warnings - WARN_LIMIT
         );

@@ -58,7 +58,7 @@ impl JobLock {
             {
                 Locked::Taken { replaced } => {
                     if let Some(dead) = replaced {
-                        eprintln!(
+                        crate::say!(
                             "warning: job `{job}` was locked by {}, which is no longer running; taking over",
                             describe(&dead)
                         );
@@ -79,7 +79,7 @@ impl JobLock {
                 Locked::Busy(holder) if !wait => return Ok(Err(NotLocked::Busy(holder))),
                 Locked::Busy(holder) => {
                     if !waiting {
-                        eprintln!(
+                        crate::say!(
                             "job `{job}` is running in {}; waiting for it to end (--wait)",
                             describe(&holder)
                         );
@@ -98,7 +98,7 @@ impl JobLock {
     pub async fn release(self) {
         self.heartbeat.abort();
         if let Err(e) = self.store.unlock(&self.job, &self.token).await {
-            eprintln!(
+            crate::say!(
                 "warning: could not release the lock on job `{}` ({e}); the next run takes it over",
                 self.job
             );
@@ -115,7 +115,7 @@ async fn beat(store: Store, job: String, token: String, shutdown: Shutdown) {
         match store.heartbeat(&job, &token).await {
             Ok(true) => {}
             Ok(false) => {
-                eprintln!(
+                crate::say!(
                     "error: another process took over the lock on job `{job}`; stopping this run"
                 );
                 shutdown.stop.cancel();

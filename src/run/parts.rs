@@ -48,7 +48,7 @@ impl Parts {
                 // Cleanup must not hold the output back: an upload that cannot be aborted (it completed just
                 // before the crash, or the credentials lack s3:AbortMultipartUpload) is reported and forgotten.
                 if let Err(e) = s3.abort_upload(&key, &upload_id).await {
-                    eprintln!(
+                    crate::say!(
                         "warning: could not abort the unfinished upload {upload_id} of {e}; S3 keeps its pieces \
                          until they are aborted or a lifecycle rule removes them"
                     );

@@ -1,4 +1,4 @@
-//! Ctrl-C (and SIGTERM) in stages. First: stop admitting new calls and let the calls in flight finish, up to a
+//! Ctrl-C (and SIGTERM, and SIGHUP) in stages. First: stop admitting new calls and let the calls in flight finish, up to a
 //! grace period. Second (or when the grace period ends): abandon the calls in flight; their records stay
 //! pending. Third: exit at once. Nothing is half-written in any case: outcomes are committed in transactions
 //! and parts are published by rename.
@@ -49,14 +49,16 @@ impl Shutdown {
                 count += 1;
                 match count {
                     1 => {
-                        eprintln!(
+                        crate::say!(
                             "\nstopping: no new calls; waiting up to {}s for calls in flight (Ctrl-C again to stop now)",
                             grace.as_secs()
                         );
                         this.begin(grace);
                     }
                     2 => {
-                        eprintln!("\nstopping now: calls in flight are abandoned and stay pending");
+                        crate::say!(
+                            "\nstopping now: calls in flight are abandoned and stay pending"
+                        );
                         this.stop.cancel();
                         this.abort.cancel();
                     }
@@ -67,7 +69,8 @@ impl Shutdown {
     }
 }
 
-/// Waits for SIGINT or SIGTERM; false if signals cannot be received.
+/// Waits for SIGINT, SIGTERM or SIGHUP (a closed terminal or session: drain as for Ctrl-C); false if signals
+/// cannot be received.
 async fn next_signal() -> bool {
     #[cfg(unix)]
     {
@@ -75,20 +78,25 @@ async fn next_signal() -> bool {
         use tokio::signal::unix::{SignalKind, signal};
         use tokio::sync::Mutex;
         // Signal streams are created once: re-creating them between signals could miss one.
-        static STREAMS: OnceLock<
-            Option<Mutex<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>>,
-        > = OnceLock::new();
+        type Streams = (
+            tokio::signal::unix::Signal,
+            tokio::signal::unix::Signal,
+            tokio::signal::unix::Signal,
+        );
+        static STREAMS: OnceLock<Option<Mutex<Streams>>> = OnceLock::new();
         let streams = STREAMS.get_or_init(|| {
             let int = signal(SignalKind::interrupt()).ok()?;
             let term = signal(SignalKind::terminate()).ok()?;
-            Some(Mutex::new((int, term)))
+            let hup = signal(SignalKind::hangup()).ok()?;
+            Some(Mutex::new((int, term, hup)))
         });
         let Some(streams) = streams else { return false };
         let mut s = streams.lock().await;
-        let (int, term) = &mut *s;
+        let (int, term, hup) = &mut *s;
         tokio::select! {
             r = int.recv() => r.is_some(),
             r = term.recv() => r.is_some(),
+            r = hup.recv() => r.is_some(),
         }
     }
     #[cfg(not(unix))]

@@ -124,14 +124,14 @@ async fn locked(
     let fingerprint = Fingerprint::of(job, &files);
     match store.job(&job.name).await? {
         Some(stored) if stored.clearing => {
-            eprintln!(
+            crate::say!(
                 "job `{}`: finishing a fresh start that was interrupted: earlier output removed, results discarded",
                 job.name
             );
             start_over(job, &fingerprint, &sink, store).await?;
         }
         Some(stored) if stored.fingerprint == fingerprint.hash && !opts.fresh => {
-            eprintln!("resuming job `{}` (state {})", job.name, state.display());
+            crate::say!("resuming job `{}` (state {})", job.name, state.display());
         }
         // A job whose inputs were never all read has sent nothing: it starts over with its new settings.
         Some(stored) if !opts.fresh && stored.ingested => {
@@ -148,7 +148,7 @@ async fn locked(
         }
         existing => {
             if existing.as_ref().is_some_and(|j| j.ingested) {
-                eprintln!(
+                crate::say!(
                     "starting job `{}` over (--fresh): earlier results discarded",
                     job.name
                 );
@@ -161,7 +161,7 @@ async fn locked(
         stored.total
     } else {
         let n = ingest(job, files, s3, store).await?;
-        eprintln!("read {n} records from {}", job.input.path);
+        crate::say!("read {n} records from {}", job.input.path);
         n
     };
     let mut parts = Parts::load(job, sink, total, store).await?;
@@ -169,9 +169,12 @@ async fn locked(
     let counts = store.counts(&job.name).await?;
     if counts.pending() == 0 && stored.ingested && parts.published() as u64 == parts.count() {
         parts.write_manifest(store).await?;
-        eprintln!(
+        crate::say!(
             "job `{}` is already finished: {} succeeded, {} failed; output in {}",
-            job.name, counts.done, counts.failed, job.output.location
+            job.name,
+            counts.done,
+            counts.failed,
+            job.output.location
         );
         return Ok(RunOutcome::Finished {
             failed: counts.failed,
@@ -212,7 +215,7 @@ async fn locked(
         };
         // The run's own error is the one to report; failing to note its end (on a full disk, say) is not.
         if let Err(e) = store.end_run(&job.name, key, &outcome).await {
-            eprintln!("warning: could not note the end of the run in the state database: {e}");
+            crate::say!("warning: could not note the end of the run in the state database: {e}");
         }
     }
     result
@@ -264,7 +267,7 @@ async fn run(
             progress: opts.progress,
             job: job.clone(),
         });
-        eprintln!(
+        crate::say!(
             "sending {} records to {} ({} done, {} failed before this run)",
             counts.pending(),
             job.model.id,
@@ -284,7 +287,7 @@ async fn run(
 
     let counts = store.counts(&job.name).await?;
     if counts.pending() > 0 {
-        eprintln!(
+        crate::say!(
             "{}",
             summary::interrupted(counts.done + counts.failed, counts.pending(), &job_file)
         );
@@ -293,7 +296,7 @@ async fn run(
     parts.publish_all_complete(store).await?;
     parts.write_manifest(store).await?;
     store.mark_finished(&job.name).await?;
-    eprintln!(
+    crate::say!(
         "{}",
         summary::finished(
             &stats.snapshot(),
@@ -302,7 +305,7 @@ async fn run(
             counts.failed
         )
     );
-    eprintln!(
+    crate::say!(
         "output: {} ({} part{}, manifest.json)",
         job.output.location,
         parts.published(),
@@ -338,7 +341,7 @@ pub(crate) async fn endpoint(
             };
             let handle = emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
             let url = handle.endpoint();
-            eprintln!("using the embedded Bedrock emulator at {url}");
+            crate::say!("using the embedded Bedrock emulator at {url}");
             Ok((Some(handle), Some(url), true))
         }
     }

@@ -221,7 +221,7 @@ impl Walk {
             text
         };
         if !self.skipped_outside.is_empty() {
-            eprintln!(
+            crate::say!(
                 "warning: skipped {} symbolic link(s) that lead outside the input folder {} ({}); set \
                  input.follow-links-outside = true to read them",
                 self.skipped_outside.len(),
@@ -230,7 +230,7 @@ impl Walk {
             );
         }
         if !self.skipped_broken.is_empty() {
-            eprintln!(
+            crate::say!(
                 "warning: skipped {} symbolic link(s) that lead nowhere or in a loop ({})",
                 self.skipped_broken.len(),
                 examples(&self.skipped_broken)

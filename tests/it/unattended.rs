@@ -349,3 +349,83 @@ async fn readers_never_migrate_or_write_and_the_database_is_private() {
     assert_eq!(mode(&t.path().join(".batchrun")), 0o700);
     assert_eq!(mode(&t.path().join(".batchrun/state.db")), 0o600);
 }
+
+fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("the child runs").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_drains_like_ctrl_c_and_closed_pipes_end_quietly() {
+    let emu = emulator(SLOW).await;
+    let t = TestJob::new();
+    t.write("in.jsonl", records(200))
+        .job(&job_body("out", 50), &emu.endpoint());
+
+    // SIGHUP (the terminal or session went away): stop sending, drain, exit 130, resumable.
+    let child = t.spawn_submit();
+    lock_holder(&t).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    signal(&child, "HUP");
+    let run = finish(child).await;
+    assert_eq!(run.code, Some(130), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("stopping: no new calls"),
+        "{}",
+        run.stderr
+    );
+    let status = t.command(&["status", "job.toml"]).output().await.unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("interrupted"), "{status}");
+
+    // `status | head -1`: the reader is gone before status writes; status ends quietly with 0.
+    let mut child = t
+        .command(&["status", "job.toml"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A run started with standard error closed (`2>&-`) finishes the job instead of panicking.
+    let bin = env!("CARGO_BIN_EXE_batchrun");
+    let run = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec '{bin}' submit job.toml --progress lines 2>&-"
+        ))
+        .current_dir(t.path())
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", t.path().join(".aws/config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            t.path().join(".aws/credentials"),
+        )
+        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0));
+    assert_complete(&t, 200);
+}
