@@ -201,6 +201,16 @@ impl Error {
                 ))
             }
             Error::S3(e) | Error::Source(SourceError::S3(e)) => Some(e.hint()),
+            Error::Output(e) if e.source.kind() == std::io::ErrorKind::StorageFull => Some(
+                "the output disk is full: free space there and submit the job again; answers already received \
+                 are kept in the state database and are not paid for again"
+                    .into(),
+            ),
+            Error::Checkpoint(e) if e.disk_full() => Some(
+                "the disk holding the state database is full: free space there and submit the job again; every \
+                 answer committed before is kept"
+                    .into(),
+            ),
             Error::AlreadyRunning { path, .. } => Some(format!(
                 "one process runs a job at a time; `batchrun submit {0} --wait` waits for it to end and then \
                  resumes, `batchrun status {0}` shows its progress",

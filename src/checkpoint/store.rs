@@ -61,6 +61,21 @@ pub enum CheckpointError {
     },
 }
 
+impl CheckpointError {
+    /// Whether SQLite failed for want of disk space (SQLITE_FULL).
+    pub fn disk_full(&self) -> bool {
+        let source = match self {
+            CheckpointError::Open { source, .. } | CheckpointError::Query { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::Database(db) => db.code().as_deref() == Some("13"),
+            sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+}
+
 pub(super) fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> CheckpointError {
     move |source| CheckpointError::Query { what, source }
 }

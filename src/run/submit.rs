@@ -358,6 +358,7 @@ async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Part
         parts,
         outcome_rx,
         ctx.stats.clone(),
+        ctx.shutdown.clone(),
     ));
     let feeder = tokio::spawn(feed(
         store.clone(),

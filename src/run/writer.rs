@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::parts::Parts;
+use super::shutdown::Shutdown;
 use crate::checkpoint::{Finished, Status, Store};
 use crate::error::Error;
 use crate::report::RunStats;
@@ -20,12 +21,18 @@ const LINGER: Duration = Duration::from_millis(20);
 
 /// Commits outcomes until every sender is gone, while a publisher task publishes each part as it completes.
 /// Returns the parts once the last one that could be published is.
+///
+/// A failure stops the run at once (`halt`): when outcomes cannot be committed, calls in flight are abandoned
+/// (their records stay pending); when a part cannot be published (a full disk, a refused upload), no new call
+/// starts, and the answers of calls in flight are still committed, so nothing paid for is lost. The first
+/// error is the one returned.
 pub async fn run(
     job: String,
     store: Store,
     parts: Parts,
     mut rx: mpsc::Receiver<Finished>,
     stats: Arc<RunStats>,
+    halt: Shutdown,
 ) -> Result<Parts, Error> {
     let per_part = parts.records_per_part();
     let (touched_tx, touched_rx) = mpsc::unbounded_channel();
@@ -41,7 +48,11 @@ pub async fn run(
                 Ok(None) | Err(_) => break,
             }
         }
-        store.write_outcomes(&job, &batch).await?;
+        if let Err(e) = store.write_outcomes(&job, &batch).await {
+            halt.stop.cancel();
+            halt.abort.cancel();
+            return Err(e.into());
+        }
         let touched: BTreeSet<u64> = batch.iter().map(|f| f.seq / per_part + 1).collect();
         for f in &batch {
             let counter = match f.status {
@@ -51,8 +62,11 @@ pub async fn run(
             counter.fetch_add(1, Ordering::Relaxed);
         }
         batch.clear();
-        // A publisher that failed has stopped listening; its error is returned below.
-        let _ = touched_tx.send(touched);
+        // A publisher that failed has stopped listening; its error is returned below, once the calls in flight
+        // are in.
+        if touched_tx.send(touched).is_err() || publisher.is_finished() {
+            halt.stop.cancel();
+        }
     }
     drop(touched_tx);
     publisher.await.expect("the publisher does not panic")

@@ -22,14 +22,22 @@ pub struct LocalSink {
     dir: PathBuf,
 }
 
-/// A file being written; dropped unfinished, it leaves only its temporary file (removed by `clear`, replaced by
-/// the next attempt).
+/// A file being written; dropped unfinished (a write failed, the disk is full), its temporary file is removed.
 #[derive(Debug)]
 pub struct LocalPart {
     file: BufWriter<fs::File>,
     tmp: PathBuf,
     target: PathBuf,
     dir: PathBuf,
+    finished: bool,
+}
+
+impl Drop for LocalPart {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl LocalPart {
@@ -39,13 +47,11 @@ impl LocalPart {
     }
 
     /// Flushes the file to disk and renames it into place.
-    pub fn finish(self) -> Result<(), OutputError> {
-        let file = self.file.into_inner().map_err(|e| OutputError {
-            path: self.tmp.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(err(&self.tmp))?;
+    pub fn finish(mut self) -> Result<(), OutputError> {
+        self.file.flush().map_err(err(&self.tmp))?;
+        self.file.get_ref().sync_all().map_err(err(&self.tmp))?;
         fs::rename(&self.tmp, &self.target).map_err(err(&self.target))?;
+        self.finished = true;
         // The rename is durable once the folder's entry is.
         if let Ok(d) = fs::File::open(&self.dir) {
             let _ = d.sync_all();
@@ -91,6 +97,7 @@ impl LocalSink {
             target: self.dir.join(name),
             dir: self.dir.clone(),
             tmp,
+            finished: false,
         })
     }
 

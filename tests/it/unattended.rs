@@ -429,3 +429,140 @@ async fn sighup_drains_like_ctrl_c_and_closed_pipes_end_quietly() {
     assert_eq!(run.status.code(), Some(0));
     assert_complete(&t, 200);
 }
+
+/// A tmpfs of `size` mounted on `dir` (the tests run as root), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root");
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_output_disk_stops_sending_and_the_resume_finishes_exactly_once() {
+    let emu = emulator(
+        "[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\n\
+         latency = { first-token-ms = 40, per-token-ms = 0, jitter = 0 }\n",
+    )
+    .await;
+    let t = TestJob::new();
+    // Each output line carries its 4 KB prompt: ten records make a part of about 45 KB.
+    let filler = "lorem ipsum ".repeat(340);
+    let lines: String = (0..300)
+        .map(|i| {
+            format!("{{\"id\": \"rec-{i:03}\", \"prompt\": \"Record number {i} {filler}\"}}\n")
+        })
+        .collect();
+    t.write("in.jsonl", lines)
+        .job(&job_body("out", 10), &emu.endpoint());
+    let disk = Tmpfs::mount(&t.path().join("out"), "200k");
+
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(70), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("No space left on device")
+            && run.stderr.contains("the output disk is full"),
+        "{}",
+        run.stderr
+    );
+    let sent = requests(&emu);
+    assert!(
+        sent < 150,
+        "{sent} of 300 records were sent after the disk filled"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(t.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // Space freed: the resume sends only what was never answered and publishes every record once.
+    disk.resize("16m");
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.output_by_id("out");
+    assert_eq!(out.len(), 300);
+    assert_eq!(requests(&emu), 300, "calls over both runs");
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_disk_is_the_error_reported_and_the_resume_finishes_exactly_once() {
+    let emu = emulator(
+        "[models.\"*\"]\noutput-tokens = { min = 200, max = 400 }\n\
+         latency = { first-token-ms = 20, per-token-ms = 0, jitter = 0 }\n",
+    )
+    .await;
+    let t = TestJob::new();
+    let filler = "lorem ipsum ".repeat(100);
+    let lines: String = (0..400)
+        .map(|i| format!("{{\"id\": \"rec-{i:03}\", \"prompt\": \"Record {i} {filler}\"}}\n"))
+        .collect();
+    t.write("in.jsonl", lines).job(
+        "[model]\nid = \"m\"\nmax-tokens = 500\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+         [output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    // Room for the records and a few outcomes, not for all of them.
+    let disk = Tmpfs::mount(&t.path().join("state"), "2500k");
+    let run = t.submit(&["--state", "state/state.db"]).await;
+    assert_eq!(run.code, Some(70), "{}", run.stderr);
+    let error = run
+        .stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("error:"))
+        .collect::<Vec<_>>();
+    assert!(
+        error
+            .first()
+            .is_some_and(|l| l.contains("failed to commit outcomes"))
+            && run.stderr.contains("database or disk is full")
+            && run
+                .stderr
+                .contains("the disk holding the state database is full"),
+        "{}",
+        run.stderr
+    );
+    let status = t
+        .command(&["status", "job.toml", "--state", "state/state.db"])
+        .output()
+        .await
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(!status.contains("running"), "{status}");
+
+    disk.resize("32m");
+    let run = t.submit(&["--state", "state/state.db"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(t.output_by_id("out").len(), 400);
+    drop(disk);
+}
