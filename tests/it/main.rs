@@ -6,6 +6,7 @@ mod emulator_cli;
 mod emulator_errors;
 mod emulator_quota;
 mod emulator_sdk;
+mod fuzz;
 mod inspect;
 mod interrupt;
 mod numbers;
