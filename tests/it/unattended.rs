@@ -566,3 +566,123 @@ async fn a_full_state_disk_is_the_error_reported_and_the_resume_finishes_exactly
     assert_eq!(t.output_by_id("out").len(), 400);
     drop(disk);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_inputs_are_read_safely_through_the_binary() {
+    let emu = emulator(
+        "[models.\"*\"]\noutput-tokens = { min = 5, max = 12 }\nembedding-dimensions = 4\n",
+    )
+    .await;
+
+    // A documents folder with two links back to itself, a self-link, and a link to a secret outside it.
+    let t = TestJob::new();
+    t.write("docs/a.md", "Alpha.")
+        .write("docs/sub/b.md", "Beta.")
+        .write("secret.txt", "aws_secret_access_key = do-not-send");
+    for (target, link) in [
+        (".", "docs/loop1"),
+        (".", "docs/sub/loop2"),
+        ("self", "docs/self"),
+    ] {
+        std::os::unix::fs::symlink(target, t.path().join(link)).unwrap();
+    }
+    std::os::unix::fs::symlink(t.path().join("secret.txt"), t.path().join("docs/creds.md"))
+        .unwrap();
+    t.job(
+        "[model]\nid = \"m\"\nmax-tokens = 20\n[input]\npath = \"docs\"\nformat = \"documents\"\n\
+         template = \"{{ text }}\"\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("skipped 1 symbolic link(s) that lead outside the input folder")
+            && run.stderr.contains("follow-links-outside"),
+        "{}",
+        run.stderr
+    );
+    let out = t.output_by_id("out");
+    assert_eq!(out.keys().collect::<Vec<_>>(), ["a.md", "sub/b.md"]);
+    assert_eq!(requests(&emu), 2);
+
+    // JSONL with a byte-order mark and a line over Bedrock's request limit between two good ones.
+    let t = TestJob::new();
+    let mut jsonl = b"\xEF\xBB\xBF{\"id\": \"first\", \"prompt\": \"One.\"}\n".to_vec();
+    jsonl.extend_from_slice(
+        format!(
+            "{{\"id\": \"huge\", \"prompt\": \"{}\"}}\n",
+            "word ".repeat(5_200_000)
+        )
+        .as_bytes(),
+    );
+    jsonl.extend_from_slice(b"{\"id\": \"last\", \"prompt\": \"Two.\"}\n");
+    t.write("in.jsonl", jsonl)
+        .job(&job_body("out", 10), &emu.endpoint());
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("in.jsonl:2: the line is 26000028 bytes, larger than the largest request"),
+        "{}",
+        run.stderr
+    );
+    let out = t.output_by_id("out");
+    assert!(out["first"]["modelOutput"].is_object() && out["last"]["modelOutput"].is_object());
+    assert_eq!(out["in.jsonl:2"]["error"]["errorCode"], "InvalidInput");
+
+    // A document that tries to add fields to the body template's JSON.
+    let t = TestJob::new();
+    t.write("docs/x.txt", r#"hello", "dimensions": 1024, "normalize": false, "x": ""#)
+        .job(
+            "[model]\nid = \"amazon.titan-embed-text-v2:0\"\napi = \"invoke\"\n\
+             [input]\npath = \"docs\"\nformat = \"documents\"\nbody-template = '{\"dimensions\": 4, \"inputText\": \"{{ text }}\"}'\n\
+             [output]\npath = \"out\"\n",
+            &emu.endpoint(),
+        );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.output_by_id("out");
+    let input = &out["x.txt"]["modelInput"];
+    assert_eq!(input.as_object().unwrap().len(), 2, "{input}");
+    assert_eq!(input["dimensions"], 4);
+    assert_eq!(
+        out["x.txt"]["modelOutput"]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_jobs_in_one_state_database_run_side_by_side() {
+    let emu = emulator(SLOW).await;
+    let t = TestJob::new();
+    t.write("in.jsonl", records(60));
+    for name in ["one", "two"] {
+        t.write(
+            &format!("{name}.toml"),
+            format!(
+                "[job]\nname = \"{name}\"\n{}[endpoint]\nurl = \"{}\"\n",
+                job_body(&format!("out-{name}"), 20),
+                emu.endpoint()
+            ),
+        );
+    }
+    let spawn = |file: &str| {
+        t.command(&["submit", file, "--state", "shared.db", "--progress", "off"])
+            .spawn()
+            .unwrap()
+    };
+    let (one, two) = (spawn("one.toml"), spawn("two.toml"));
+    let (one, two) = (finish(one).await, finish(two).await);
+    assert_eq!(
+        (one.code, two.code),
+        (Some(0), Some(0)),
+        "{}\n{}",
+        one.stderr,
+        two.stderr
+    );
+    assert_eq!(requests(&emu), 120);
+}
