@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use batchrun::emulator::{OutputLength, text};
 
-use crate::common::emulator;
 use crate::common::job::{TestJob, output_text};
+use crate::common::{emulator, signal};
 
 const LEN: OutputLength = OutputLength { min: 5, max: 12 };
 
@@ -46,17 +46,6 @@ fn assert_parts_whole(t: &TestJob) -> usize {
     lines.len()
 }
 
-fn sigint(child: &tokio::process::Child) {
-    let pid = child.id().expect("the child runs").to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_drains_calls_in_flight_and_a_resume_finishes() {
     let emu = emulator(
@@ -69,7 +58,7 @@ async fn ctrl_c_drains_calls_in_flight_and_a_resume_finishes() {
 
     let child = t.spawn_submit();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    sigint(&child);
+    signal(&child, "INT");
     let run = crate::common::job::Run::from(child.wait_with_output().await.unwrap());
     assert_eq!(run.code, Some(130), "{}", run.stderr);
     assert!(
@@ -176,7 +165,7 @@ async fn a_second_ctrl_c_abandons_calls_in_flight_and_they_stay_pending() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let started = std::time::Instant::now();
     for _ in 0..2 {
-        sigint(&child);
+        signal(&child, "INT");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let run = crate::common::job::Run::from(child.wait_with_output().await.unwrap());

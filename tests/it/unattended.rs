@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use batchrun::checkpoint::{Holder, Store};
 use batchrun::emulator::{EmulatorHandle, OutputLength, text};
 
-use crate::common::emulator;
 use crate::common::job::{Run, TestJob, output_text};
 use crate::common::s3::s3_server;
+use crate::common::{emulator, signal};
 
 const LEN: OutputLength = OutputLength { min: 5, max: 12 };
 
@@ -348,17 +348,6 @@ async fn readers_never_migrate_or_write_and_the_database_is_private() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&t.path().join(".batchrun")), 0o700);
     assert_eq!(mode(&t.path().join(".batchrun/state.db")), 0o600);
-}
-
-fn signal(child: &tokio::process::Child, name: &str) {
-    let pid = child.id().expect("the child runs").to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

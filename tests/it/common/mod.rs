@@ -127,3 +127,15 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
+
+/// Sends signal `name` (`INT`, `HUP`, …) to a running child.
+pub fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("the child runs").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
