@@ -54,6 +54,16 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// An input's identity as the fingerprint stores it ([`InputFile`]'s serialized form).
+#[derive(Debug, PartialEq, Eq, serde::Deserialize)]
+struct Identity {
+    rel: String,
+    size: u64,
+    modified_ns: Option<u128>,
+    etag: Option<String>,
+    uri: Option<String>,
+}
+
 /// Lines saying how `now` differs from `before` (settings first, then input files), at most a dozen.
 pub fn describe_changes(before: &Fingerprint, now: &Fingerprint) -> Vec<String> {
     let mut lines = Vec::new();
@@ -74,39 +84,31 @@ pub fn describe_changes(before: &Fingerprint, now: &Fingerprint) -> Vec<String> 
         }
     }
     // Keyed by relative path, so that a million files compare in linear time.
-    let files = |s: &str| -> Vec<(String, Value)> {
-        parse(s)
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|f| (f["rel"].as_str().unwrap_or("").to_string(), f.clone()))
-            .collect()
-    };
+    let files = |s: &str| serde_json::from_str::<Vec<Identity>>(s).unwrap_or_default();
     let (old_files, new_files) = (files(&before.inputs), files(&now.inputs));
-    let old_by_rel: HashMap<&str, &Value> =
-        old_files.iter().map(|(r, v)| (r.as_str(), v)).collect();
-    let new_by_rel: HashMap<&str, &Value> =
-        new_files.iter().map(|(r, v)| (r.as_str(), v)).collect();
-    for (rel, old) in &old_files {
+    let old_by_rel: HashMap<&str, &Identity> =
+        old_files.iter().map(|f| (f.rel.as_str(), f)).collect();
+    let new_by_rel: HashMap<&str, &Identity> =
+        new_files.iter().map(|f| (f.rel.as_str(), f)).collect();
+    for old in &old_files {
+        let rel = &old.rel;
         match new_by_rel.get(rel.as_str()) {
             None => lines.push(format!("input file removed: {rel}")),
-            Some(new) if *new != old => lines.push(match (old.get("etag"), new.get("etag")) {
+            Some(new) if *new != old => lines.push(match (&old.etag, &new.etag) {
                 (Some(a), Some(b)) => format!(
-                    "input object changed: {} (ETag {} → {}, size {} → {})",
-                    new["uri"].as_str().unwrap_or(rel),
-                    a.as_str().unwrap_or(""),
-                    b.as_str().unwrap_or(""),
-                    old["size"],
-                    new["size"]
+                    "input object changed: {} (ETag {a} → {b}, size {} → {})",
+                    new.uri.as_deref().unwrap_or(rel),
+                    old.size,
+                    new.size
                 ),
                 _ => format!("input file changed: {rel} (size or modification time)"),
             }),
             _ => {}
         }
     }
-    for (rel, _) in &new_files {
-        if !old_by_rel.contains_key(rel.as_str()) {
-            lines.push(format!("input file added: {rel}"));
+    for new in &new_files {
+        if !old_by_rel.contains_key(new.rel.as_str()) {
+            lines.push(format!("input file added: {}", new.rel));
         }
     }
     let more = lines.len().saturating_sub(12);

@@ -118,7 +118,8 @@ async fn a_second_submit_of_a_running_job_exits_75_or_waits_and_nothing_is_sent_
 async fn two_submits_started_together_on_a_new_database_run_the_job_once() {
     let emu = emulator(SLOW).await;
     let t = TestJob::new();
-    t.write("in.jsonl", records(120))
+    // About 4 s of work: the second is at the lock long before the first could finish.
+    t.write("in.jsonl", records(300))
         .job(&job_body("out", 50), &emu.endpoint());
     // Both create the state database and its schema at the same moment.
     let a = t.spawn_submit();
@@ -133,8 +134,8 @@ async fn two_submits_started_together_on_a_new_database_run_the_job_once() {
         a.stderr,
         b.stderr
     );
-    assert_complete(&t, 120);
-    assert_eq!(requests(&emu), 120);
+    assert_complete(&t, 300);
+    assert_eq!(requests(&emu), 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
