@@ -27,6 +27,7 @@ pub struct JobLock {
     job: String,
     token: String,
     heartbeat: JoinHandle<()>,
+    waited: bool,
 }
 
 /// How [`JobLock::acquire`] ended without the lock.
@@ -74,6 +75,7 @@ impl JobLock {
                         job: job.to_string(),
                         token,
                         heartbeat,
+                        waited: waiting,
                     }));
                 }
                 Locked::Busy(holder) if !wait => return Ok(Err(NotLocked::Busy(holder))),
@@ -92,6 +94,12 @@ impl JobLock {
                 }
             }
         }
+    }
+
+    /// Whether another process held the lock first and this one waited for it (`--wait`): what was read
+    /// before may have changed since.
+    pub fn waited(&self) -> bool {
+        self.waited
     }
 
     /// Releases the lock. A failure to (a full disk, say) is a warning: the next run sees the holder gone.

@@ -93,16 +93,25 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
             return Ok(RunOutcome::Interrupted);
         }
     };
-    let result = locked(
-        &job,
-        files,
-        s3.as_ref(),
-        sink,
-        &store,
-        &state,
-        opts,
-        shutdown,
-    )
+    let result = async {
+        // Another run may have changed the inputs while this one waited for it.
+        let files = if lock.waited() {
+            source::list(&job, s3.as_ref()).await?
+        } else {
+            files
+        };
+        locked(
+            &job,
+            files,
+            s3.as_ref(),
+            sink,
+            &store,
+            &state,
+            opts,
+            shutdown,
+        )
+        .await
+    }
     .await;
     lock.release().await;
     store.close().await;
