@@ -82,8 +82,10 @@ pub enum Error {
     },
     /// Another live process runs the job.
     #[error(
-        "job `{name}` is already running: {}",
-        crate::run::describe_holder(holder)
+        "job `{name}` is already running: process {} on host {} (since {})",
+        holder.pid,
+        holder.host,
+        crate::report::status::utc(holder.since)
     )]
     AlreadyRunning {
         /// The job's name.

@@ -5,10 +5,12 @@
 //! It does not read inputs (that is `source`) nor open the state database (that is `checkpoint`).
 
 mod error;
+mod location;
 mod overlap;
 pub mod spec;
 mod validate;
 
 pub use error::JobError;
+pub use location::Location;
 pub use spec::{Api, InputFormat, OutputFormat};
-pub use validate::{Endpoint, Job, Location, MAX_TOKENS, ModelSettings, RetrySettings, Settings};
+pub use validate::{Endpoint, Job, MAX_TOKENS, ModelSettings, RetrySettings, Settings};

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::validate::Location;
+use super::location::Location;
 use crate::s3::{S3Uri, Selection};
 
 /// How `input` and `output` overlap (as words that follow "output.path"), or `None` when they are apart.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 use super::error::JobError;
+use super::location::Location;
 use super::spec::{Api, InputFormat, JobFile, OutputFormat};
 use crate::s3::{S3Settings, S3Uri};
 
@@ -118,34 +119,6 @@ pub struct OutputSettings {
     pub format: OutputFormat,
     /// Records per part file.
     pub records_per_part: u64,
-}
-
-/// Where inputs are read or outputs written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A local path, resolved against the job file's folder.
-    Local(PathBuf),
-    /// An S3 URI.
-    S3(S3Uri),
-}
-
-impl Location {
-    /// The S3 URI, if this is one.
-    pub fn s3(&self) -> Option<&S3Uri> {
-        match self {
-            Location::S3(u) => Some(u),
-            Location::Local(_) => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::Local(p) => write!(f, "{}", p.display()),
-            Location::S3(u) => write!(f, "{u}"),
-        }
-    }
 }
 
 /// Which Bedrock Runtime endpoint to call.

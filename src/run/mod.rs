@@ -25,7 +25,6 @@ mod writer;
 
 pub use fingerprint::{Fingerprint, describe_changes};
 pub use inspect::{ReportOptions, Target, report, status};
-pub use lock::describe as describe_holder;
 pub use plan::{PlanOptions, plan};
 pub use shutdown::Shutdown;
 pub use submit::{RunOutcome, SubmitOptions, submit};
