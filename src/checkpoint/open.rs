@@ -158,3 +158,33 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), CheckpointError> 
         .map_err(CheckpointError::Migrate)?;
     tx.commit().await.map_err(q("commit the schema update"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_run_commits_with_full_sync_and_readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).await.unwrap();
+        // 2 = FULL: the write-ahead log is synced before a commit returns, so a power cut cannot take back a
+        // commit that a published part was built from.
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(level, 2);
+        store.create_job("j", "fp", "{}", "[]").await.unwrap();
+        let reader = Store::open_read_only(&path).await.unwrap();
+        assert!(reader.job("j").await.unwrap().is_some());
+        assert!(reader.mark_clearing("j").await.is_err(), "a reader wrote");
+        // A database without the schema (being created) reads as having no jobs.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            Store::open_read_only(&empty).await,
+            Err(CheckpointError::Uninitialized { .. })
+        ));
+    }
+}
