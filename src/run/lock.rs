@@ -152,7 +152,7 @@ pub fn is_gone(h: &Holder, me: &Holder, now: i64) -> bool {
     if h.host != me.host {
         return now - h.heartbeat_at > STALE_AFTER_S;
     }
-    if !pid_runs(h.pid) {
+    if !pid_runs(h.pid) || zombie(h.pid) {
         return true;
     }
     match (h.process_start, start_time(h.pid)) {
@@ -196,12 +196,23 @@ fn pid_runs(_pid: u32) -> bool {
     true
 }
 
-/// The process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`), on Linux.
-fn start_time(pid: u32) -> Option<u64> {
+/// Field `n` (from 3) of `/proc/PID/stat`, on Linux.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces; fields are counted after it.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    rest.split_whitespace().nth(n - 3).map(str::to_string)
+}
+
+/// The process's start time in clock ticks since boot (field 22), on Linux.
+fn start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)?.parse().ok()
+}
+
+/// Whether the process has exited and only waits for its parent to collect it (state Z or X): a killed run
+/// whose parent has not reaped it yet holds nothing.
+fn zombie(pid: u32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state == "Z" || state == "X")
 }
 
 fn hostname() -> String {
@@ -237,15 +248,19 @@ mod tests {
         if me.process_start.is_some() {
             assert!(is_gone(&h, &me, now));
         }
-        // A pid that runs nothing.
-        let child = std::process::Command::new("true").spawn().unwrap();
+        // A process that exited but was not collected yet, then a pid that runs nothing.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
-        let mut child = child;
-        child.wait().unwrap();
         h = Holder {
             pid: dead,
             ..me.clone()
         };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !zombie(dead) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(is_gone(&h, &me, now), "a zombie holds the lock");
+        child.wait().unwrap();
         assert!(is_gone(&h, &me, now));
         // Another host: judged by the heartbeat.
         h = Holder {
