@@ -5,9 +5,9 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::plan::int;
+use super::format::duration;
+use super::format::{int, round_up};
 use super::prices::Price;
-use super::summary::duration;
 use crate::budget::Learned;
 use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow, SeriesRow};
 
@@ -95,23 +95,6 @@ fn peak(series: &[SeriesRow], window: i64, value: impl Fn(&SeriesRow) -> u64) ->
         }
     }
     best.round() as u64
-}
-
-/// A round number at or above `n`: 1, 2 or 5 times a power of ten, or a multiple of 64 below 1,024.
-pub fn round_up(n: f64) -> u64 {
-    let n = n.max(1.0).ceil() as u64;
-    if n <= 1024 {
-        return n.div_ceil(64) * 64;
-    }
-    let mut p = 1u64;
-    while p * 10 <= n {
-        p *= 10;
-    }
-    [1, 2, 5, 10]
-        .iter()
-        .map(|m| m * p)
-        .find(|v| *v >= n)
-        .unwrap_or(10 * p)
 }
 
 /// The diagnosis of `f`.

@@ -4,6 +4,7 @@
 //! It reads the counters; it never changes what the runner does.
 
 pub mod diagnose;
+pub mod format;
 pub mod html;
 pub mod plan;
 pub mod prices;

@@ -9,8 +9,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use super::format::{duration, int, round_up};
 use super::prices::Price;
-use super::summary::duration;
 
 /// A record whose reservation can never fit the TPM budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +176,7 @@ pub fn compute(f: &PlanFacts) -> Plan {
     });
     let lower_max_tokens = match (bound, tpm) {
         (Bound::TpmReservations, Some(t)) => {
-            let m = super::diagnose::round_up(out * 2.0);
+            let m = round_up(out * 2.0);
             if (m as f64) < max_tokens_mean {
                 let r = input_mean + m as f64;
                 Some((m, t / charge.max(l_min * r)))
@@ -210,19 +210,6 @@ pub fn compute(f: &PlanFacts) -> Plan {
         lower_max_tokens,
         needed,
     }
-}
-
-/// `12,345`.
-pub fn int(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A rate per minute, rounded.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::plan::int;
-use super::summary::duration;
+use super::format::duration;
+use super::format::int;
 
 /// A failed record, for the last errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,23 +3,8 @@
 use std::time::Duration;
 
 use super::Snapshot;
+use super::format::duration;
 use crate::budget::Live;
-
-/// `1.2s`, `3m04s`, `2h05m`.
-pub fn duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    } else {
-        format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
-    }
-}
 
 /// `950`, `12.3k`, `1.2M`: a rate in little room.
 fn short(v: f64) -> String {
