@@ -239,7 +239,10 @@ async fn start_over(
     store: &Store,
 ) -> Result<(), Error> {
     store.mark_clearing(&job.name).await?;
-    sink.clear().await?;
+    match sink {
+        Sink::Local(local) => local.clear()?,
+        Sink::S3(s3) => s3.clear().await?,
+    }
     store
         .create_job(
             &job.name,

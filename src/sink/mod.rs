@@ -23,17 +23,6 @@ pub enum Sink {
     S3(S3Sink),
 }
 
-impl Sink {
-    /// Removes what earlier runs of batchrun wrote here, for a fresh start.
-    pub async fn clear(&self) -> Result<(), crate::error::Error> {
-        match self {
-            Sink::Local(l) => l.clear()?,
-            Sink::S3(s) => s.clear().await?,
-        }
-        Ok(())
-    }
-}
-
 /// What was published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
