@@ -18,15 +18,7 @@
 //! Beside the pipeline, [`emulator`] is a local Bedrock Runtime that tests, benchmarks and the demo talk to
 //! through the real SDK. The stages arrive one issue at a time; today the crate holds the emulator and the CLI.
 
-/// Writes a line to standard error, like `eprintln!`, but never panics: a closed or broken standard error
-/// (`2>&-`, a reader that went away) must not end a run that is writing results.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+mod say;
 
 pub mod budget;
 pub mod checkpoint;
