@@ -1,22 +1,31 @@
 //! batchrun: a batch inference job runner for Amazon Bedrock.
 //!
 //! ```text
-//!  job.toml ──► job (validate, fingerprint)
+//!  job.toml ──► job (validate: keys, bounds, paths; Location)
 //!                  │
-//!  local / s3 ──► source (JSONL | CSV | documents + template) ──► Record{id, request}
+//!  local / s3 ──► source (list files; JSONL | CSV | documents + template) ──► Item: record or failed record
+//!                  │ (streamed; tokens estimates each request)
 //!                  ▼
-//!              checkpoint (SQLite)  ◄──────────── results, attempts, usage, errors
-//!                  │ pending records                      ▲
-//!                  ▼                                      │
-//!              budget (RPM + TPM buckets × adaptive multiplier, concurrency cap)
-//!                  ▼                                      │
-//!              invoke (aws-sdk-bedrockruntime, SDK retries off) ──┘
+//!              checkpoint (SQLite: jobs, locks, records, outcomes, parts, runs, series)  ◄───────┐
+//!                  │ pending records                                                        │ outcomes
+//!                  ▼                                                                        │ (writer)
+//!              budget (RPM + TPM buckets that reserve and settle, adaptive rates, concurrency)    │
+//!                  ▼                                                                        │
+//!              invoke (aws-sdk-bedrockruntime, SDK retries off, each failure classified) ───┘
 //!                  ▼
-//!              sink (part files + manifest, exactly once) ──► report
+//!              sink (parts rendered from the checkpoint, published atomically; manifest)
+//!
+//!  run: drives the stages for `submit` (lock, fingerprint, ingest, feeder, workers, writer, parts,
+//!       shutdown) and gathers the facts for `plan`, `status` and `report`;
+//!  report: the text and pages those commands print (pure functions), live progress, prices;
+//!  s3: the S3 client for inputs and outputs; emulator: a local Bedrock Runtime that tests, benchmarks
+//!  and the demo reach only through the real SDK (it shares no code with the runner).
 //! ```
 //!
-//! Beside the pipeline, [`emulator`] is a local Bedrock Runtime that tests, benchmarks and the demo talk to
-//! through the real SDK. The stages arrive one issue at a time; today the crate holds the emulator and the CLI.
+//! Where to start reading: a new input format → `source/reader.rs` (and `job/spec.rs` for its keys); a new
+//! Bedrock API or request shape → `source/request.rs` and `invoke/client.rs`; how a run stops, resumes or
+//! publishes → `run/submit.rs`, `run/writer.rs`, `run/parts.rs`; a new report → `run/inspect.rs` for the facts
+//! and `report/` for the text; quota behaviour → `budget/control.rs`, whose opening comment states the model.
 
 mod say;
 

@@ -1,7 +1,8 @@
 //! Calling Bedrock: the SDK client built from the job (standard AWS configuration, the SDK's own retries off,
 //! timeouts set), one call per attempt, and each failure classified once ([`Class`]).
 //!
-//! Retry policy lives in [`retry`]; reacting to throttles belongs to the budget. This module keeps no state
+//! The backoff curve lives in [`retry`]; when to retry is decided per record in `run/worker.rs`, and reacting
+//! to throttles belongs to the budget. This module keeps no state
 //! between calls.
 
 mod classify;

@@ -1,5 +1,7 @@
 //! What the user sees: live counters shared by the runner ([`RunStats`]), a progress bar on a terminal or
-//! periodic lines elsewhere ([`progress`]), and the end-of-run text, rendered by pure functions ([`summary`]).
+//! periodic lines elsewhere ([`progress`]), the end-of-run text ([`summary`]), and the texts of `plan`
+//! ([`plan`]), `status` ([`status`]) and `report` ([`diagnose`], and [`html`] for its page), all rendered by
+//! pure functions; numbers and times are formatted in one place ([`format`](mod@format)); prices in [`prices`].
 //!
 //! It reads the counters; it never changes what the runner does.
 
