@@ -126,6 +126,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A task of the run panicked: a bug. Everything committed before it is kept.
+    #[error("internal error: the {task} stopped unexpectedly: {message}")]
+    Panicked {
+        /// Which task.
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// Writing to standard output failed.
     #[error("failed to write to standard output")]
     Stdout(#[source] std::io::Error),
@@ -141,6 +149,26 @@ impl From<EmulatorError> for Error {
 }
 
 impl Error {
+    /// The value of a finished task, or [`Error::Panicked`] with its panic message when it panicked.
+    pub fn joined<T>(
+        result: Result<T, tokio::task::JoinError>,
+        task: &'static str,
+    ) -> Result<T, Error> {
+        result.map_err(|e| {
+            let message = if e.is_cancelled() {
+                "it was cancelled".to_string()
+            } else {
+                let payload = e.into_panic();
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into())
+            };
+            Error::Panicked { task, message }
+        })
+    }
+
     /// The exit code this error ends the process with.
     pub fn exit_kind(&self) -> ExitKind {
         match self {
@@ -163,9 +191,11 @@ impl Error {
             Error::Checkpoint(CheckpointError::Newer { .. } | CheckpointError::Older { .. }) => {
                 ExitKind::Config
             }
-            Error::Emulator(_) | Error::Checkpoint(_) | Error::Output(_) | Error::Stdout(_) => {
-                ExitKind::Internal
-            }
+            Error::Emulator(_)
+            | Error::Checkpoint(_)
+            | Error::Output(_)
+            | Error::Stdout(_)
+            | Error::Panicked { .. } => ExitKind::Internal,
         }
     }
 
@@ -213,6 +243,11 @@ impl Error {
                  answer committed before is kept"
                     .into(),
             ),
+            Error::Panicked { .. } => Some(
+                "this is a bug in batchrun; what was committed before it is kept, so running the same command \
+                 again resumes; please report it with the message above"
+                    .into(),
+            ),
             Error::AlreadyRunning { path, .. } => Some(format!(
                 "one process runs a job at a time; `batchrun submit {0} --wait` waits for it to end and then \
                  resumes, `batchrun status {0}` shows its progress",
@@ -241,5 +276,28 @@ impl Error {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_an_internal_error_with_its_message() {
+        let task = tokio::spawn(async { panic!("index 7 out of range") });
+        let e = Error::joined::<()>(task.await, "worker").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "internal error: the worker stopped unexpectedly: index 7 out of range"
+        );
+        assert_eq!(e.exit_kind(), ExitKind::Internal);
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains("running the same command again resumes")
+        );
+        let fine = tokio::spawn(async { 5 });
+        assert_eq!(Error::joined(fine.await, "worker").unwrap(), 5);
     }
 }

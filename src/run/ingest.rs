@@ -138,7 +138,7 @@ pub async fn ingest(
         }
         store.write_outcomes(&job.name, &bad).await?;
     }
-    reader.await.expect("the reader thread does not panic")?;
+    Error::joined(reader.await, "input reader")??;
     if warnings > WARN_LIMIT {
         crate::say!(
             "warning: … and {} more bad input lines (each is a failed record in the output)",

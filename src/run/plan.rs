@@ -146,7 +146,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
                 });
             }
             while let Some(joined) = set.join_next().await {
-                let (i, counted) = joined.expect("a count does not panic");
+                let (i, counted) = Error::joined(joined, "token counter")?;
                 match counted {
                     Ok(n) => tokens[i] = n,
                     Err(e) => {
@@ -180,7 +180,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
             }
         }
     }
-    reader.await.expect("the reader thread does not panic")?;
+    Error::joined(reader.await, "input reader")??;
 
     let max_mean = facts.max_tokens_total as f64 / facts.records.max(1) as f64;
     (facts.output_per_record, facts.output_source) = match (opts.output_tokens, &observed, &profile)

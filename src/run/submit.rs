@@ -396,16 +396,26 @@ async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Part
         progress_done.clone(),
     );
     let recorder = tokio::spawn(record(ctx.clone(), store.clone(), progress_done.clone()));
+    // A worker that panicked stops the run (the others abandon their calls; their records stay pending); its
+    // error is returned once the writer has committed what came in.
+    let mut panicked = None;
     while let Some(joined) = pool.join_next().await {
-        joined.expect("a worker does not panic");
+        if let Err(e) = Error::joined(joined, "worker") {
+            ctx.shutdown.stop.cancel();
+            ctx.shutdown.abort.cancel();
+            panicked.get_or_insert(e);
+        }
     }
     // Workers are gone: the feeder is either done or blocked on a full queue nobody reads.
     feeder.abort();
     let fed = feeder.await;
-    let parts = writer.await.expect("the writer does not panic")?;
+    let parts = Error::joined(writer.await, "writer")??;
     progress_done.cancel();
     let _ = reporter.await;
-    recorder.await.expect("the recorder does not panic")?;
+    Error::joined(recorder.await, "recorder")??;
+    if let Some(e) = panicked {
+        return Err(e);
+    }
     if let Ok(Err(e)) = fed {
         return Err(e);
     }

@@ -69,7 +69,7 @@ pub async fn run(
         }
     }
     drop(touched_tx);
-    publisher.await.expect("the publisher does not panic")
+    Error::joined(publisher.await, "publisher")?
 }
 
 /// Publishes the parts named on `rx` that are complete, folding notices that queued up during an upload.
