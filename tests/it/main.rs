@@ -11,5 +11,6 @@ mod inspect;
 mod interrupt;
 mod numbers;
 mod s3;
+mod structure;
 mod submit;
 mod unattended;

@@ -1,0 +1,199 @@
+//! The design's dependency rules, checked against the code: every `crate::…` path in a module of `src/` must
+//! be an edge this table allows, and some modules must not touch some libraries (the budget is pure: no SDK, no
+//! SQLite; the emulator shares nothing with the runner). A new back-edge fails here with its file and line.
+
+use std::path::{Path, PathBuf};
+
+/// Which modules each module may use (`crate::X`). `say` (the stderr macro) is open to all.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("tokens", &[]),
+    ("s3", &[]),
+    ("emulator", &[]),
+    ("job", &["s3"]),
+    ("budget", &["job"]),
+    ("invoke", &["job"]),
+    ("checkpoint", &["budget"]),
+    ("source", &["job", "s3", "tokens"]),
+    ("sink", &["checkpoint", "job", "s3"]),
+    ("report", &["budget", "checkpoint"]),
+    (
+        "error",
+        &[
+            "checkpoint",
+            "emulator",
+            "invoke",
+            "job",
+            "report",
+            "s3",
+            "sink",
+            "source",
+        ],
+    ),
+    (
+        "run",
+        &[
+            "budget",
+            "checkpoint",
+            "error",
+            "invoke",
+            "job",
+            "report",
+            "s3",
+            "sink",
+            "source",
+            // Known exception, to be removed (issue 11): `run` starts the embedded emulator and reads its
+            // profile; DESIGN.md says the runner reaches Bedrock only through the SDK and an endpoint URL.
+            "emulator",
+        ],
+    ),
+    ("cli", &["emulator", "error", "job", "report", "run"]),
+    ("main", &[]),
+];
+
+/// Libraries a module must not use.
+const FORBIDDEN_CRATES: &[(&str, &[&str])] = &[
+    (
+        "budget",
+        &["sqlx", "aws_sdk_bedrockruntime", "aws_sdk_s3", "hyper"],
+    ),
+    ("report", &["sqlx", "aws_sdk_bedrockruntime", "aws_sdk_s3"]),
+    ("job", &["sqlx", "aws_sdk_bedrockruntime", "aws_sdk_s3"]),
+];
+
+/// The `.rs` files of module `name`: `src/name.rs` or everything under `src/name/`.
+fn files_of(src: &Path, name: &str) -> Vec<PathBuf> {
+    let single = src.join(format!("{name}.rs"));
+    if single.is_file() {
+        return vec![single];
+    }
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![src.join(name)]
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every `crate::X` named in code (not in comments) of `text`, with its line number.
+fn crate_paths(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(i) = rest.find("crate::") {
+            let after = &rest[i + "crate::".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // `crate::say!` is the macro; `crate::{a, b}` lists several.
+            if let Some(list) = after.strip_prefix('{') {
+                for item in list.split('}').next().unwrap_or("").split(',') {
+                    let item = item.trim().split("::").next().unwrap_or("").to_string();
+                    if !item.is_empty() {
+                        out.push((n + 1, item));
+                    }
+                }
+            } else if !name.is_empty() && !after[name.len()..].starts_with('!') {
+                out.push((n + 1, name));
+            }
+            rest = &rest[i + "crate::".len()..];
+        }
+    }
+    out
+}
+
+fn violations(src: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for (module, allowed) in ALLOWED {
+        for file in files_of(src, module) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            // Test modules may reach anywhere.
+            let text = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (line, used) in crate_paths(text) {
+                if used != *module && used != "say" && !allowed.contains(&used.as_str()) {
+                    found.push(format!(
+                        "{}:{line}: `{module}` uses `crate::{used}`, which the design does not allow",
+                        file.strip_prefix(src.parent().unwrap()).unwrap().display()
+                    ));
+                }
+            }
+            if let Some((_, crates)) = FORBIDDEN_CRATES.iter().find(|(m, _)| m == module) {
+                for (n, l) in text.lines().enumerate() {
+                    let code = l.split("//").next().unwrap_or("");
+                    for c in *crates {
+                        if code.contains(&format!("{c}::")) {
+                            found.push(format!(
+                                "{}:{}: `{module}` uses `{c}`, which it must not touch",
+                                file.strip_prefix(src.parent().unwrap()).unwrap().display(),
+                                n + 1
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn modules_depend_only_as_the_design_allows() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // Every module of the crate has a row: a new one must say what it may use.
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    for line in lib.lines() {
+        if let Some(name) = line
+            .strip_prefix("pub mod ")
+            .and_then(|l| l.strip_suffix(';'))
+        {
+            assert!(
+                ALLOWED.iter().any(|(m, _)| *m == name),
+                "module `{name}` has no row in ALLOWED"
+            );
+        }
+    }
+    let found = violations(&src);
+    assert!(
+        found.is_empty(),
+        "dependency rules broken:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn a_back_edge_is_caught_with_its_file_and_line() {
+    // A copy of the tree with one forbidden edge added: the budget reaching for the checkpoint's store.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("budget")).unwrap();
+    std::fs::write(
+        src.join("budget/mod.rs"),
+        "//! crate::checkpoint in a comment is fine.\nuse crate::job::Job;\nuse crate::checkpoint::Store;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("budget/sql.rs"),
+        "fn f() { let _ = sqlx::query(\"\"); }\n",
+    )
+    .unwrap();
+    let found = violations(&src);
+    assert_eq!(
+        found,
+        [
+            "src/budget/mod.rs:3: `budget` uses `crate::checkpoint`, which the design does not allow",
+            "src/budget/sql.rs:1: `budget` uses `sqlx`, which it must not touch",
+        ]
+    );
+}
