@@ -1,9 +1,12 @@
 //! The command line: what users type, parsed with clap, and the dispatch to each command.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,10 +15,11 @@ use crate::emulator::{
     self, EmulatorConfig, Fault, FaultRates, LatencyModel, ModelProfile, OutputLength,
 };
 use crate::error::{Error, ExitKind};
+use crate::job::{Endpoint, Job};
 use crate::report::progress::ProgressMode;
 use crate::run::{
-    PlanOptions, ReportOptions, RunOutcome, Shutdown, SubmitOptions, Target, plan, report, status,
-    submit,
+    Connection, Endpoints, Expected, PlanOptions, ReportOptions, RunOutcome, Shutdown,
+    SubmitOptions, Target, plan, report, status, submit,
 };
 
 const EXIT_CODES: &str = "\
@@ -352,6 +356,7 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
                 prices: args.prices,
                 output_tokens: args.output_tokens,
                 latency: args.latency,
+                endpoints: Arc::new(StandardEndpoints),
             })
             .await?;
             print(&text)
@@ -408,6 +413,7 @@ async fn run_submit(args: SubmitArgs) -> Result<ExitKind, Error> {
         grace,
         progress,
         wait: args.wait,
+        endpoints: Arc::new(StandardEndpoints),
     };
     let shutdown = Shutdown::default();
     shutdown.listen(grace);
@@ -416,6 +422,62 @@ async fn run_submit(args: SubmitArgs) -> Result<ExitKind, Error> {
         RunOutcome::Finished { .. } => ExitKind::RecordsFailed,
         RunOutcome::Interrupted => ExitKind::Interrupted,
     })
+}
+
+/// The endpoints a job file names: real Bedrock, a URL, or the emulator embedded in this process (started when
+/// the run first needs it, with the job's profile, and kept alive by the connection's guard).
+#[derive(Debug)]
+struct StandardEndpoints;
+
+impl Endpoints for StandardEndpoints {
+    fn connect<'a>(
+        &'a self,
+        job: &'a Job,
+    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'a>> {
+        Box::pin(async move {
+            Ok(match &job.endpoint {
+                Endpoint::Aws => Connection {
+                    url: None,
+                    static_credentials: false,
+                    guard: None,
+                },
+                Endpoint::Url(u) => Connection {
+                    url: Some(u.clone()),
+                    static_credentials: false,
+                    guard: None,
+                },
+                Endpoint::Emulator { profile } => {
+                    let config = match profile {
+                        Some(p) => EmulatorConfig::load(p)?,
+                        None => EmulatorConfig::any_model(ModelProfile::default(), 0),
+                    };
+                    let handle =
+                        emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+                    let url = handle.endpoint();
+                    crate::say!("using the embedded Bedrock emulator at {url}");
+                    Connection {
+                        url: Some(url),
+                        static_credentials: true,
+                        guard: Some(Box::new(handle)),
+                    }
+                }
+            })
+        })
+    }
+
+    fn expected(&self, job: &Job) -> Result<Option<Expected>, Error> {
+        let Endpoint::Emulator { profile: Some(p) } = &job.endpoint else {
+            return Ok(None);
+        };
+        Ok(EmulatorConfig::load(p)?
+            .profile_for(&job.model.id)
+            .map(|m| Expected {
+                output_min: m.output_tokens.min,
+                output_max: m.output_tokens.max,
+                first_token_ms: m.latency.first_token_ms,
+                per_token_ms: m.latency.per_token_ms,
+            }))
+    }
 }
 
 async fn run_emulator(args: EmulatorArgs) -> Result<ExitKind, Error> {

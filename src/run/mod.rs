@@ -12,6 +12,7 @@
 //! done, so whatever stops the process, a resumed run sends exactly the records without an outcome and writes
 //! every record to exactly one part.
 
+mod connect;
 mod fingerprint;
 mod ingest;
 pub mod inspect;
@@ -23,6 +24,7 @@ mod submit;
 mod worker;
 mod writer;
 
+pub use connect::{Connection, Endpoints, Expected};
 pub use fingerprint::{Fingerprint, describe_changes};
 pub use inspect::{ReportOptions, Target, report, status};
 pub use plan::{PlanOptions, plan};

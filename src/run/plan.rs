@@ -9,19 +9,19 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::connect::Endpoints;
 use super::ingest::read_in_batches;
-use super::submit::{endpoint, s3_client};
+use super::submit::s3_client;
 use crate::checkpoint::{CheckpointError, Store};
-use crate::emulator::EmulatorConfig;
 use crate::error::Error;
 use crate::invoke::Invoker;
-use crate::job::{Endpoint, Job};
+use crate::job::Job;
 use crate::report::plan::{NeverFit, PlanFacts, compute, render};
 use crate::report::prices::Prices;
 use crate::source::{self, Item};
 
 /// What `batchrun plan` was asked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PlanOptions {
     /// The job file.
     pub job_file: PathBuf,
@@ -37,6 +37,8 @@ pub struct PlanOptions {
     pub output_tokens: Option<u64>,
     /// Expected seconds per request, instead of what is observed or assumed.
     pub latency: Option<Duration>,
+    /// How to reach Bedrock (for `exact`), and what a simulated endpoint expects.
+    pub endpoints: Arc<dyn Endpoints>,
 }
 
 // Records listed by name when they can never fit; the rest are counted.
@@ -76,17 +78,17 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         (None, None)
     };
     let ratio = learned.map_or(1.0, |l| l.token_ratio);
-    let profile = match &job.endpoint {
-        Endpoint::Emulator { profile: Some(p) } => {
-            EmulatorConfig::load(p)?.profile_for(&job.model.id).cloned()
-        }
-        _ => None,
-    };
+    let profile = opts.endpoints.expected(&job)?;
 
     let counter = if opts.exact {
-        let (handle, url, static_credentials) = endpoint(&job).await?;
-        let invoker = Invoker::connect(&job, url.as_deref(), static_credentials).await?;
-        Some((handle, Arc::new(invoker)))
+        let connection = opts.endpoints.connect(&job).await?;
+        let invoker = Invoker::connect(
+            &job,
+            connection.url.as_deref(),
+            connection.static_credentials,
+        )
+        .await?;
+        Some((connection, Arc::new(invoker)))
     } else {
         None
     };
@@ -191,10 +193,10 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
             format!("mean of {} records an earlier run answered", s.done),
         ),
         (None, None, Some(p)) => (
-            (p.output_tokens.min + p.output_tokens.max) as f64 / 2.0,
+            (p.output_min + p.output_max) as f64 / 2.0,
             format!(
                 "emulator profile: {} to {} tokens",
-                p.output_tokens.min, p.output_tokens.max
+                p.output_min, p.output_max
             ),
         ),
         (None, None, None) => (
@@ -210,7 +212,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
             "median of an earlier run".into(),
         ),
         (None, _, Some(p)) => (
-            (p.latency.first_token_ms + p.latency.per_token_ms * out) / 1000.0,
+            (p.first_token_ms + p.per_token_ms * out) / 1000.0,
             "emulator profile".into(),
         ),
         _ => (

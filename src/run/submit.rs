@@ -1,6 +1,5 @@
 //! The run itself: decide new, resume or refuse; ingest; send; publish; summarize.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +9,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::connect::Endpoints;
 use super::fingerprint::{Fingerprint, describe_changes};
 use super::ingest::ingest;
 use super::lock::{JobLock, NotLocked};
@@ -18,10 +18,9 @@ use super::shutdown::Shutdown;
 use super::{worker, writer};
 use crate::budget::Budget;
 use crate::checkpoint::{Counts, PendingRecord, RunRow, Store};
-use crate::emulator::{self, EmulatorConfig, EmulatorHandle, ModelProfile};
 use crate::error::Error;
 use crate::invoke::Invoker;
-use crate::job::{Endpoint, Job, Location};
+use crate::job::{Job, Location};
 use crate::report::progress::{self, ProgressMode};
 use crate::report::{RunStats, summary};
 use crate::s3::S3;
@@ -43,6 +42,8 @@ pub struct SubmitOptions {
     pub progress: ProgressMode,
     /// When another process runs the job, wait for it instead of exiting.
     pub wait: bool,
+    /// How to reach Bedrock for the job.
+    pub endpoints: Arc<dyn Endpoints>,
 }
 
 /// How a run ended, when it did not end in an error.
@@ -268,8 +269,14 @@ async fn run(
 ) -> Result<RunOutcome, Error> {
     let job_file = opts.job_file.display().to_string();
     if counts.pending() > 0 {
-        let (_emulator, endpoint, static_credentials) = endpoint(job).await?;
-        let invoker = Invoker::connect(job, endpoint.as_deref(), static_credentials).await?;
+        // Held until the calls are done: it may keep what serves them alive.
+        let connection = opts.endpoints.connect(job).await?;
+        let invoker = Invoker::connect(
+            job,
+            connection.url.as_deref(),
+            connection.static_credentials,
+        )
+        .await?;
         let ctx = Arc::new(worker::Ctx {
             budget: Budget::new(job, store.learned(&job.name).await?),
             invoker,
@@ -336,27 +343,6 @@ pub(crate) async fn s3_client(job: &Job) -> Result<Option<S3>, Error> {
     Ok(Some(
         S3::connect(&job.s3, job.model.region.as_deref(), first).await?,
     ))
-}
-
-/// The endpoint to call: the embedded emulator (started here, kept alive by the returned handle), a URL, or
-/// real Bedrock. The flag says whether to use fixed test credentials.
-pub(crate) async fn endpoint(
-    job: &Job,
-) -> Result<(Option<EmulatorHandle>, Option<String>, bool), Error> {
-    match &job.endpoint {
-        Endpoint::Aws => Ok((None, None, false)),
-        Endpoint::Url(u) => Ok((None, Some(u.clone()), false)),
-        Endpoint::Emulator { profile } => {
-            let config = match profile {
-                Some(p) => EmulatorConfig::load(p)?,
-                None => EmulatorConfig::any_model(ModelProfile::default(), 0),
-            };
-            let handle = emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-            let url = handle.endpoint();
-            crate::say!("using the embedded Bedrock emulator at {url}");
-            Ok((Some(handle), Some(url), true))
-        }
-    }
 }
 
 /// Feeds pending records to the workers and collects their outcomes until all are done or the run stops.
