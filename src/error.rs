@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::checkpoint::CheckpointError;
 use crate::emulator::{ConfigError, EmulatorError};
-use crate::invoke::InvokeError;
+use crate::invoke::{InvokeError, Stop};
 use crate::job::JobError;
 use crate::report::prices::PricesError;
 use crate::s3::{S3Error, S3ErrorKind};
@@ -77,6 +77,8 @@ pub enum Error {
         code: String,
         /// The message.
         message: String,
+        /// Why no call can succeed.
+        stop: Stop,
         /// The job file, to say how to resume.
         path: PathBuf,
     },
@@ -210,22 +212,24 @@ impl Error {
                  to keep them, restore the old settings or give the job a new name",
                 path.display()
             )),
-            Error::Fatal { code, path, .. } => {
-                let what = match code.as_str() {
-                    "AccessDeniedException" => {
+            Error::Fatal { stop, path, .. } => {
+                let what = match stop {
+                    Stop::AccessDenied => {
                         "check that the credentials may call bedrock:InvokeModel and that access to the model is enabled in the Bedrock console"
                     }
-                    "ResourceNotFoundException" => {
+                    Stop::UnknownModel => {
                         "check model.id (a model id, inference profile id or ARN) and that the model is offered in model.region"
                     }
-                    "ExpiredTokenException" => {
+                    Stop::ExpiredCredentials => {
                         "the credentials expired: refresh them (for SSO, run `aws sso login`)"
                     }
-                    "NoCredentials" => {
+                    Stop::NoCredentials => {
                         "no AWS credentials were found: set AWS_PROFILE (for SSO, run `aws sso login` first) or \
                          AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; to rehearse without AWS, set [endpoint] url = \"emulator\""
                     }
-                    _ => "check the AWS credentials and region (for SSO, run `aws sso login`)",
+                    Stop::Other => {
+                        "check the AWS credentials and region (for SSO, run `aws sso login`)"
+                    }
                 };
                 Some(format!(
                     "{what}; nothing was lost: run `batchrun submit {}` again to resume",

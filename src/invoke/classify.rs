@@ -29,6 +29,38 @@ pub struct CallError {
     pub message: String,
 }
 
+/// Why no call of a job can succeed (a [`Class::Fatal`] error), for the hint the user gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The credentials may not call the model, or access to it is not enabled.
+    AccessDenied,
+    /// No such model or inference profile in the region.
+    UnknownModel,
+    /// The credentials expired.
+    ExpiredCredentials,
+    /// No credentials could be loaded.
+    NoCredentials,
+    /// Anything else no retry can fix.
+    Other,
+}
+
+impl CallError {
+    /// Why the calls cannot succeed, when the error is fatal.
+    pub fn stop(&self) -> Stop {
+        match self.code.as_str() {
+            "AccessDeniedException" => Stop::AccessDenied,
+            "ResourceNotFoundException" => Stop::UnknownModel,
+            "ExpiredTokenException" => Stop::ExpiredCredentials,
+            NO_CREDENTIALS => Stop::NoCredentials,
+            _ => Stop::Other,
+        }
+    }
+}
+
+// The code batchrun gives a failure to load credentials (the SDK fails before any request, so Bedrock names
+// nothing).
+const NO_CREDENTIALS: &str = "NoCredentials";
+
 fn by_code(code: &str, status: u16) -> Class {
     match code {
         "ThrottlingException" | "ServiceQuotaExceededException" | "TooManyRequestsException" => {
@@ -116,7 +148,7 @@ where
         _ => {
             let message = causes(&err);
             let code = if message.contains("credentials") {
-                "NoCredentials"
+                NO_CREDENTIALS
             } else {
                 "ClientError"
             };
@@ -162,5 +194,19 @@ mod tests {
         assert_eq!(by_code("SomethingNew", 502), Class::Transient);
         assert_eq!(by_code("SomethingNew", 429), Class::Throttled);
         assert_eq!(by_code("SomethingNew", 400), Class::Permanent);
+    }
+
+    #[test]
+    fn fatal_errors_say_why_no_call_can_succeed() {
+        let e = |code: &str| CallError {
+            class: Class::Fatal,
+            code: code.into(),
+            message: String::new(),
+        };
+        assert_eq!(e("AccessDeniedException").stop(), Stop::AccessDenied);
+        assert_eq!(e("ResourceNotFoundException").stop(), Stop::UnknownModel);
+        assert_eq!(e("ExpiredTokenException").stop(), Stop::ExpiredCredentials);
+        assert_eq!(e(NO_CREDENTIALS).stop(), Stop::NoCredentials);
+        assert_eq!(e("UnrecognizedClientException").stop(), Stop::Other);
     }
 }

@@ -9,5 +9,5 @@ mod classify;
 mod client;
 pub mod retry;
 
-pub use classify::{CallError, Class};
+pub use classify::{CallError, Class, Stop};
 pub use client::{InvokeError, Invoker, Reply};

@@ -154,6 +154,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
                     Err(e) => {
                         return Err(Error::Fatal {
                             model: job.model.id.clone(),
+                            stop: e.stop(),
                             code: e.code,
                             message: format!("CountTokens failed: {}", e.message),
                             path: opts.job_file.clone(),

@@ -297,6 +297,7 @@ async fn run(
         if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(Error::Fatal {
                 model: job.model.id.clone(),
+                stop: e.stop(),
                 code: e.code,
                 message: e.message,
                 path: opts.job_file.clone(),
