@@ -251,7 +251,10 @@ impl Inner {
     }
 
     fn reservation(&self, est_tokens: u64, max_tokens: u64) -> u64 {
-        (est_tokens as f64 * self.token_ratio).ceil() as u64 + max_tokens
+        super::quota::reserved(
+            (est_tokens as f64 * self.token_ratio).ceil() as u64,
+            max_tokens,
+        )
     }
 
     fn tick(&mut self, now: Instant, max_concurrency: u32) {
@@ -531,7 +534,7 @@ impl Admission {
         {
             let mut inner = budget.lock();
             self.finish(&mut inner);
-            let charged = input_tokens + output_tokens * budget.burndown;
+            let charged = super::quota::charged(input_tokens, output_tokens, budget.burndown);
             if let Some(q) = inner.tpm.as_mut() {
                 let units = q.units(self.reserved);
                 q.bucket.adjust(units as i64 - charged as i64, now);

@@ -9,6 +9,7 @@
 mod bucket;
 pub mod control;
 mod limiter;
+pub mod quota;
 
 pub use bucket::Bucket;
 pub use limiter::{Admission, Budget, Learned, Live, Second, ThrottleEvent, ThrottleKind};

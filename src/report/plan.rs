@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::format::{duration, int, round_up};
 use super::prices::Price;
+use crate::budget::quota;
 
 /// A record whose reservation can never fit the TPM budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +137,8 @@ pub fn compute(f: &PlanFacts) -> Plan {
     let input_mean = f.input_tokens as f64 / n;
     let max_tokens_mean = f.max_tokens_total as f64 / n;
     let out = f.output_per_record.min(max_tokens_mean.max(1.0));
-    let reservation = input_mean + max_tokens_mean;
-    let charge = input_mean + out * f.burndown as f64;
+    let reservation = quota::reserved(input_mean, max_tokens_mean);
+    let charge = quota::charged(input_mean, out, f.burndown as f64);
     let l_min = (f.latency_s / 60.0).max(1e-6);
     let effective = |budget: Option<u64>, learned: Option<f64>| match (budget, learned) {
         (Some(b), Some(l)) => Some((b as f64).min(l)),

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use super::connect::Endpoints;
 use super::ingest::read_in_batches;
 use super::submit::s3_client;
+use crate::budget::quota;
 use crate::checkpoint::{CheckpointError, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
@@ -165,7 +166,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         }
         for (r, input) in records.iter().zip(tokens) {
             facts.records += 1;
-            let reservation = input + r.max_tokens;
+            let reservation = quota::reserved(input, r.max_tokens);
             if tpm.is_none_or(|t| reservation <= t) {
                 // The averages are over what will be sent.
                 facts.input_tokens += input;
