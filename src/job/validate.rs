@@ -11,7 +11,10 @@ use toml::Spanned;
 
 use super::error::JobError;
 use super::location::Location;
-use super::spec::{Api, InputFormat, JobFile, OutputFormat};
+use super::spec::{
+    Api, BudgetTable, EndpointTable, InputFormat, InputTable, JobFile, ModelTable, OutputFormat,
+    OutputTable, RetryTable,
+};
 use crate::s3::{S3Settings, S3Uri};
 
 /// A checked job.
@@ -318,6 +321,330 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// `[model]`, checked.
+fn model_table(c: &Checker<'_>, m: &ModelTable) -> Result<ModelSettings, JobError> {
+    if m.id.get_ref().trim().is_empty() {
+        return Err(c.at(
+            m.id.span(),
+            "model.id must not be empty: give a model id, inference profile id or ARN",
+        ));
+    }
+    let max_tokens = positive(c, &m.max_tokens, "model.max-tokens", "it caps every reply")?;
+    at_most(
+        c,
+        m.max_tokens.as_ref(),
+        MAX_TOKENS,
+        "model.max-tokens",
+        "Bedrock takes maxTokens as a 32-bit integer",
+    )?;
+    at_most(
+        c,
+        Some(&m.output_burndown),
+        MAX_BURNDOWN,
+        "model.output-burndown",
+        "Bedrock charges at most 5 quota tokens per output token today",
+    )?;
+    if m.api == Api::Converse && max_tokens.is_none() {
+        return Err(c.plain(
+            "[model] needs `max-tokens`: Bedrock reserves input + max-tokens from the TPM quota for every request \
+             (the model's maximum, often 4,096 to 64,000, when it is left out), so set it a little above the \
+             longest reply you expect, e.g. `max-tokens = 512`",
+        ));
+    }
+    let output_burndown = *m.output_burndown.get_ref();
+    if output_burndown == 0 {
+        return Err(c.at(
+            m.output_burndown.span(),
+            "model.output-burndown must be at least 1 (5 for the newer Claude Sonnet / Opus models, 1 elsewhere)",
+        ));
+    }
+    let model = ModelSettings {
+        id: m.id.get_ref().trim().to_string(),
+        region: m.region.clone(),
+        api: m.api,
+        max_tokens,
+        temperature: within_unit(c, &m.temperature, "model.temperature")?,
+        top_p: within_unit(c, &m.top_p, "model.top-p")?,
+        system: m.system.clone(),
+        output_burndown,
+    };
+    Ok(model)
+}
+
+/// `[input]`, checked; relative paths start at `dir`.
+fn input_table(
+    c: &Checker<'_>,
+    i: &InputTable,
+    model: &ModelSettings,
+    dir: &Path,
+) -> Result<InputSettings, JobError> {
+    let template = i
+        .template
+        .as_ref()
+        .map(|t| compile_template(c, t, "input.template"))
+        .transpose()?;
+    let body_template = i
+        .body_template
+        .as_ref()
+        .map(|t| compile_template(c, t, "input.body-template"))
+        .transpose()?;
+    if let Some(bt) = &i.body_template
+        && model.api == Api::Converse
+    {
+        return Err(c.at(
+            bt.span(),
+            "input.body-template is for `api = \"invoke\"`; with Converse use input.template for the prompt",
+        ));
+    }
+    if model.api == Api::Invoke && i.format != InputFormat::Jsonl && body_template.is_none() {
+        return Err(c.at(
+            i.path.span(),
+            "with `api = \"invoke\"`, csv and documents inputs need input.body-template to render each request \
+             body, e.g. body-template = '{\"inputText\": {{ text | tojson }}}'",
+        ));
+    }
+    if i.format == InputFormat::Csv && template.is_none() && body_template.is_none() {
+        return Err(c.at(
+            i.path.span(),
+            "csv input needs input.template to say which columns make the prompt, e.g. template = \"{{ question }}\"",
+        ));
+    }
+    let written = i.path.get_ref().trim();
+    if written.is_empty() {
+        return Err(c.at(i.path.span(), "input.path must not be empty"));
+    }
+    let location = if written.starts_with("s3://") {
+        let uri =
+            S3Uri::parse(written).map_err(|m| c.at(i.path.span(), format!("input.path: {m}")))?;
+        uri.selection()
+            .map_err(|m| c.at(i.path.span(), format!("input.path: {m}")))?;
+        Location::S3(uri)
+    } else {
+        let resolved = resolve(dir, written);
+        if !has_glob(written) && !resolved.exists() {
+            return Err(c.at(
+                i.path.span(),
+                format!(
+                    "input.path: no such file or folder {} (relative paths start at the job file's folder {})",
+                    resolved.display(),
+                    dir.display()
+                ),
+            ));
+        }
+        Location::Local(resolved)
+    };
+    let input = InputSettings {
+        path: written.to_string(),
+        location,
+        format: i.format,
+        template,
+        body_template,
+        id_column: i.id_column.clone(),
+        follow_links_outside: i.follow_links_outside,
+    };
+    Ok(input)
+}
+
+/// `[budget]`, checked against the model's output cap.
+fn budget_table(
+    c: &Checker<'_>,
+    b: &BudgetTable,
+    model: &ModelSettings,
+) -> Result<BudgetSettings, JobError> {
+    let rpm = positive(c, &b.rpm, "budget.rpm", "leave it out for no request limit")?;
+    let tpm = positive(c, &b.tpm, "budget.tpm", "leave it out for no token limit")?;
+    for (v, key) in [(&b.rpm, "budget.rpm"), (&b.tpm, "budget.tpm")] {
+        at_most(c, v.as_ref(), MAX_RATE, key, "leave it out for no limit")?;
+    }
+    let max_concurrency = positive(
+        c,
+        &b.max_concurrency,
+        "budget.max-concurrency",
+        "it caps requests in flight",
+    )?
+    .unwrap_or(DEFAULT_CONCURRENCY);
+    if max_concurrency > MAX_CONCURRENCY {
+        let span = b
+            .max_concurrency
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or_default();
+        return Err(c.at(
+            span,
+            format!("budget.max-concurrency must be at most {MAX_CONCURRENCY}"),
+        ));
+    }
+    if let (Some(tpm_value), Some(max)) = (tpm, model.max_tokens) {
+        // The smallest possible request still reserves max-tokens plus at least one input token.
+        if tpm_value <= u64::from(max) {
+            let span = b.tpm.as_ref().expect("tpm is set").span();
+            return Err(c.at(
+                span,
+                format!(
+                    "budget.tpm = {tpm_value} cannot hold a single request: each request reserves its input \
+                     tokens + model.max-tokens ({max}) while it runs. Raise budget.tpm to your real quota or \
+                     lower model.max-tokens"
+                ),
+            ));
+        }
+    }
+    let budget = BudgetSettings {
+        rpm,
+        tpm,
+        max_concurrency,
+    };
+    Ok(budget)
+}
+
+/// `[retry]`, checked.
+fn retry_table(c: &Checker<'_>, r: &RetryTable) -> Result<RetrySettings, JobError> {
+    let base = r.base_delay_ms.unwrap_or(DEFAULT_BASE_DELAY_MS).max(1);
+    let max = r.max_delay_ms.unwrap_or(DEFAULT_MAX_DELAY_MS);
+    if max < base {
+        return Err(c.plain(format!(
+            "[retry] max-delay-ms ({max}) is below base-delay-ms ({base}); raise max-delay-ms"
+        )));
+    }
+    if max > MAX_DELAY_MS {
+        return Err(c.plain(format!(
+            "[retry] max-delay-ms must be at most {MAX_DELAY_MS} (an hour), got {max}"
+        )));
+    }
+    let retry = RetrySettings {
+        base_delay: Duration::from_millis(base),
+        max_delay: Duration::from_millis(max),
+        max_attempts: positive(c, &r.max_attempts, "retry.max-attempts", "1 means no retry")?
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+    };
+    Ok(retry)
+}
+
+/// `[output]`, checked, and kept apart from the input.
+fn output_table(
+    c: &Checker<'_>,
+    o: &OutputTable,
+    input: &InputSettings,
+    dir: &Path,
+    name: &str,
+) -> Result<OutputSettings, JobError> {
+    let out_written = o.path.get_ref().trim();
+    if out_written.is_empty() {
+        return Err(c.at(o.path.span(), "output.path must not be empty"));
+    }
+    let out_location = if out_written.starts_with("s3://") {
+        let uri = S3Uri::parse(out_written)
+            .map_err(|m| c.at(o.path.span(), format!("output.path: {m}")))?;
+        if has_glob(&uri.key) {
+            return Err(c.at(
+                o.path.span(),
+                "output.path is a prefix that receives the parts, not a pattern; write s3://bucket/prefix/",
+            ));
+        }
+        Location::S3(uri)
+    } else {
+        Location::Local(resolve(dir, out_written))
+    };
+    if let Some(why) = super::overlap::overlap(&input.location, &out_location) {
+        return Err(c.at(
+            o.path.span(),
+            format!(
+                "output.path {why} (input.path = {:?}): parts written there would be read as input by \
+                 the next run; write the output to a folder or prefix apart from the input, e.g. \"../out/{name}/\"",
+                input.path
+            ),
+        ));
+    }
+    let output = OutputSettings {
+        path: out_written.to_string(),
+        location: out_location,
+        format: o.format,
+        records_per_part: positive(
+            c,
+            &o.records_per_part,
+            "output.records-per-part",
+            "each part holds at least one record",
+        )?
+        .unwrap_or(DEFAULT_RECORDS_PER_PART),
+    };
+    at_most(
+        c,
+        o.records_per_part.as_ref(),
+        MAX_RECORDS_PER_PART,
+        "output.records-per-part",
+        "a part is one file or object",
+    )?;
+    Ok(output)
+}
+
+/// `[endpoint]`, checked: where to call, and how long one call may take.
+fn endpoint_table(
+    c: &Checker<'_>,
+    e: &EndpointTable,
+    dir: &Path,
+) -> Result<(Endpoint, Duration), JobError> {
+    let endpoint = match &e.url {
+        None => Endpoint::Aws,
+        Some(u) if u.get_ref() == "emulator" => Endpoint::Emulator {
+            profile: e
+                .emulator_profile
+                .as_ref()
+                .map(|p| resolve(dir, p.get_ref())),
+        },
+        Some(u)
+            if u.get_ref().starts_with("http://")
+                && !e.allow_insecure_http
+                && !loopback(u.get_ref()) =>
+        {
+            return Err(c.at(
+                u.span(),
+                "endpoint.url is plain http:// to another host: every request (signed with your AWS \
+                 credentials) and every prompt and reply would cross the network unencrypted; use https://, \
+                 or set endpoint.allow-insecure-http = true if the network is yours",
+            ));
+        }
+        Some(u) if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") => {
+            Endpoint::Url(u.get_ref().trim_end_matches('/').to_string())
+        }
+        Some(u) => {
+            return Err(c.at(
+                u.span(),
+                "endpoint.url must be \"emulator\" or an http:// or https:// URL; leave it out for real Bedrock",
+            ));
+        }
+    };
+    if let Some(p) = &e.emulator_profile {
+        if !matches!(endpoint, Endpoint::Emulator { .. }) {
+            return Err(c.at(
+                p.span(),
+                "endpoint.emulator-profile needs endpoint.url = \"emulator\"",
+            ));
+        }
+        if !dir.join(p.get_ref()).is_file() {
+            return Err(c.at(
+                p.span(),
+                format!(
+                    "endpoint.emulator-profile: no such file {}",
+                    dir.join(p.get_ref()).display()
+                ),
+            ));
+        }
+    }
+    let timeout = match &e.timeout_secs {
+        Some(t) if !(*t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS) => {
+            return Err(c.at(
+                t.span(),
+                format!(
+                    "endpoint.timeout-secs must be above 0 and at most {MAX_TIMEOUT_SECS} (a day), got {}",
+                    t.get_ref()
+                ),
+            ));
+        }
+        Some(t) => Duration::from_secs_f64(*t.get_ref()),
+        None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
+    };
+    Ok((endpoint, timeout))
+}
+
 impl Job {
     /// Reads and checks a job file.
     pub fn load(path: &Path) -> Result<Job, JobError> {
@@ -346,304 +673,12 @@ impl Job {
             return Err(c.at(file.job.name.span(), "job.name must not be empty"));
         }
 
-        let m = &file.model;
-        if m.id.get_ref().trim().is_empty() {
-            return Err(c.at(
-                m.id.span(),
-                "model.id must not be empty: give a model id, inference profile id or ARN",
-            ));
-        }
-        let max_tokens = positive(&c, &m.max_tokens, "model.max-tokens", "it caps every reply")?;
-        at_most(
-            &c,
-            m.max_tokens.as_ref(),
-            MAX_TOKENS,
-            "model.max-tokens",
-            "Bedrock takes maxTokens as a 32-bit integer",
-        )?;
-        at_most(
-            &c,
-            Some(&m.output_burndown),
-            MAX_BURNDOWN,
-            "model.output-burndown",
-            "Bedrock charges at most 5 quota tokens per output token today",
-        )?;
-        if m.api == Api::Converse && max_tokens.is_none() {
-            return Err(c.plain(
-                "[model] needs `max-tokens`: Bedrock reserves input + max-tokens from the TPM quota for every request \
-                 (the model's maximum, often 4,096 to 64,000, when it is left out), so set it a little above the \
-                 longest reply you expect, e.g. `max-tokens = 512`",
-            ));
-        }
-        let output_burndown = *m.output_burndown.get_ref();
-        if output_burndown == 0 {
-            return Err(c.at(
-                m.output_burndown.span(),
-                "model.output-burndown must be at least 1 (5 for the newer Claude Sonnet / Opus models, 1 elsewhere)",
-            ));
-        }
-        let model = ModelSettings {
-            id: m.id.get_ref().trim().to_string(),
-            region: m.region.clone(),
-            api: m.api,
-            max_tokens,
-            temperature: within_unit(&c, &m.temperature, "model.temperature")?,
-            top_p: within_unit(&c, &m.top_p, "model.top-p")?,
-            system: m.system.clone(),
-            output_burndown,
-        };
-
-        let i = &file.input;
-        let template = i
-            .template
-            .as_ref()
-            .map(|t| compile_template(&c, t, "input.template"))
-            .transpose()?;
-        let body_template = i
-            .body_template
-            .as_ref()
-            .map(|t| compile_template(&c, t, "input.body-template"))
-            .transpose()?;
-        if let Some(bt) = &i.body_template
-            && model.api == Api::Converse
-        {
-            return Err(c.at(
-                bt.span(),
-                "input.body-template is for `api = \"invoke\"`; with Converse use input.template for the prompt",
-            ));
-        }
-        if model.api == Api::Invoke && i.format != InputFormat::Jsonl && body_template.is_none() {
-            return Err(c.at(
-                i.path.span(),
-                "with `api = \"invoke\"`, csv and documents inputs need input.body-template to render each request \
-                 body, e.g. body-template = '{\"inputText\": {{ text | tojson }}}'",
-            ));
-        }
-        if i.format == InputFormat::Csv && template.is_none() && body_template.is_none() {
-            return Err(c.at(
-                i.path.span(),
-                "csv input needs input.template to say which columns make the prompt, e.g. template = \"{{ question }}\"",
-            ));
-        }
-        let written = i.path.get_ref().trim();
-        if written.is_empty() {
-            return Err(c.at(i.path.span(), "input.path must not be empty"));
-        }
-        let location = if written.starts_with("s3://") {
-            let uri = S3Uri::parse(written)
-                .map_err(|m| c.at(i.path.span(), format!("input.path: {m}")))?;
-            uri.selection()
-                .map_err(|m| c.at(i.path.span(), format!("input.path: {m}")))?;
-            Location::S3(uri)
-        } else {
-            let resolved = resolve(&dir, written);
-            if !has_glob(written) && !resolved.exists() {
-                return Err(c.at(
-                    i.path.span(),
-                    format!(
-                        "input.path: no such file or folder {} (relative paths start at the job file's folder {})",
-                        resolved.display(),
-                        dir.display()
-                    ),
-                ));
-            }
-            Location::Local(resolved)
-        };
-        let input = InputSettings {
-            path: written.to_string(),
-            location,
-            format: i.format,
-            template,
-            body_template,
-            id_column: i.id_column.clone(),
-            follow_links_outside: i.follow_links_outside,
-        };
-
-        let b = &file.budget;
-        let rpm = positive(
-            &c,
-            &b.rpm,
-            "budget.rpm",
-            "leave it out for no request limit",
-        )?;
-        let tpm = positive(&c, &b.tpm, "budget.tpm", "leave it out for no token limit")?;
-        for (v, key) in [(&b.rpm, "budget.rpm"), (&b.tpm, "budget.tpm")] {
-            at_most(&c, v.as_ref(), MAX_RATE, key, "leave it out for no limit")?;
-        }
-        let max_concurrency = positive(
-            &c,
-            &b.max_concurrency,
-            "budget.max-concurrency",
-            "it caps requests in flight",
-        )?
-        .unwrap_or(DEFAULT_CONCURRENCY);
-        if max_concurrency > MAX_CONCURRENCY {
-            let span = b
-                .max_concurrency
-                .as_ref()
-                .map(|s| s.span())
-                .unwrap_or_default();
-            return Err(c.at(
-                span,
-                format!("budget.max-concurrency must be at most {MAX_CONCURRENCY}"),
-            ));
-        }
-        if let (Some(tpm_value), Some(max)) = (tpm, model.max_tokens) {
-            // The smallest possible request still reserves max-tokens plus at least one input token.
-            if tpm_value <= u64::from(max) {
-                let span = b.tpm.as_ref().expect("tpm is set").span();
-                return Err(c.at(
-                    span,
-                    format!(
-                        "budget.tpm = {tpm_value} cannot hold a single request: each request reserves its input \
-                         tokens + model.max-tokens ({max}) while it runs. Raise budget.tpm to your real quota or \
-                         lower model.max-tokens"
-                    ),
-                ));
-            }
-        }
-        let budget = BudgetSettings {
-            rpm,
-            tpm,
-            max_concurrency,
-        };
-
-        let r = &file.retry;
-        let base = r.base_delay_ms.unwrap_or(DEFAULT_BASE_DELAY_MS).max(1);
-        let max = r.max_delay_ms.unwrap_or(DEFAULT_MAX_DELAY_MS);
-        if max < base {
-            return Err(c.plain(format!(
-                "[retry] max-delay-ms ({max}) is below base-delay-ms ({base}); raise max-delay-ms"
-            )));
-        }
-        if max > MAX_DELAY_MS {
-            return Err(c.plain(format!(
-                "[retry] max-delay-ms must be at most {MAX_DELAY_MS} (an hour), got {max}"
-            )));
-        }
-        let retry = RetrySettings {
-            base_delay: Duration::from_millis(base),
-            max_delay: Duration::from_millis(max),
-            max_attempts: positive(
-                &c,
-                &r.max_attempts,
-                "retry.max-attempts",
-                "1 means no retry",
-            )?
-            .unwrap_or(DEFAULT_MAX_ATTEMPTS),
-        };
-
-        let o = &file.output;
-        let out_written = o.path.get_ref().trim();
-        if out_written.is_empty() {
-            return Err(c.at(o.path.span(), "output.path must not be empty"));
-        }
-        let out_location = if out_written.starts_with("s3://") {
-            let uri = S3Uri::parse(out_written)
-                .map_err(|m| c.at(o.path.span(), format!("output.path: {m}")))?;
-            if has_glob(&uri.key) {
-                return Err(c.at(
-                    o.path.span(),
-                    "output.path is a prefix that receives the parts, not a pattern; write s3://bucket/prefix/",
-                ));
-            }
-            Location::S3(uri)
-        } else {
-            Location::Local(resolve(&dir, out_written))
-        };
-        if let Some(why) = super::overlap::overlap(&input.location, &out_location) {
-            return Err(c.at(
-                o.path.span(),
-                format!(
-                    "output.path {why} (input.path = {written:?}): parts written there would be read as input by \
-                     the next run; write the output to a folder or prefix apart from the input, e.g. \"../out/{name}/\""
-                ),
-            ));
-        }
-        let output = OutputSettings {
-            path: out_written.to_string(),
-            location: out_location,
-            format: o.format,
-            records_per_part: positive(
-                &c,
-                &o.records_per_part,
-                "output.records-per-part",
-                "each part holds at least one record",
-            )?
-            .unwrap_or(DEFAULT_RECORDS_PER_PART),
-        };
-        at_most(
-            &c,
-            o.records_per_part.as_ref(),
-            MAX_RECORDS_PER_PART,
-            "output.records-per-part",
-            "a part is one file or object",
-        )?;
-
-        let e = &file.endpoint;
-        let endpoint = match &e.url {
-            None => Endpoint::Aws,
-            Some(u) if u.get_ref() == "emulator" => Endpoint::Emulator {
-                profile: e
-                    .emulator_profile
-                    .as_ref()
-                    .map(|p| resolve(&dir, p.get_ref())),
-            },
-            Some(u)
-                if u.get_ref().starts_with("http://")
-                    && !e.allow_insecure_http
-                    && !loopback(u.get_ref()) =>
-            {
-                return Err(c.at(
-                    u.span(),
-                    "endpoint.url is plain http:// to another host: every request (signed with your AWS \
-                     credentials) and every prompt and reply would cross the network unencrypted; use https://, \
-                     or set endpoint.allow-insecure-http = true if the network is yours",
-                ));
-            }
-            Some(u)
-                if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") =>
-            {
-                Endpoint::Url(u.get_ref().trim_end_matches('/').to_string())
-            }
-            Some(u) => {
-                return Err(c.at(
-                    u.span(),
-                    "endpoint.url must be \"emulator\" or an http:// or https:// URL; leave it out for real Bedrock",
-                ));
-            }
-        };
-        if let Some(p) = &e.emulator_profile {
-            if !matches!(endpoint, Endpoint::Emulator { .. }) {
-                return Err(c.at(
-                    p.span(),
-                    "endpoint.emulator-profile needs endpoint.url = \"emulator\"",
-                ));
-            }
-            if !dir.join(p.get_ref()).is_file() {
-                return Err(c.at(
-                    p.span(),
-                    format!(
-                        "endpoint.emulator-profile: no such file {}",
-                        dir.join(p.get_ref()).display()
-                    ),
-                ));
-            }
-        }
-        let timeout = match &e.timeout_secs {
-            Some(t) if !(*t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS) => {
-                return Err(c.at(
-                    t.span(),
-                    format!(
-                        "endpoint.timeout-secs must be above 0 and at most {MAX_TIMEOUT_SECS} (a day), got {}",
-                        t.get_ref()
-                    ),
-                ));
-            }
-            Some(t) => Duration::from_secs_f64(*t.get_ref()),
-            None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
-        };
-
+        let model = model_table(&c, &file.model)?;
+        let input = input_table(&c, &file.input, &model, &dir)?;
+        let budget = budget_table(&c, &file.budget, &model)?;
+        let retry = retry_table(&c, &file.retry)?;
+        let output = output_table(&c, &file.output, &input, &dir, &name)?;
+        let (endpoint, timeout) = endpoint_table(&c, &file.endpoint, &dir)?;
         let s3 = S3Settings {
             region: file.s3.region.clone(),
             force_path_style: file.s3.force_path_style,
