@@ -14,5 +14,5 @@ pub use lock::{Holder, Locked};
 pub use open::schema_version;
 pub use store::{
     CheckpointError, Counts, Finished, NewRecord, OutputRow, PartRow, PendingRecord, Status, Store,
-    StoredJob, TokenTotals,
+    StoredJob, TokenTotals, now as unix_now,
 };

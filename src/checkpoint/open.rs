@@ -27,11 +27,7 @@ impl Store {
     /// Opens (creating if needed) the database at `path` for a run and brings its schema up to date. A new
     /// database and any folder created for it are readable by the user alone: they hold every prompt and reply.
     pub async fn open(path: &Path) -> Result<Store, CheckpointError> {
-        let fail = |source| CheckpointError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        create_private(path).map_err(|e| fail(sqlx::Error::Io(e)))?;
+        create_private(path).map_err(|e| open_failed(path)(sqlx::Error::Io(e)))?;
         let options = options(path)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -39,7 +35,7 @@ impl Store {
             // and a record answered once must never be paid for again, so a power cut may not take back a
             // commit. The writer batches outcomes, so this is one sync per batch (see the README's figures).
             .synchronous(SqliteSynchronous::Full);
-        let pool = connect(options).await.map_err(fail)?;
+        let pool = connect(options).await.map_err(open_failed(path))?;
         migrate(&pool, path).await?;
         Ok(Store { pool })
     }
@@ -49,12 +45,7 @@ impl Store {
     /// ([`CheckpointError::Uninitialized`]); one from another batchrun version is an error that says which.
     pub async fn open_read_only(path: &Path) -> Result<Store, CheckpointError> {
         let options = options(path)?.read_only(true);
-        let pool = connect(options)
-            .await
-            .map_err(|source| CheckpointError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let pool = connect(options).await.map_err(open_failed(path))?;
         let mut conn = pool.acquire().await.map_err(q("read the schema version"))?;
         let found = applied_version(&mut conn).await?;
         drop(conn);
@@ -78,12 +69,16 @@ impl Store {
     }
 }
 
+fn open_failed(path: &Path) -> impl FnOnce(sqlx::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Open {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn options(path: &Path) -> Result<SqliteConnectOptions, CheckpointError> {
     Ok(SqliteConnectOptions::from_str("sqlite:")
-        .map_err(|source| CheckpointError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(open_failed(path))?
         .filename(path)
         .busy_timeout(BUSY_TIMEOUT))
 }

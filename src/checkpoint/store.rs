@@ -80,7 +80,8 @@ pub(super) fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> CheckpointErr
     move |source| CheckpointError::Query { what, source }
 }
 
-pub(super) fn now() -> i64 {
+/// Now, in Unix seconds: the clock every stored time is on.
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

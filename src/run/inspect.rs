@@ -2,10 +2,10 @@
 //! pure renderers in [`crate::report`].
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::lock;
-use crate::checkpoint::{CheckpointError, Store};
+use crate::checkpoint::{CheckpointError, Store, unix_now};
 use crate::error::Error;
 use crate::job::Job;
 use crate::report::diagnose::{self, ReportFacts};
@@ -73,19 +73,12 @@ async fn open(state: &Path, name: Option<&str>) -> Result<(Option<Store>, Vec<St
     Ok((store, names))
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64
-}
-
 async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
     let counts = store.counts(job).await?;
     let tokens = store.token_totals(job).await?;
     let runs = store.runs(job).await?;
     let last = runs.last();
-    let now = now();
+    let now = unix_now();
     // A job runs while the process holding its lock lives.
     let me = lock::this_process();
     let holder = store

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::shutdown::Shutdown;
-use crate::checkpoint::{Holder, Locked, Store};
+use crate::checkpoint::{Holder, Locked, Store, unix_now};
 use crate::error::Error;
 use crate::report::status::utc;
 
@@ -159,13 +159,6 @@ pub fn is_gone(h: &Holder, me: &Holder, now: i64) -> bool {
         (Some(then), Some(now)) => then != now,
         _ => false,
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64
 }
 
 /// This process, as a lock holder.
