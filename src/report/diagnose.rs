@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::format::duration;
-use super::format::{int, round_up};
+use super::format::{int, money, round_up};
 use super::prices::Price;
 use crate::budget::Learned;
 use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow, SeriesRow};
@@ -97,15 +97,12 @@ fn peak(series: &[SeriesRow], window: i64, value: impl Fn(&SeriesRow) -> u64) ->
     best.round() as u64
 }
 
-/// The diagnosis of `f`.
-pub fn diagnose(f: &ReportFacts) -> Diagnosis {
-    let last = f.runs.last();
-    let sending = f
-        .runs
+/// Seconds spent sending, over all runs; a killed run ends at its last recorded second.
+fn sending_time(f: &ReportFacts) -> Duration {
+    f.runs
         .iter()
         .map(|r| {
             let end = r.ended_at.unwrap_or_else(|| {
-                // A killed run: its last recorded second.
                 f.series
                     .iter()
                     .filter(|s| s.at_s >= r.started_at)
@@ -115,136 +112,202 @@ pub fn diagnose(f: &ReportFacts) -> Diagnosis {
             });
             Duration::from_secs((end - r.started_at).max(0) as u64)
         })
-        .sum::<Duration>();
-    let sum = |v: fn(&SeriesRow) -> u64| f.series.iter().map(v).sum::<u64>();
-    let (reserved, charged, admitted, settled) = (
-        sum(|s| s.reserved_tokens),
-        sum(|s| s.settled_tokens),
-        sum(|s| s.admitted),
-        sum(|s| s.succeeded),
-    );
-    let peak_rpm = peak(&f.series, 60, |s| s.admitted);
-    let peak_tpm = peak(&f.series, 60, |s| s.settled_tokens);
-    let (t_rpm, t_tpm, t_tpd) = f.throttles;
-    let throttled = t_rpm + t_tpm + t_tpd;
-    let max_tokens = last.and_then(|r| r.max_tokens);
-    let budget_rpm = last.and_then(|r| r.budget_rpm);
-    let budget_tpm = last.and_then(|r| r.budget_tpm);
-    let learned_rpm = f.learned.and_then(|l| l.rpm_rate);
-    let learned_tpm = f.learned.and_then(|l| l.tpm_rate);
-    let ratio = reserved as f64 / charged.max(1) as f64;
-    let s = &f.stats;
-    let truncated = s.done > 0 && s.at_cap as f64 > 0.02 * s.done as f64;
+        .sum::<Duration>()
+}
 
-    let mut recommendations = Vec::new();
-    let mut lower_max_tokens = None;
-    let rpm_above = match (budget_rpm, learned_rpm) {
-        (Some(b), Some(l)) if t_rpm > 0 && l < 0.9 * b as f64 => Some((b, l)),
-        _ => None,
-    };
-    let tpm_above = match (budget_tpm, learned_tpm) {
-        (Some(b), Some(l)) if t_tpm + t_tpd > 0 && l < 0.9 * b as f64 => Some((b, l)),
-        _ => None,
-    };
-    if let Some((b, l)) = rpm_above {
-        recommendations.push(format!(
-            "set budget.rpm = {} (the real quota, as measured; {} was configured), or request an RPM increase",
-            int((l * 0.98).floor() as u64),
-            int(b)
-        ));
-    }
-    if let Some((b, l)) = tpm_above {
-        recommendations.push(format!(
-            "set budget.tpm = {} (the real quota, as measured; {} was configured), or request a TPM increase",
-            int((l * 0.98).floor() as u64),
-            int(b)
-        ));
-    }
-    if truncated {
-        recommendations.push(format!(
-            "{} replies ({:.0} %) stopped at max-tokens {}: they are cut short; raise model.max-tokens",
-            int(s.at_cap),
-            100.0 * s.at_cap as f64 / s.done as f64,
-            max_tokens.map_or("?".into(), int)
-        ));
-    } else if let Some(m) = max_tokens
-        && ratio >= 1.5
-        && s.done > 0
-    {
-        let suggested = round_up((s.output_p95 as f64 * 1.5).max(s.output_max as f64 * 1.2));
-        if (suggested as f64) <= 0.75 * m as f64 {
-            lower_max_tokens = Some(suggested);
-            recommendations.push(format!(
-                "lower model.max-tokens from {} to {} (replies: mean {:.0}, p95 {}, max {} tokens): each request \
-                 would reserve {} fewer tokens of TPM while it runs",
-                int(m),
-                int(suggested),
-                s.output_mean,
-                int(s.output_p95),
-                int(s.output_max),
-                int(m - suggested)
-            ));
+/// The figures every finding is judged on, gathered once from the facts.
+struct Signals {
+    sending: Duration,
+    reserved: u64,
+    charged: u64,
+    admitted: u64,
+    settled: u64,
+    peak_rpm: u64,
+    peak_tpm: u64,
+    /// Throttles by quota: RPM, and tokens (TPM and TPD together).
+    t_rpm: u64,
+    t_tokens: u64,
+    max_tokens: Option<u64>,
+    budget_rpm: Option<u64>,
+    budget_tpm: Option<u64>,
+    /// Reserved over charged, in total.
+    ratio: f64,
+    /// More than 2 % of replies stopped at max-tokens.
+    truncated: bool,
+    /// The configured budget and the measured quota, when Bedrock throttled below the budget.
+    rpm_above: Option<(u64, f64)>,
+    tpm_above: Option<(u64, f64)>,
+    /// Median latency in minutes.
+    l_min: f64,
+}
+
+impl Signals {
+    fn gather(f: &ReportFacts) -> Signals {
+        let last = f.runs.last();
+        let sum = |v: fn(&SeriesRow) -> u64| f.series.iter().map(v).sum::<u64>();
+        let (t_rpm, t_tpm, t_tpd) = f.throttles;
+        let t_tokens = t_tpm + t_tpd;
+        let budget_rpm = last.and_then(|r| r.budget_rpm);
+        let budget_tpm = last.and_then(|r| r.budget_tpm);
+        let below =
+            |budget: Option<u64>, learned: Option<f64>, throttled: u64| match (budget, learned) {
+                (Some(b), Some(l)) if throttled > 0 && l < 0.9 * b as f64 => Some((b, l)),
+                _ => None,
+            };
+        let (reserved, charged) = (sum(|s| s.reserved_tokens), sum(|s| s.settled_tokens));
+        let s = &f.stats;
+        Signals {
+            sending: sending_time(f),
+            reserved,
+            charged,
+            admitted: sum(|s| s.admitted),
+            settled: sum(|s| s.succeeded),
+            peak_rpm: peak(&f.series, 60, |s| s.admitted),
+            peak_tpm: peak(&f.series, 60, |s| s.settled_tokens),
+            t_rpm,
+            t_tokens,
+            max_tokens: last.and_then(|r| r.max_tokens),
+            budget_rpm,
+            budget_tpm,
+            ratio: reserved as f64 / charged.max(1) as f64,
+            truncated: s.done > 0 && s.at_cap as f64 > 0.02 * s.done as f64,
+            rpm_above: below(budget_rpm, f.learned.and_then(|l| l.rpm_rate), t_rpm),
+            tpm_above: below(budget_tpm, f.learned.and_then(|l| l.tpm_rate), t_tokens),
+            l_min: s.latency_p50_ms as f64 / 60_000.0,
         }
     }
 
-    // What quota finishes the job in the deadline, or twice as fast as it went.
-    let target = f
-        .deadline
-        .or_else(|| (sending.as_secs() >= 2).then(|| sending / 2));
-    if let Some(z) = target
-        && settled > 0
-        && admitted > 0
-    {
-        let minutes = z.as_secs_f64() / 60.0;
-        let r = f.total as f64 / minutes.max(1e-9);
-        let charge = charged as f64 / settled as f64;
-        let reservation = reserved as f64 / admitted as f64;
-        let l_min = s.latency_p50_ms as f64 / 60_000.0;
-        let tpm_need = |res: f64| (r * charge.max(l_min * res)).ceil() as u64;
-        let with_lower = match (lower_max_tokens, max_tokens) {
-            (Some(new), Some(old))
-                if tpm_need(reservation - old as f64 + new as f64) < tpm_need(reservation) =>
-            {
-                format!(
-                    " ({} with max-tokens {})",
-                    int(tpm_need(reservation - old as f64 + new as f64)),
-                    int(new)
-                )
-            }
-            _ => String::new(),
-        };
-        recommendations.push(format!(
-            "to finish all {} records in {}: request RPM ≥ {} and TPM ≥ {}{}",
-            int(f.total),
-            duration(z),
-            int(r.ceil() as u64),
-            int(tpm_need(reservation)),
-            with_lower
-        ));
+    fn throttled(&self) -> u64 {
+        self.t_rpm + self.t_tokens
     }
+}
 
+/// The diagnosis of `f`.
+pub fn diagnose(f: &ReportFacts) -> Diagnosis {
+    let g = Signals::gather(f);
+    let mut recommendations = budget_advice(&g);
+    let (advice, lower_max_tokens) = max_tokens_advice(f, &g);
+    recommendations.extend(advice);
+    recommendations.extend(quota_advice(f, &g, lower_max_tokens));
+    Diagnosis {
+        sending: g.sending,
+        peak_rpm: g.peak_rpm,
+        peak_tpm: g.peak_tpm,
+        reserved: g.reserved,
+        charged: g.charged,
+        admitted: g.admitted,
+        settled: g.settled,
+        verdict: verdict(f, &g),
+        recommendations,
+        lower_max_tokens,
+    }
+}
+
+/// A budget set above the real quota: set it to what was measured.
+fn budget_advice(g: &Signals) -> Vec<String> {
+    [("rpm", "an RPM", g.rpm_above), ("tpm", "a TPM", g.tpm_above)]
+        .into_iter()
+        .filter_map(|(key, name, above)| {
+            let (b, l) = above?;
+            Some(format!(
+                "set budget.{key} = {} (the real quota, as measured; {} was configured), or request {name} increase",
+                int((l * 0.98).floor() as u64),
+                int(b)
+            ))
+        })
+        .collect()
+}
+
+/// Replies cut short (raise max-tokens), or a max-tokens far above the replies (lower it, to the returned value).
+fn max_tokens_advice(f: &ReportFacts, g: &Signals) -> (Option<String>, Option<u64>) {
+    let s = &f.stats;
+    if g.truncated {
+        let advice = format!(
+            "{} replies ({:.0} %) stopped at max-tokens {}: they are cut short; raise model.max-tokens",
+            int(s.at_cap),
+            100.0 * s.at_cap as f64 / s.done as f64,
+            g.max_tokens.map_or("?".into(), int)
+        );
+        return (Some(advice), None);
+    }
+    let Some(m) = g.max_tokens.filter(|_| g.ratio >= 1.5 && s.done > 0) else {
+        return (None, None);
+    };
+    let suggested = round_up((s.output_p95 as f64 * 1.5).max(s.output_max as f64 * 1.2));
+    if (suggested as f64) > 0.75 * m as f64 {
+        return (None, None);
+    }
+    let advice = format!(
+        "lower model.max-tokens from {} to {} (replies: mean {:.0}, p95 {}, max {} tokens): each request \
+         would reserve {} fewer tokens of TPM while it runs",
+        int(m),
+        int(suggested),
+        s.output_mean,
+        int(s.output_p95),
+        int(s.output_max),
+        int(m - suggested)
+    );
+    (Some(advice), Some(suggested))
+}
+
+/// What quota finishes the job in the deadline, or twice as fast as it went.
+fn quota_advice(f: &ReportFacts, g: &Signals, lower_max_tokens: Option<u64>) -> Option<String> {
+    let z = f
+        .deadline
+        .or_else(|| (g.sending.as_secs() >= 2).then(|| g.sending / 2))?;
+    if g.settled == 0 || g.admitted == 0 {
+        return None;
+    }
+    let minutes = z.as_secs_f64() / 60.0;
+    let r = f.total as f64 / minutes.max(1e-9);
+    let charge = g.charged as f64 / g.settled as f64;
+    let reservation = g.reserved as f64 / g.admitted as f64;
+    let tpm_need = |res: f64| (r * charge.max(g.l_min * res)).ceil() as u64;
+    let with_lower = match (lower_max_tokens, g.max_tokens) {
+        (Some(new), Some(old))
+            if tpm_need(reservation - old as f64 + new as f64) < tpm_need(reservation) =>
+        {
+            format!(
+                " ({} with max-tokens {})",
+                int(tpm_need(reservation - old as f64 + new as f64)),
+                int(new)
+            )
+        }
+        _ => String::new(),
+    };
+    Some(format!(
+        "to finish all {} records in {}: request RPM ≥ {} and TPM ≥ {}{}",
+        int(f.total),
+        duration(z),
+        int(r.ceil() as u64),
+        int(tpm_need(reservation)),
+        with_lower
+    ))
+}
+
+/// The cause, in one sentence.
+fn verdict(f: &ReportFacts, g: &Signals) -> String {
     // Pressure on each budget at the busiest minute: requests against RPM; for TPM, the tokens charged plus
     // the reservations held in flight (reserved per minute × latency, Little's law), as Bedrock's bucket sees.
-    let l_min = s.latency_p50_ms as f64 / 60_000.0;
-    let peak_reserved = peak(&f.series, 60, |s| s.reserved_tokens);
-    let held = peak_reserved as f64 * l_min;
-    let rpm_pressure = budget_rpm.map(|b| peak_rpm as f64 / b as f64);
-    let tpm_pressure = budget_tpm.map(|b| (peak_tpm as f64 + held) / b as f64);
+    let held = peak(&f.series, 60, |s| s.reserved_tokens) as f64 * g.l_min;
+    let rpm_pressure = g.budget_rpm.map(|b| g.peak_rpm as f64 / b as f64);
+    let tpm_pressure = g.budget_tpm.map(|b| (g.peak_tpm as f64 + held) / b as f64);
     // Reservations held in flight against charges, per request: above 1, max-tokens is what fills TPM.
-    let held_vs_charged = if admitted > 0 && settled > 0 {
-        (reserved as f64 / admitted as f64) * l_min / (charged as f64 / settled as f64)
+    let held_vs_charged = if g.admitted > 0 && g.settled > 0 {
+        (g.reserved as f64 / g.admitted as f64) * g.l_min / (g.charged as f64 / g.settled as f64)
     } else {
         0.0
     };
-    let tokens_throttled = t_tpm + t_tpd > t_rpm;
+    let throttled = g.throttled();
+    let tokens_throttled = g.t_tokens > g.t_rpm;
     let tpm_binding = if throttled > 0 {
         tokens_throttled
     } else {
         tpm_pressure.is_some_and(|p| p >= 0.9 && p >= rpm_pressure.unwrap_or(0.0))
     };
     let max_tokens_cause =
-        tpm_binding && !truncated && max_tokens.is_some() && held_vs_charged >= 1.0;
-    let verdict = if let Some((b, l)) = rpm_above.filter(|_| !tokens_throttled) {
+        tpm_binding && !g.truncated && g.max_tokens.is_some() && held_vs_charged >= 1.0;
+    if let Some((b, l)) = g.rpm_above.filter(|_| !tokens_throttled) {
         format!(
             "the RPM budget ({}) was set above the real quota (about {} RPM): Bedrock throttled {} times until \
              batchrun measured it; requests, not tokens, ran out",
@@ -253,24 +316,8 @@ pub fn diagnose(f: &ReportFacts) -> Diagnosis {
             int(throttled)
         )
     } else if max_tokens_cause {
-        format!(
-            "tokens per minute ran out, and max-tokens is why: each request reserved input + max-tokens ({}) \
-             while it ran ({:.1}× its final charge), and the reservations held in flight filled the TPM quota \
-             {:.1}× faster than the charges did{}",
-            max_tokens.map_or("?".into(), int),
-            ratio,
-            held_vs_charged,
-            if throttled > 0 {
-                format!(
-                    "; {} of {} throttles were on TPM",
-                    int(t_tpm + t_tpd),
-                    int(throttled)
-                )
-            } else {
-                "; batchrun kept to the TPM budget, so Bedrock did not throttle".into()
-            }
-        )
-    } else if let Some((b, l)) = tpm_above {
+        max_tokens_verdict(g, held_vs_charged)
+    } else if let Some((b, l)) = g.tpm_above {
         format!(
             "the TPM budget ({}) was set above the real quota (about {} TPM): Bedrock throttled {} times until \
              batchrun measured it",
@@ -283,45 +330,46 @@ pub fn diagnose(f: &ReportFacts) -> Diagnosis {
         format!(
             "the {} quota is the limit: {} of {} throttles were on it; batchrun held the rate just under it",
             if rpm { "RPM" } else { "TPM" },
-            int(if rpm { t_rpm } else { t_tpm + t_tpd }),
+            int(if rpm { g.t_rpm } else { g.t_tokens }),
             int(throttled)
         )
     } else if tpm_binding {
         format!(
             "no throttles: the TPM budget ({}) set the pace, and Bedrock never refused it",
-            budget_tpm.map_or("?".into(), int)
+            g.budget_tpm.map_or("?".into(), int)
         )
     } else if rpm_pressure.is_some_and(|p| p >= 0.9) {
         format!(
             "no throttles: the RPM budget ({}) set the pace, and Bedrock never refused it",
-            budget_rpm.map_or("?".into(), int)
+            g.budget_rpm.map_or("?".into(), int)
         )
     } else {
         "no throttles: neither quota was reached; concurrency and latency set the pace (raise \
          budget.max-concurrency to go faster)"
             .into()
-    };
-
-    Diagnosis {
-        sending,
-        peak_rpm,
-        peak_tpm,
-        reserved,
-        charged,
-        admitted,
-        settled,
-        verdict,
-        recommendations,
-        lower_max_tokens,
     }
 }
 
-fn money(amount: f64, currency: &str) -> String {
-    if currency == "USD" {
-        format!("${amount:.2}")
-    } else {
-        format!("{amount:.2} {currency}")
-    }
+/// Tokens per minute ran out because of what max-tokens reserved.
+fn max_tokens_verdict(g: &Signals, held_vs_charged: f64) -> String {
+    let throttled = g.throttled();
+    format!(
+        "tokens per minute ran out, and max-tokens is why: each request reserved input + max-tokens ({}) \
+         while it ran ({:.1}× its final charge), and the reservations held in flight filled the TPM quota \
+         {:.1}× faster than the charges did{}",
+        g.max_tokens.map_or("?".into(), int),
+        g.ratio,
+        held_vs_charged,
+        if throttled > 0 {
+            format!(
+                "; {} of {} throttles were on TPM",
+                int(g.t_tokens),
+                int(throttled)
+            )
+        } else {
+            "; batchrun kept to the TPM budget, so Bedrock did not throttle".into()
+        }
+    )
 }
 
 /// The report as text.
@@ -372,6 +420,21 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
         int(f.output_tokens),
         cost
     );
+    budget_lines(&mut t, f, d);
+    failures(&mut t, f);
+    let _ = writeln!(t, "\ndiagnosis: {}", d.verdict);
+    if !d.recommendations.is_empty() {
+        let _ = writeln!(t, "recommendations:");
+        for r in &d.recommendations {
+            let _ = writeln!(t, "  - {r}");
+        }
+    }
+    t
+}
+
+/// Throughput, budget, throttles, max-tokens and calls: how the quota was used.
+fn budget_lines(t: &mut String, f: &ReportFacts, d: &Diagnosis) {
+    let last = f.runs.last();
     let _ = writeln!(
         t,
         "  throughput  peak (60 s window): {} requests/min, {} tokens/min charged",
@@ -438,6 +501,10 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
         int(s.attempts.saturating_sub(s.finished)),
         duration(Duration::from_millis(s.latency_p50_ms))
     );
+}
+
+/// Failed records, grouped by error code with one example each.
+fn failures(t: &mut String, f: &ReportFacts) {
     if f.errors.is_empty() {
         let _ = writeln!(t, "  failed      none");
     } else {
@@ -456,14 +523,6 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
             );
         }
     }
-    let _ = writeln!(t, "\ndiagnosis: {}", d.verdict);
-    if !d.recommendations.is_empty() {
-        let _ = writeln!(t, "recommendations:");
-        for r in &d.recommendations {
-            let _ = writeln!(t, "  - {r}");
-        }
-    }
-    t
 }
 
 #[cfg(test)]

@@ -31,6 +31,29 @@ pub fn int(n: u64) -> String {
     out
 }
 
+/// `$1.23`, `$0.0042` (four places below a cent), `1.23 EUR`.
+pub fn money(amount: f64, currency: &str) -> String {
+    let places = if amount < 0.01 { 4 } else { 2 };
+    if currency == "USD" {
+        format!("${amount:.places$}")
+    } else {
+        format!("{amount:.places$} {currency}")
+    }
+}
+
+/// `950`, `12.3k`, `45k`, `1.2M`: a number in little room, switching unit where the rounded figure would.
+pub fn compact(v: f64) -> String {
+    if v >= 999_500.0 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 9_999.5 {
+        format!("{:.0}k", v / 1e3)
+    } else if v >= 999.5 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 /// A round number at or above `n`: 1, 2 or 5 times a power of ten, or a multiple of 64 below 1,024.
 pub fn round_up(n: f64) -> u64 {
     let n = n.max(1.0).ceil() as u64;

@@ -9,7 +9,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::format::{duration, int, round_up};
+use super::format::{duration, int, money, round_up};
 use super::prices::Price;
 use crate::budget::quota;
 
@@ -216,20 +216,6 @@ pub fn compute(f: &PlanFacts) -> Plan {
 /// A rate per minute, rounded.
 fn per_min(r: f64) -> String {
     int(r.round() as u64)
-}
-
-fn money(amount: f64, currency: &str) -> String {
-    let sign = if currency == "USD" { "$" } else { "" };
-    let unit = if currency == "USD" {
-        String::new()
-    } else {
-        format!(" {currency}")
-    };
-    if amount < 0.01 {
-        format!("{sign}{amount:.4}{unit}")
-    } else {
-        format!("{sign}{amount:.2}{unit}")
-    }
 }
 
 /// The plan as text.

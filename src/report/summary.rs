@@ -3,21 +3,8 @@
 use std::time::Duration;
 
 use super::Snapshot;
-use super::format::duration;
+use super::format::{compact, duration};
 use crate::budget::Live;
-
-/// `950`, `12.3k`, `1.2M`: a rate in little room.
-fn short(v: f64) -> String {
-    if v >= 999_500.0 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 9_999.5 {
-        format!("{:.0}k", v / 1e3)
-    } else if v >= 999.5 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
 
 /// What the budget is doing: per minute used against the rate in force (and that rate against the configured
 /// budget when it is lower), requests in flight against the cap, throttles by quota.
@@ -26,13 +13,13 @@ pub fn budget_text(l: &Live) -> String {
     {
         (Some(r), Some(b)) if r < 0.995 * b => format!(
             "{name} {}/{} (×{:.2} of budget {})",
-            short(used),
-            short(r),
+            compact(used),
+            compact(r),
             r / b,
-            short(b)
+            compact(b)
         ),
-        (Some(r), _) => format!("{name} {}/{}", short(used), short(r)),
-        (None, _) => format!("{name} {}", short(used)),
+        (Some(r), _) => format!("{name} {}/{}", compact(used), compact(r)),
+        (None, _) => format!("{name} {}", compact(used)),
     };
     format!(
         "{}, {}, in flight {}/{}, throttled {} RPM / {} TPM",
