@@ -155,18 +155,15 @@ pub fn compute(f: &PlanFacts) -> Plan {
     } else {
         Bound::TpmCharges
     };
-    let mut candidates = vec![(Bound::Concurrency, concurrency_allows)];
-    if let Some(r) = rpm_allows {
-        candidates.push((Bound::Rpm, r));
-    }
-    if let Some(t) = tpm_allows {
-        candidates.push((tpm_bound, t));
-    }
-    let (bound, rate) = candidates
-        .iter()
-        .copied()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("concurrency is always a candidate");
+    let (bound, rate) = [
+        (Bound::Concurrency, Some(concurrency_allows)),
+        (Bound::Rpm, rpm_allows),
+        (tpm_bound, tpm_allows),
+    ]
+    .into_iter()
+    .filter_map(|(b, allows)| Some((b, allows?)))
+    .min_by(|a, b| a.1.total_cmp(&b.1))
+    .expect("concurrency is always a candidate");
     let sendable = f.records.saturating_sub(f.never_fit_count);
     let wall = Duration::from_secs_f64(sendable as f64 / rate.max(1e-9) * 60.0);
     let cost = f.price.as_ref().map(|(p, _, _)| {
@@ -177,13 +174,7 @@ pub fn compute(f: &PlanFacts) -> Plan {
     });
     let lower_max_tokens = match (bound, tpm) {
         (Bound::TpmReservations, Some(t)) => {
-            let m = round_up(out * 2.0);
-            if (m as f64) < max_tokens_mean {
-                let r = input_mean + m as f64;
-                Some((m, t / charge.max(l_min * r)))
-            } else {
-                None
-            }
+            lower(t, input_mean, max_tokens_mean, out, charge, l_min)
         }
         _ => None,
     };
@@ -213,6 +204,20 @@ pub fn compute(f: &PlanFacts) -> Plan {
     }
 }
 
+/// With reservations binding on TPM `t`: a `max-tokens` of about twice the expected output, and the requests
+/// per minute TPM would then allow; `None` when that is no lower than today's.
+fn lower(
+    t: f64,
+    input: f64,
+    max_tokens: f64,
+    out: f64,
+    charge: f64,
+    l_min: f64,
+) -> Option<(u64, f64)> {
+    let m = round_up(out * 2.0);
+    ((m as f64) < max_tokens).then(|| (m, t / charge.max(l_min * (input + m as f64))))
+}
+
 /// A rate per minute, rounded.
 fn per_min(r: f64) -> String {
     int(r.round() as u64)
@@ -226,6 +231,50 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         "plan for job `{}` (model {}); no model calls were made\n",
         f.job, f.model_id
     );
+    request_lines(&mut t, f, p);
+    limit_lines(&mut t, f, p);
+    let _ = writeln!(
+        t,
+        "\nexpected time    {} at {} requests/min",
+        duration(p.wall),
+        per_min(p.rate)
+    );
+    match (&p.cost, &f.price) {
+        (Some((i, o)), Some((_, currency, as_of))) => {
+            let _ = writeln!(
+                t,
+                "expected cost    {} (input {} + output {}; on-demand prices as of {as_of})",
+                money(i + o, currency),
+                money(*i, currency),
+                money(*o, currency)
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                t,
+                "expected cost    unknown: {} is not in the price table (add it with --prices FILE)",
+                f.model_id
+            );
+        }
+    }
+    never_fit_lines(&mut t, f);
+    if let (Some((rpm, tpm, conc)), Some(d)) = (p.needed, f.deadline) {
+        let _ = writeln!(
+            t,
+            "\nto finish within {}: RPM ≥ {}, TPM ≥ {} and max-concurrency ≥ {} — request the quotas in Service \
+             Quotas (Amazon Bedrock, on-demand requests / tokens per minute for {})",
+            duration(d),
+            int(rpm),
+            int(tpm),
+            conc,
+            f.model_id
+        );
+    }
+    t
+}
+
+/// Records, tokens, what one request reserves and is charged, latency.
+fn request_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
     let _ = writeln!(
         t,
         "records          {} to send{}{}",
@@ -278,6 +327,10 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         "latency          {:.1}s per request ({})",
         f.latency_s, f.latency_source
     );
+}
+
+/// Requests per minute each limit allows, and which one binds.
+fn limit_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
     let _ = writeln!(t, "\nrequests per minute each limit allows:");
     let limit_line = |name: String, allows: Option<f64>| match allows {
         Some(a) => format!("  {name:<40} {:>10}", per_min(a)),
@@ -335,30 +388,10 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
             allows / p.rate
         );
     }
-    let _ = writeln!(
-        t,
-        "\nexpected time    {} at {} requests/min",
-        duration(p.wall),
-        per_min(p.rate)
-    );
-    match (&p.cost, &f.price) {
-        (Some((i, o)), Some((_, currency, as_of))) => {
-            let _ = writeln!(
-                t,
-                "expected cost    {} (input {} + output {}; on-demand prices as of {as_of})",
-                money(i + o, currency),
-                money(*i, currency),
-                money(*o, currency)
-            );
-        }
-        _ => {
-            let _ = writeln!(
-                t,
-                "expected cost    unknown: {} is not in the price table (add it with --prices FILE)",
-                f.model_id
-            );
-        }
-    }
+}
+
+/// The records whose reservation can never fit the TPM budget.
+fn never_fit_lines(t: &mut String, f: &PlanFacts) {
     if f.never_fit_count == 0 {
         let _ = writeln!(
             t,
@@ -390,19 +423,6 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
             );
         }
     }
-    if let (Some((rpm, tpm, conc)), Some(d)) = (p.needed, f.deadline) {
-        let _ = writeln!(
-            t,
-            "\nto finish within {}: RPM ≥ {}, TPM ≥ {} and max-concurrency ≥ {} — request the quotas in Service \
-             Quotas (Amazon Bedrock, on-demand requests / tokens per minute for {})",
-            duration(d),
-            int(rpm),
-            int(tpm),
-            conc,
-            f.model_id
-        );
-    }
-    t
 }
 
 #[cfg(test)]
