@@ -9,17 +9,17 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::connect::Endpoints;
+use super::connect::{Endpoints, Expected};
 use super::ingest::read_in_batches;
 use super::submit::s3_client;
-use crate::budget::quota;
-use crate::checkpoint::{CheckpointError, Store};
+use crate::budget::{Learned, quota};
+use crate::checkpoint::{CheckpointError, OutcomeStats, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
 use crate::job::Job;
 use crate::report::plan::{NeverFit, PlanFacts, compute, render};
 use crate::report::prices::Prices;
-use crate::source::{self, Item};
+use crate::source::{self, Item, Record};
 
 /// What `batchrun plan` was asked.
 #[derive(Debug, Clone)]
@@ -53,34 +53,9 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
     let prices = Prices::chosen(opts.prices.as_deref())?;
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
-
-    // What an earlier run of this job saw, if the state database exists (it is not created here).
-    let state = opts
-        .state
-        .clone()
-        .unwrap_or_else(|| job.default_state_path());
-    let store = if state.is_file() {
-        match Store::open_read_only(&state).await {
-            Ok(store) => Some(store),
-            Err(CheckpointError::Uninitialized { .. }) => None,
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        None
-    };
-    let (learned, observed) = if let Some(store) = store {
-        let learned = store.learned(&job.name).await?;
-        let stats = store
-            .outcome_stats(&job.name, job.model.max_tokens.map(u64::from))
-            .await?;
-        store.close().await;
-        (learned, (stats.done > 0).then_some(stats))
-    } else {
-        (None, None)
-    };
+    let (learned, observed) = earlier_run(opts, &job).await?;
     let ratio = learned.map_or(1.0, |l| l.token_ratio);
     let profile = opts.endpoints.expected(&job)?;
-
     let counter = if opts.exact {
         let connection = opts.endpoints.connect(&job).await?;
         let invoker = Invoker::connect(
@@ -94,10 +69,6 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         None
     };
 
-    // Every record, read as ingest reads it.
-    let (mut rx, reader) = read_in_batches(&job, files, s3.as_ref());
-
-    let tpm = job.budget.tpm;
     let mut facts = PlanFacts {
         job: job.name.clone(),
         model_id: job.model.id.clone(),
@@ -115,7 +86,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         latency_source: String::new(),
         burndown: u64::from(job.model.output_burndown),
         rpm: job.budget.rpm,
-        tpm,
+        tpm: job.budget.tpm,
         learned: (
             learned.and_then(|l| l.rpm_rate),
             learned.and_then(|l| l.tpm_rate),
@@ -126,6 +97,8 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
             .map(|p| (p, prices.currency.clone(), prices.as_of.clone())),
         deadline: opts.deadline,
     };
+    // Every record, read as ingest reads it.
+    let (mut rx, reader) = read_in_batches(&job, files, s3.as_ref());
     let limit = Arc::new(Semaphore::new(COUNT_CONCURRENCY));
     while let Some(items) = rx.recv().await {
         let mut records = Vec::with_capacity(items.len());
@@ -140,55 +113,112 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
             .map(|r| (r.est_tokens as f64 * ratio).ceil() as u64)
             .collect();
         if let Some((_, invoker)) = &counter {
-            let mut set = JoinSet::new();
-            for (i, r) in records.iter().enumerate() {
-                let (invoker, limit, request) = (invoker.clone(), limit.clone(), r.request.clone());
-                set.spawn(async move {
-                    let _permit = limit.acquire_owned().await;
-                    (i, invoker.count_tokens(&request).await)
-                });
-            }
-            while let Some(joined) = set.join_next().await {
-                let (i, counted) = Error::joined(joined, "token counter")?;
-                match counted {
-                    Ok(n) => tokens[i] = n,
-                    Err(e) => {
-                        return Err(Error::Fatal {
-                            model: job.model.id.clone(),
-                            stop: e.stop(),
-                            code: e.code,
-                            message: format!("CountTokens failed: {}", e.message),
-                            path: opts.job_file.clone(),
-                        });
-                    }
-                }
-            }
+            count_exactly(opts, &job, invoker, &limit, &records, &mut tokens).await?;
         }
-        for (r, input) in records.iter().zip(tokens) {
-            facts.records += 1;
-            let reservation = quota::reserved(input, r.max_tokens);
-            if tpm.is_none_or(|t| reservation <= t) {
-                // The averages are over what will be sent.
-                facts.input_tokens += input;
-                facts.max_tokens_total += r.max_tokens;
-                facts.largest_reservation = facts.largest_reservation.max(reservation);
-            } else {
-                facts.never_fit_count += 1;
-                if facts.never_fit.len() < NEVER_FIT_LISTED {
-                    facts.never_fit.push(NeverFit {
-                        id: r.id.clone(),
-                        location: r.location.clone(),
-                        reservation,
-                    });
-                }
+        tally(&mut facts, &records, tokens);
+    }
+    Error::joined(reader.await, "input reader")??;
+    expect(&mut facts, opts, observed.as_ref(), profile.as_ref());
+    drop(counter);
+    let plan = compute(&facts);
+    Ok(render(&facts, &plan))
+}
+
+/// What an earlier run of this job saw: the rates it learned and its outcomes, if the state database exists
+/// (it is not created here).
+async fn earlier_run(
+    opts: &PlanOptions,
+    job: &Job,
+) -> Result<(Option<Learned>, Option<OutcomeStats>), Error> {
+    let state = opts
+        .state
+        .clone()
+        .unwrap_or_else(|| job.default_state_path());
+    if !state.is_file() {
+        return Ok((None, None));
+    }
+    let store = match Store::open_read_only(&state).await {
+        Ok(store) => store,
+        Err(CheckpointError::Uninitialized { .. }) => return Ok((None, None)),
+        Err(e) => return Err(e.into()),
+    };
+    let learned = store.learned(&job.name).await?;
+    let stats = store
+        .outcome_stats(&job.name, job.model.max_tokens.map(u64::from))
+        .await?;
+    store.close().await;
+    Ok((learned, (stats.done > 0).then_some(stats)))
+}
+
+/// `--exact`: replaces the local estimates in `tokens` with Bedrock's CountTokens, a few calls at a time.
+async fn count_exactly(
+    opts: &PlanOptions,
+    job: &Job,
+    invoker: &Arc<Invoker>,
+    limit: &Arc<Semaphore>,
+    records: &[Record],
+    tokens: &mut [u64],
+) -> Result<(), Error> {
+    let mut set = JoinSet::new();
+    for (i, r) in records.iter().enumerate() {
+        let (invoker, limit, request) = (invoker.clone(), limit.clone(), r.request.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (i, invoker.count_tokens(&request).await)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let (i, counted) = Error::joined(joined, "token counter")?;
+        match counted {
+            Ok(n) => tokens[i] = n,
+            Err(e) => {
+                return Err(Error::Fatal {
+                    model: job.model.id.clone(),
+                    stop: e.stop(),
+                    code: e.code,
+                    message: format!("CountTokens failed: {}", e.message),
+                    path: opts.job_file.clone(),
+                });
             }
         }
     }
-    Error::joined(reader.await, "input reader")??;
+    Ok(())
+}
 
+/// Adds records with their input tokens to the facts: those whose reservation fits the TPM budget to the
+/// averages, the others to the never-fit list.
+fn tally(facts: &mut PlanFacts, records: &[Record], tokens: Vec<u64>) {
+    for (r, input) in records.iter().zip(tokens) {
+        facts.records += 1;
+        let reservation = quota::reserved(input, r.max_tokens);
+        if facts.tpm.is_none_or(|t| reservation <= t) {
+            // The averages are over what will be sent.
+            facts.input_tokens += input;
+            facts.max_tokens_total += r.max_tokens;
+            facts.largest_reservation = facts.largest_reservation.max(reservation);
+        } else {
+            facts.never_fit_count += 1;
+            if facts.never_fit.len() < NEVER_FIT_LISTED {
+                facts.never_fit.push(NeverFit {
+                    id: r.id.clone(),
+                    location: r.location.clone(),
+                    reservation,
+                });
+            }
+        }
+    }
+}
+
+/// Output tokens and latency to expect, and where each figure comes from: the command line, an earlier run,
+/// the emulator profile, or an assumption.
+fn expect(
+    facts: &mut PlanFacts,
+    opts: &PlanOptions,
+    observed: Option<&OutcomeStats>,
+    profile: Option<&Expected>,
+) {
     let max_mean = facts.max_tokens_total as f64 / facts.records.max(1) as f64;
-    (facts.output_per_record, facts.output_source) = match (opts.output_tokens, &observed, &profile)
-    {
+    (facts.output_per_record, facts.output_source) = match (opts.output_tokens, observed, profile) {
         (Some(n), _, _) => (n as f64, "--output-tokens".into()),
         (None, Some(s), _) => (
             s.output_mean,
@@ -207,7 +237,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         ),
     };
     let out = facts.output_per_record.min(max_mean.max(1.0));
-    (facts.latency_s, facts.latency_source) = match (opts.latency, &observed, &profile) {
+    (facts.latency_s, facts.latency_source) = match (opts.latency, observed, profile) {
         (Some(d), _, _) => (d.as_secs_f64(), "--latency".into()),
         (None, Some(s), _) if s.latency_p50_ms > 0 => (
             s.latency_p50_ms as f64 / 1000.0,
@@ -222,7 +252,4 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
             "assumed 0.5s + 20ms per output token; set --latency for a better plan".into(),
         ),
     };
-    drop(counter);
-    let plan = compute(&facts);
-    Ok(render(&facts, &plan))
 }
