@@ -101,17 +101,12 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         } else {
             files
         };
-        locked(
-            &job,
-            files,
-            s3.as_ref(),
-            sink,
-            &store,
-            &state,
+        let held = Held {
+            job: &job,
+            store: &store,
             opts,
-            shutdown,
-        )
-        .await
+        };
+        locked(&held, files, s3.as_ref(), sink, &state, shutdown).await
     }
     .await;
     lock.release().await;
@@ -119,53 +114,25 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
     result
 }
 
+/// What the run works with while this process holds the job's lock.
+struct Held<'a> {
+    job: &'a Job,
+    store: &'a Store,
+    opts: &'a SubmitOptions,
+}
+
 /// The run, once this process holds the job's lock.
-#[allow(clippy::too_many_arguments)]
 async fn locked(
-    job: &Job,
+    h: &Held<'_>,
     files: Vec<source::InputFile>,
     s3: Option<&S3>,
     sink: Sink,
-    store: &Store,
     state: &std::path::Path,
-    opts: &SubmitOptions,
     shutdown: Shutdown,
 ) -> Result<RunOutcome, Error> {
+    let (job, store) = (h.job, h.store);
     let fingerprint = Fingerprint::of(job, &files);
-    match store.job(&job.name).await? {
-        Some(stored) if stored.clearing => {
-            crate::say!(
-                "job `{}`: finishing a fresh start that was interrupted: earlier output removed, results discarded",
-                job.name
-            );
-            start_over(job, &fingerprint, &sink, store).await?;
-        }
-        Some(stored) if stored.fingerprint == fingerprint.hash && !opts.fresh => {
-            crate::say!("resuming job `{}` (state {})", job.name, state.display());
-        }
-        // A job whose inputs were never all read has sent nothing: it starts over with its new settings.
-        Some(stored) if !opts.fresh && stored.ingested => {
-            let before = Fingerprint {
-                hash: stored.fingerprint,
-                settings: stored.settings,
-                inputs: stored.inputs,
-            };
-            return Err(Error::JobChanged {
-                name: job.name.clone(),
-                path: opts.job_file.clone(),
-                changes: describe_changes(&before, &fingerprint),
-            });
-        }
-        existing => {
-            if existing.as_ref().is_some_and(|j| j.ingested) {
-                crate::say!(
-                    "starting job `{}` over (--fresh): earlier results discarded",
-                    job.name
-                );
-            }
-            start_over(job, &fingerprint, &sink, store).await?;
-        }
-    }
+    reconcile(h, &fingerprint, &sink, state).await?;
     let stored = store.job(&job.name).await?.expect("the job row exists");
     let total = if stored.ingested {
         stored.total
@@ -193,30 +160,13 @@ async fn locked(
 
     let started = Instant::now();
     let stats = Arc::new(RunStats::default());
-    let mut run_key = None;
-    if counts.pending() > 0 {
+    let run_key = if counts.pending() > 0 {
         stats.planned.store(counts.pending(), Ordering::Relaxed);
-        run_key = Some(
-            store
-                .start_run(
-                    &job.name,
-                    &RunRow {
-                        started_at: 0,
-                        ended_at: None,
-                        outcome: None,
-                        model_id: job.model.id.clone(),
-                        max_tokens: job.model.max_tokens.map(u64::from),
-                        burndown: u64::from(job.model.output_burndown),
-                        budget_rpm: job.budget.rpm,
-                        budget_tpm: job.budget.tpm,
-                        max_concurrency: u64::from(job.budget.max_concurrency),
-                        pending: counts.pending(),
-                    },
-                )
-                .await?,
-        );
-    }
-    let result = run(job, store, opts, shutdown, &stats, started, counts, parts).await;
+        Some(store.start_run(&job.name, &run_row(job, &counts)).await?)
+    } else {
+        None
+    };
+    let result = run(h, shutdown, &stats, started, counts, parts).await;
     if let Some(key) = run_key {
         let outcome = match &result {
             Ok(RunOutcome::Finished { .. }) => "finished".to_string(),
@@ -229,6 +179,67 @@ async fn locked(
         }
     }
     result
+}
+
+/// New, resume or refuse: brings the stored job in line with the job file, or says why it cannot.
+async fn reconcile(
+    h: &Held<'_>,
+    fingerprint: &Fingerprint,
+    sink: &Sink,
+    state: &std::path::Path,
+) -> Result<(), Error> {
+    let (job, store, opts) = (h.job, h.store, h.opts);
+    match store.job(&job.name).await? {
+        Some(stored) if stored.clearing => {
+            crate::say!(
+                "job `{}`: finishing a fresh start that was interrupted: earlier output removed, results discarded",
+                job.name
+            );
+            start_over(job, fingerprint, sink, store).await?;
+        }
+        Some(stored) if stored.fingerprint == fingerprint.hash && !opts.fresh => {
+            crate::say!("resuming job `{}` (state {})", job.name, state.display());
+        }
+        // A job whose inputs were never all read has sent nothing: it starts over with its new settings.
+        Some(stored) if !opts.fresh && stored.ingested => {
+            let before = Fingerprint {
+                hash: stored.fingerprint,
+                settings: stored.settings,
+                inputs: stored.inputs,
+            };
+            return Err(Error::JobChanged {
+                name: job.name.clone(),
+                path: opts.job_file.clone(),
+                changes: describe_changes(&before, fingerprint),
+            });
+        }
+        existing => {
+            if existing.as_ref().is_some_and(|j| j.ingested) {
+                crate::say!(
+                    "starting job `{}` over (--fresh): earlier results discarded",
+                    job.name
+                );
+            }
+            start_over(job, fingerprint, sink, store).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The run as the state database keeps it: the settings it ran with.
+fn run_row(job: &Job, counts: &Counts) -> RunRow {
+    RunRow {
+        started_at: 0,
+        ended_at: None,
+        outcome: None,
+        model_id: job.model.id.clone(),
+        max_tokens: job.model.max_tokens.map(u64::from),
+        burndown: u64::from(job.model.output_burndown),
+        budget_rpm: job.budget.rpm,
+        budget_tpm: job.budget.tpm,
+        max_concurrency: u64::from(job.budget.max_concurrency),
+        pending: counts.pending(),
+    }
 }
 
 /// Discards the job's earlier output and state, so that whatever stops this midway, the next run finishes
@@ -256,17 +267,15 @@ async fn start_over(
 }
 
 /// Sends the pending records (if any), then publishes what is complete and the manifest.
-#[allow(clippy::too_many_arguments)]
 async fn run(
-    job: &Job,
-    store: &Store,
-    opts: &SubmitOptions,
+    h: &Held<'_>,
     shutdown: Shutdown,
     stats: &Arc<RunStats>,
     started: Instant,
     counts: Counts,
     mut parts: Parts,
 ) -> Result<RunOutcome, Error> {
+    let (job, store, opts) = (h.job, h.store, h.opts);
     let job_file = opts.job_file.display().to_string();
     if counts.pending() > 0 {
         // Held until the calls are done: it may keep what serves them alive.
