@@ -265,36 +265,18 @@ fn csv(
         name: file.name(),
         source,
     };
-    let mut input = BufReader::with_capacity(64 * 1024, input);
-    // A byte-order mark before the header would become part of the first column's name.
-    if input
-        .fill_buf()
-        .map_err(io_error)?
-        .starts_with(b"\xEF\xBB\xBF")
-    {
-        input.consume(3);
-    }
-    let capped = Capped {
-        inner: input,
-        since_reset: 0,
-        cap: MAX_RECORD_BYTES,
-    };
-    let mut reader = ::csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(capped);
-    let headers = reader
-        .headers()
-        .map_err(|e| SourceError::CsvHeader {
-            name: file.name(),
-            message: e.to_string(),
-        })?
-        .clone();
+    let (mut reader, headers) = open_csv(file, input)?;
     let Some(id_index) = headers.iter().position(|h| h == id_column) else {
         return Err(SourceError::CsvNoIdColumn {
             name: file.name(),
             column: id_column.to_string(),
             found: headers.iter().collect::<Vec<_>>().join(", "),
         });
+    };
+    let columns = Columns {
+        headers: &headers,
+        id_index,
+        id_column,
     };
     let mut row = ::csv::StringRecord::new();
     // Lines before the current parser's first (it restarts after a row too large to read).
@@ -313,35 +295,94 @@ fn csv(
         let parsed = match read {
             Ok(false) => return Ok(()),
             Err(e) if row_too_large(&e) => {
-                // Skip to the end of the line without keeping it, then parse on with a new parser (the old one
-                // had handed out every byte it buffered).
-                let line_at = reader.position().line().max(1);
-                let mut rest = reader.into_inner();
-                let skipped = rest.inner.skip_until(b'\n').map_err(io_error)? as u64;
-                let size = rest.since_reset + skipped;
-                rest.since_reset = 0;
-                lines_before += line_at;
-                reader = ::csv::ReaderBuilder::new()
-                    .flexible(true)
-                    .has_headers(false)
-                    .from_reader(rest);
-                let message = too_large("row", size, true);
-                if !emit(bad(format!("{}:{}", file.rel, lines_before), message)) {
-                    return Ok(());
-                }
-                continue;
+                let size;
+                (reader, size) = skip_row(reader, &mut lines_before).map_err(io_error)?;
+                bad(
+                    format!("{}:{}", file.rel, lines_before),
+                    too_large("row", size, true),
+                )
             }
             Err(e) => bad(location, format!("unreadable CSV row: {e}")),
-            // A row just over the cap can be parsed whole before the reader is asked for more bytes.
-            Ok(true) if row.as_byte_record().as_slice().len() as u64 > MAX_RECORD_BYTES => bad(
-                location,
-                too_large("row", row.as_byte_record().as_slice().len() as u64, true),
-            ),
-            Ok(true) if row.len() != headers.len() => Item::Bad(BadRecord {
+            Ok(true) => columns.item(builder, &row, location),
+        };
+        if !emit(parsed) {
+            return Ok(());
+        }
+    }
+}
+
+type CsvReader = ::csv::Reader<Capped<BufReader<Box<dyn Read + Send>>>>;
+
+/// A CSV parser over `input` with rows capped in size, and the header row.
+fn open_csv(
+    file: &InputFile,
+    input: Box<dyn Read + Send>,
+) -> Result<(CsvReader, ::csv::StringRecord), SourceError> {
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    // A byte-order mark before the header would become part of the first column's name.
+    let start = input.fill_buf().map_err(|source| SourceError::Io {
+        name: file.name(),
+        source,
+    })?;
+    if start.starts_with(b"\xEF\xBB\xBF") {
+        input.consume(3);
+    }
+    let capped = Capped {
+        inner: input,
+        since_reset: 0,
+        cap: MAX_RECORD_BYTES,
+    };
+    let mut reader = ::csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(capped);
+    let headers = reader
+        .headers()
+        .map_err(|e| SourceError::CsvHeader {
+            name: file.name(),
+            message: e.to_string(),
+        })?
+        .clone();
+    Ok((reader, headers))
+}
+
+/// After a row too large to read: skips to the end of its line without keeping it and returns a new parser
+/// (the old one had handed out every byte it buffered) and the row's size; `lines_before` moves past it.
+fn skip_row(reader: CsvReader, lines_before: &mut u64) -> std::io::Result<(CsvReader, u64)> {
+    let line_at = reader.position().line().max(1);
+    let mut rest = reader.into_inner();
+    let skipped = rest.inner.skip_until(b'\n')? as u64;
+    let size = rest.since_reset + skipped;
+    rest.since_reset = 0;
+    *lines_before += line_at;
+    let reader = ::csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(rest);
+    Ok((reader, size))
+}
+
+/// A CSV file's header row and its id column.
+struct Columns<'a> {
+    headers: &'a ::csv::StringRecord,
+    id_index: usize,
+    id_column: &'a str,
+}
+
+impl Columns<'_> {
+    /// A parsed row as a record, or as a bad record with the reason.
+    fn item(&self, builder: &RequestBuilder, row: &::csv::StringRecord, location: String) -> Item {
+        let headers = self.headers;
+        let size = row.as_byte_record().as_slice().len() as u64;
+        // A row just over the cap can be parsed whole before the reader is asked for more bytes.
+        if size > MAX_RECORD_BYTES {
+            return bad(location, too_large("row", size, true));
+        }
+        if row.len() != headers.len() {
+            return Item::Bad(BadRecord {
                 location,
                 // The id is kept when the row is long enough to hold it.
                 id: row
-                    .get(id_index)
+                    .get(self.id_index)
                     .and_then(|v| id_of(&Value::String(v.to_string()))),
                 message: format!(
                     "expected {} columns ({}), found {}",
@@ -349,26 +390,24 @@ fn csv(
                     headers.iter().collect::<Vec<_>>().join(", "),
                     row.len()
                 ),
-            }),
-            Ok(true) => match id_of(&Value::String(row[id_index].to_string())) {
-                None => bad(location, format!("the `{id_column}` column is empty")),
-                Some(id) => {
-                    let fields: Map<String, Value> = headers
-                        .iter()
-                        .zip(row.iter())
-                        .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
-                        .collect();
-                    item(
-                        id,
-                        location,
-                        builder.from_fields(&Value::Object(fields), None),
-                    )
-                }
-            },
-        };
-        if !emit(parsed) {
-            return Ok(());
+            });
         }
+        let Some(id) = id_of(&Value::String(row[self.id_index].to_string())) else {
+            return bad(
+                location,
+                format!("the `{}` column is empty", self.id_column),
+            );
+        };
+        let fields: Map<String, Value> = headers
+            .iter()
+            .zip(row.iter())
+            .map(|(h, v)| (h.to_string(), Value::String(v.to_string())))
+            .collect();
+        item(
+            id,
+            location,
+            builder.from_fields(&Value::Object(fields), None),
+        )
     }
 }
 
