@@ -35,7 +35,9 @@ impl Store {
             // and a record answered once must never be paid for again, so a power cut may not take back a
             // commit. The writer batches outcomes, so this is one sync per batch (see the README's figures).
             .synchronous(SqliteSynchronous::Full);
-        let pool = connect(options).await.map_err(open_failed(path))?;
+        let pool = connect_when_free(options)
+            .await
+            .map_err(open_failed(path))?;
         migrate(&pool, path).await?;
         Ok(Store { pool })
     }
@@ -88,6 +90,34 @@ async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Erro
         .max_connections(4)
         .connect_with(options)
         .await
+}
+
+/// Connects for writing. Making a new database use WAL takes SQLite's exclusive lock after a shared one; when
+/// two processes do it at once, each holds what the other waits for and SQLite answers "database is locked" at
+/// once rather than calling the busy handler (it would wait forever). So a busy answer is tried again, a little
+/// later each time, for as long as a statement would wait.
+async fn connect_when_free(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match connect(options.clone()).await {
+            Err(e) if is_busy(&e) && std::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED`, extended codes included.
+fn is_busy(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 /// Creates the database's folder (0700) and an empty database file (0600) if they do not exist. SQLite gives
