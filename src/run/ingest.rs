@@ -64,87 +64,120 @@ pub async fn ingest(
     store.clear_records(&job.name).await?;
     let (mut rx, reader) = read_in_batches(job, files, s3);
     let mut seq = 0u64;
-    let mut warnings = 0usize;
-    let mut warn = |location: &str, message: &str| {
-        warnings += 1;
-        if warnings <= WARN_LIMIT {
-            crate::say!("warning: {location}: {message}");
-        }
-    };
+    let mut warnings = Warnings::default();
     while let Some(items) = rx.recv().await {
-        let mut rows = Vec::with_capacity(items.len());
-        let mut bad = Vec::new();
-        for item in items {
-            match item {
-                Item::Good(r) => rows.push(NewRecord {
-                    seq,
-                    record_id: r.id,
-                    location: r.location,
-                    request: Some(r.request),
-                    est_tokens: r.est_tokens,
-                    max_tokens: r.max_tokens,
-                }),
-                Item::Bad(b) => {
-                    warn(&b.location, &b.message);
-                    bad.push(Finished::failed(seq, 0, "InvalidInput", b.message));
-                    rows.push(NewRecord {
-                        seq,
-                        record_id: b.id.unwrap_or_else(|| b.location.clone()),
-                        location: b.location,
-                        request: None,
-                        est_tokens: 0,
-                        max_tokens: 0,
-                    });
-                }
-            }
-            seq += 1;
-        }
+        let (rows, mut bad) = rows(items, &mut seq, &mut warnings);
         let duplicates = store.insert_records(&job.name, &rows).await?;
         if !duplicates.is_empty() {
-            let mut renamed = Vec::with_capacity(duplicates.len());
-            for d in duplicates {
-                let first = store
-                    .location_of(&job.name, &d.record_id)
-                    .await?
-                    .unwrap_or_default();
-                let message = format!(
-                    "duplicate id `{}` (first at {first}); this line is not sent",
-                    d.record_id
-                );
-                warn(&d.location, &message);
-                bad.retain(|f| f.seq != d.seq);
-                bad.push(Finished::failed(d.seq, 0, "DuplicateId", message));
-                // The line is kept under its location, so that it still appears once in the output.
-                renamed.push(NewRecord {
-                    record_id: d.location.clone(),
-                    request: None,
-                    est_tokens: 0,
-                    max_tokens: 0,
-                    ..d
-                });
-            }
-            for again in store.insert_records(&job.name, &renamed).await? {
-                let id = format!("{}#{}", again.location, again.seq);
-                store
-                    .insert_records(
-                        &job.name,
-                        &[NewRecord {
-                            record_id: id,
-                            ..again
-                        }],
-                    )
-                    .await?;
-            }
+            keep_duplicates(job, store, duplicates, &mut bad, &mut warnings).await?;
         }
         store.write_outcomes(&job.name, &bad).await?;
     }
     Error::joined(reader.await, "input reader")??;
-    if warnings > WARN_LIMIT {
-        crate::say!(
-            "warning: … and {} more bad input lines (each is a failed record in the output)",
-            warnings - WARN_LIMIT
-        );
-    }
+    warnings.finish();
     store.mark_ingested(&job.name, seq).await?;
     Ok(seq)
+}
+
+/// Bad input lines, printed up to [`WARN_LIMIT`] and then only counted.
+#[derive(Debug, Default)]
+struct Warnings(usize);
+
+impl Warnings {
+    fn warn(&mut self, location: &str, message: &str) {
+        self.0 += 1;
+        if self.0 <= WARN_LIMIT {
+            crate::say!("warning: {location}: {message}");
+        }
+    }
+
+    fn finish(self) {
+        if self.0 > WARN_LIMIT {
+            crate::say!(
+                "warning: … and {} more bad input lines (each is a failed record in the output)",
+                self.0 - WARN_LIMIT
+            );
+        }
+    }
+}
+
+/// A batch of items as rows numbered from `seq`, and the outcomes of the bad ones (failed at once).
+fn rows(
+    items: Vec<Item>,
+    seq: &mut u64,
+    warnings: &mut Warnings,
+) -> (Vec<NewRecord>, Vec<Finished>) {
+    let mut rows = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for item in items {
+        match item {
+            Item::Good(r) => rows.push(NewRecord {
+                seq: *seq,
+                record_id: r.id,
+                location: r.location,
+                request: Some(r.request),
+                est_tokens: r.est_tokens,
+                max_tokens: r.max_tokens,
+            }),
+            Item::Bad(b) => {
+                warnings.warn(&b.location, &b.message);
+                bad.push(Finished::failed(*seq, 0, "InvalidInput", b.message));
+                rows.push(NewRecord {
+                    seq: *seq,
+                    record_id: b.id.unwrap_or_else(|| b.location.clone()),
+                    location: b.location,
+                    request: None,
+                    est_tokens: 0,
+                    max_tokens: 0,
+                });
+            }
+        }
+        *seq += 1;
+    }
+    (rows, bad)
+}
+
+/// Rows whose id was taken by an earlier row: each fails as `DuplicateId` and is stored under its location
+/// (or, if that is taken too, its location and sequence number), so that it still appears once in the output.
+async fn keep_duplicates(
+    job: &Job,
+    store: &Store,
+    duplicates: Vec<NewRecord>,
+    bad: &mut Vec<Finished>,
+    warnings: &mut Warnings,
+) -> Result<(), Error> {
+    let mut renamed = Vec::with_capacity(duplicates.len());
+    for d in duplicates {
+        let first = store
+            .location_of(&job.name, &d.record_id)
+            .await?
+            .unwrap_or_default();
+        let message = format!(
+            "duplicate id `{}` (first at {first}); this line is not sent",
+            d.record_id
+        );
+        warnings.warn(&d.location, &message);
+        bad.retain(|f| f.seq != d.seq);
+        bad.push(Finished::failed(d.seq, 0, "DuplicateId", message));
+        renamed.push(NewRecord {
+            record_id: d.location.clone(),
+            request: None,
+            est_tokens: 0,
+            max_tokens: 0,
+            ..d
+        });
+    }
+    for again in store.insert_records(&job.name, &renamed).await? {
+        let id = format!("{}#{}", again.location, again.seq);
+        store
+            .insert_records(
+                &job.name,
+                &[NewRecord {
+                    record_id: id,
+                    ..again
+                }],
+            )
+            .await?;
+    }
+    Ok(())
 }
