@@ -178,7 +178,8 @@ impl std::fmt::Display for Abort {
 
 impl std::error::Error for Abort {}
 
-type Reply200 = Response<Full<Bytes>>;
+/// Any HTTP reply the emulator sends: a model's answer, stats, or an error in Bedrock's framing.
+type HttpReply = Response<Full<Bytes>>;
 
 #[derive(Debug)]
 struct Shared {
@@ -195,6 +196,18 @@ struct ModelState {
     /// Requests seen, numbering the fault and jitter draws.
     seq: u64,
     stats: ModelStats,
+}
+
+impl ModelState {
+    /// A fault drawn for a request, counted in this second and by kind.
+    fn count_fault(&mut self, second: u64, f: Fault) {
+        self.stats.bump(second, |c| c.faults += 1);
+        *self
+            .stats
+            .faults_by_kind
+            .entry(f.name().to_string())
+            .or_default() += 1;
+    }
 }
 
 impl Shared {
@@ -267,7 +280,7 @@ impl Shared {
     }
 }
 
-fn json_response(status: u16, request_id: &str, body: Vec<u8>) -> Reply200 {
+fn json_response(status: u16, request_id: &str, body: Vec<u8>) -> HttpReply {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = StatusCode::from_u16(status).expect("valid status");
     let headers = resp.headers_mut();
@@ -279,7 +292,7 @@ fn json_response(status: u16, request_id: &str, body: Vec<u8>) -> Reply200 {
     resp
 }
 
-fn error_response(err: &ErrorReply, request_id: &str) -> Reply200 {
+fn error_response(err: &ErrorReply, request_id: &str) -> HttpReply {
     let mut resp = json_response(err.kind.status(), request_id, err.body());
     resp.headers_mut().insert(
         "x-amzn-ErrorType",
@@ -288,7 +301,7 @@ fn error_response(err: &ErrorReply, request_id: &str) -> Reply200 {
     resp
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply200, Abort> {
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply, Abort> {
     let request_id = shared.request_id();
     if req.uri().path() == STATS_PATH {
         if req.method() != Method::GET {
@@ -376,7 +389,7 @@ enum Verdict {
 }
 
 impl Routed {
-    fn reject(&self, err: ErrorReply) -> Reply200 {
+    fn reject(&self, err: ErrorReply) -> HttpReply {
         let now = Instant::now();
         self.shared
             .with_model(&self.model_id, &self.profile, now, |m, second| {
@@ -458,11 +471,7 @@ impl Routed {
                 _ => None,
             };
             if let Some(f) = before {
-                m.stats.bump(second, |c| c.faults += 1);
-                *m.stats
-                    .faults_by_kind
-                    .entry(f.name().to_string())
-                    .or_default() += 1;
+                m.count_fault(second, f);
                 return match f {
                     Fault::ServiceUnavailable => Verdict::Refuse(ErrorReply::new(
                         ErrorKind::ServiceUnavailable,
@@ -509,7 +518,7 @@ impl Routed {
         })
     }
 
-    async fn serve(self, call: Call) -> Result<Reply200, Abort> {
+    async fn serve(self, call: Call) -> Result<HttpReply, Abort> {
         let started = Instant::now();
         let max_tokens = match self.check_limits(&call) {
             Ok(n) => n,
@@ -524,15 +533,7 @@ impl Routed {
                 jitter_draw,
             } => (reservation, after, jitter_draw),
         };
-        let reply = if call.shape.generates() {
-            text::reply(&call.prompt, self.profile.output_tokens, max_tokens)
-        } else {
-            Reply {
-                text: String::new(),
-                output_tokens: 0,
-                stop: text::Stop::EndTurn,
-            }
-        };
+        let reply = self.generate(&call, max_tokens);
         // From here on the request holds a reservation; the guard settles it even if the client goes away and
         // this future is dropped mid-sleep.
         let mut flight = InFlight {
@@ -546,11 +547,7 @@ impl Routed {
         if let Some(f) = after {
             self.shared
                 .with_model(&self.model_id, &self.profile, started, |m, second| {
-                    m.stats.bump(second, |c| c.faults += 1);
-                    *m.stats
-                        .faults_by_kind
-                        .entry(f.name().to_string())
-                        .or_default() += 1;
+                    m.count_fault(second, f)
                 });
         }
         if after == Some(Fault::Hang) {
@@ -564,30 +561,38 @@ impl Routed {
         if delay_ms > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(delay_ms / 1000.0)).await;
         }
-        let failure = match after {
-            Some(Fault::ModelTimeout) => Some(ErrorReply::new(
-                ErrorKind::ModelTimeout,
-                "Model has timed out in processing the request. Try your request again.",
-            )),
-            Some(Fault::ModelError) => Some(ErrorReply::new(
-                ErrorKind::ModelError,
-                "The model failed to process the request.",
-            )),
-            _ => None,
-        };
-        if let Some(err) = failure {
+        if let Some(err) = after.and_then(failure_after_latency) {
             flight.charge_on_drop = false;
             drop(flight);
             return Ok(error_response(&err, &self.request_id));
         }
         let malformed = after == Some(Fault::Malformed);
         flight.finish(!malformed);
+        Ok(self.answer(&call, &reply, started, malformed))
+    }
+
+    /// The model's output: text for the generating APIs, nothing for embeddings.
+    fn generate(&self, call: &Call, max_tokens: u64) -> Reply {
+        if call.shape.generates() {
+            text::reply(&call.prompt, self.profile.output_tokens, max_tokens)
+        } else {
+            Reply {
+                text: String::new(),
+                output_tokens: 0,
+                stop: text::Stop::EndTurn,
+            }
+        }
+    }
+
+    /// The 200 reply in the call's shape, with InvokeModel's token and latency headers; cut in half when the
+    /// `malformed` fault was drawn.
+    fn answer(&self, call: &Call, reply: &Reply, started: Instant, malformed: bool) -> HttpReply {
         let latency_ms = started.elapsed().as_millis() as u64;
         let outcome = Outcome {
             model_id: &self.model_id,
             request_id: &self.request_id,
             input_tokens: call.input_tokens,
-            reply: &reply,
+            reply,
             latency_ms,
             dimensions: self.profile.embedding_dimensions,
         };
@@ -612,7 +617,22 @@ impl Routed {
                 HeaderValue::from(latency_ms),
             );
         }
-        Ok(resp)
+        resp
+    }
+}
+
+/// The error a fault drawn to strike after the model's latency answers with, if it is one that answers.
+fn failure_after_latency(f: Fault) -> Option<ErrorReply> {
+    match f {
+        Fault::ModelTimeout => Some(ErrorReply::new(
+            ErrorKind::ModelTimeout,
+            "Model has timed out in processing the request. Try your request again.",
+        )),
+        Fault::ModelError => Some(ErrorReply::new(
+            ErrorKind::ModelError,
+            "The model failed to process the request.",
+        )),
+        _ => None,
     }
 }
 
