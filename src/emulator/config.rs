@@ -376,93 +376,8 @@ impl EmulatorConfig {
         }
         for (id, m) in &self.models {
             let key = |field: &str| format!("models.\"{id}\".{field}");
-            for (field, value) in [("rpm", m.rpm), ("tpm", m.tpm), ("tpd", m.tpd)] {
-                if value == Some(0) || value.is_some_and(|v| v > MAX_QUOTA) {
-                    return Err(invalid(
-                        &key(field),
-                        &format!("must be from 1 to {MAX_QUOTA}; leave it out for no quota"),
-                    ));
-                }
-            }
-            if !(0.0..=1.0).contains(&m.initial_fill) {
-                return Err(invalid(&key("initial-fill"), "must be between 0 and 1"));
-            }
-            let bad_neighbour = |n: &Neighbour| {
-                !((0.0..1.0).contains(&n.low)
-                    && (0.0..1.0).contains(&n.high)
-                    && n.period_s > 0.0
-                    && n.period_s <= MAX_MS / 1000.0)
-            };
-            if m.neighbour.as_ref().is_some_and(bad_neighbour) {
-                return Err(invalid(
-                    &key("neighbour"),
-                    "low and high must be in 0..1 and period-s above 0",
-                ));
-            }
-            if m.burndown == 0 {
-                return Err(invalid(&key("burndown"), "must be at least 1"));
-            }
-            if m.max_output_tokens == 0 || m.context_window == 0 {
-                return Err(invalid(
-                    &key("max-output-tokens"),
-                    "token limits must be at least 1",
-                ));
-            }
-            if m.output_tokens.min > m.output_tokens.max {
-                return Err(invalid(
-                    &key("output-tokens"),
-                    &format!(
-                        "min ({}) is above max ({})",
-                        m.output_tokens.min, m.output_tokens.max
-                    ),
-                ));
-            }
-            let l = &m.latency;
-            let in_range = |ms: f64| (0.0..=MAX_MS).contains(&ms);
-            if !(in_range(l.first_token_ms) && in_range(l.per_token_ms)) {
-                return Err(invalid(
-                    &key("latency"),
-                    &format!("latencies must be from 0 to {MAX_MS} ms (an hour)"),
-                ));
-            }
-            if m.faults.hang_ms as f64 > MAX_MS {
-                return Err(invalid(
-                    &key("faults.hang-ms"),
-                    &format!("must be at most {MAX_MS} ms (an hour)"),
-                ));
-            }
-            if !(0.0..1.0).contains(&l.jitter) {
-                return Err(invalid(
-                    &key("latency.jitter"),
-                    "must be in 0..1 (0.2 means ±20 %)",
-                ));
-            }
-            if m.max_concurrency == Some(0) {
-                return Err(invalid(
-                    &key("max-concurrency"),
-                    "must be at least 1; leave it out for no cap",
-                ));
-            }
-            if m.embedding_dimensions == 0 {
-                return Err(invalid(&key("embedding-dimensions"), "must be at least 1"));
-            }
-            let mut total = 0.0;
-            for fault in Fault::ALL {
-                let rate = m.faults.rate(fault);
-                if !(0.0..=1.0).contains(&rate) {
-                    return Err(invalid(
-                        &key(&format!("faults.{}", fault.name())),
-                        &format!("a rate must be in 0..1, got {rate}"),
-                    ));
-                }
-                total += rate;
-            }
-            if total > 1.0 + 1e-9 {
-                return Err(invalid(
-                    &key("faults"),
-                    &format!("the fault rates add up to {total}, above 1"),
-                ));
-            }
+            check_quota_and_tokens(m, &key)?;
+            check_latency_and_faults(m, &key)?;
         }
         Ok(())
     }
@@ -473,6 +388,109 @@ impl EmulatorConfig {
             .get(model_id)
             .or_else(|| self.models.get(ANY_MODEL))
     }
+}
+
+/// A profile's quota and token limits.
+fn check_quota_and_tokens(
+    m: &ModelProfile,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    for (field, value) in [("rpm", m.rpm), ("tpm", m.tpm), ("tpd", m.tpd)] {
+        if value == Some(0) || value.is_some_and(|v| v > MAX_QUOTA) {
+            return Err(invalid(
+                &key(field),
+                &format!("must be from 1 to {MAX_QUOTA}; leave it out for no quota"),
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&m.initial_fill) {
+        return Err(invalid(&key("initial-fill"), "must be between 0 and 1"));
+    }
+    let bad_neighbour = |n: &Neighbour| {
+        !((0.0..1.0).contains(&n.low)
+            && (0.0..1.0).contains(&n.high)
+            && n.period_s > 0.0
+            && n.period_s <= MAX_MS / 1000.0)
+    };
+    if m.neighbour.as_ref().is_some_and(bad_neighbour) {
+        return Err(invalid(
+            &key("neighbour"),
+            "low and high must be in 0..1 and period-s above 0",
+        ));
+    }
+    if m.burndown == 0 {
+        return Err(invalid(&key("burndown"), "must be at least 1"));
+    }
+    if m.max_output_tokens == 0 || m.context_window == 0 {
+        return Err(invalid(
+            &key("max-output-tokens"),
+            "token limits must be at least 1",
+        ));
+    }
+    if m.output_tokens.min > m.output_tokens.max {
+        return Err(invalid(
+            &key("output-tokens"),
+            &format!(
+                "min ({}) is above max ({})",
+                m.output_tokens.min, m.output_tokens.max
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A profile's latency, concurrency, embeddings and fault rates.
+fn check_latency_and_faults(
+    m: &ModelProfile,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    let l = &m.latency;
+    let in_range = |ms: f64| (0.0..=MAX_MS).contains(&ms);
+    if !(in_range(l.first_token_ms) && in_range(l.per_token_ms)) {
+        return Err(invalid(
+            &key("latency"),
+            &format!("latencies must be from 0 to {MAX_MS} ms (an hour)"),
+        ));
+    }
+    if m.faults.hang_ms as f64 > MAX_MS {
+        return Err(invalid(
+            &key("faults.hang-ms"),
+            &format!("must be at most {MAX_MS} ms (an hour)"),
+        ));
+    }
+    if !(0.0..1.0).contains(&l.jitter) {
+        return Err(invalid(
+            &key("latency.jitter"),
+            "must be in 0..1 (0.2 means ±20 %)",
+        ));
+    }
+    if m.max_concurrency == Some(0) {
+        return Err(invalid(
+            &key("max-concurrency"),
+            "must be at least 1; leave it out for no cap",
+        ));
+    }
+    if m.embedding_dimensions == 0 {
+        return Err(invalid(&key("embedding-dimensions"), "must be at least 1"));
+    }
+    let mut total = 0.0;
+    for fault in Fault::ALL {
+        let rate = m.faults.rate(fault);
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(invalid(
+                &key(&format!("faults.{}", fault.name())),
+                &format!("a rate must be in 0..1, got {rate}"),
+            ));
+        }
+        total += rate;
+    }
+    if total > 1.0 + 1e-9 {
+        return Err(invalid(
+            &key("faults"),
+            &format!("the fault rates add up to {total}, above 1"),
+        ));
+    }
+    Ok(())
 }
 
 // Bounds that keep the emulator's arithmetic on times and token counts from overflowing.
