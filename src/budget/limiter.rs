@@ -498,7 +498,7 @@ impl Budget {
 }
 
 /// Which quota a throttle message names; when it names none, the emptier bucket.
-fn classify(message: &str, rpm_level: Option<f64>, tpm_level: Option<f64>) -> ThrottleKind {
+fn throttle_kind(message: &str, rpm_level: Option<f64>, tpm_level: Option<f64>) -> ThrottleKind {
     let m = message.to_ascii_lowercase();
     if m.contains("per day") {
         ThrottleKind::Tpd
@@ -574,66 +574,13 @@ impl Admission {
             self.finish(&mut inner);
             let rpm_level = inner.rpm.as_mut().map(|q| q.level_fraction(now));
             let tpm_level = inner.tpm.as_mut().map(|q| q.level_fraction(now));
-            let kind = classify(message, rpm_level, tpm_level);
+            let kind = throttle_kind(message, rpm_level, tpm_level);
             match kind {
                 ThrottleKind::Rpm => inner.throttled_rpm += 1,
                 ThrottleKind::Tpm | ThrottleKind::Tpd => inner.throttled_tpm += 1,
             }
-            // No budget was configured for this quota, yet Bedrock enforces one: start a controller from the rate
-            // that was getting through.
-            let since = |t: &Instant| now.saturating_duration_since(*t) <= MEASURE_OVER;
-            let window = MEASURE_OVER
-                .min(now.saturating_duration_since(inner.started))
-                .as_secs_f64();
-            let per_minute = 60.0 / window.max(0.1);
-            let mut created = false;
-            if kind == ThrottleKind::Rpm && inner.rpm.is_none() {
-                let rate = inner
-                    .admitted_recent
-                    .iter()
-                    .filter(|(t, _)| since(t))
-                    .count() as f64
-                    * per_minute;
-                inner.rpm = Some(Quota::empty(Limit::measured(rate.max(1.0), now), now));
-                created = true;
-            }
-            if kind != ThrottleKind::Rpm && inner.tpm.is_none() {
-                // The quota is spent by charges (reservations come back at settlement), so measure those.
-                let tokens: u64 = inner
-                    .settled_recent
-                    .iter()
-                    .filter(|(t, _)| since(t))
-                    .map(|(_, c)| c)
-                    .sum();
-                let rate = tokens as f64 * per_minute;
-                inner.tpm = Some(Quota::empty(
-                    Limit::measured(rate.max(self.reserved as f64), now),
-                    now,
-                ));
-                created = true;
-            }
-            // Before any settlement has calibrated the token estimate, a token throttle may come from miscounting
-            // rather than from the rate: resync without measuring.
-            let unmeasured = kind != ThrottleKind::Rpm && inner.calibrated == 0;
-            let (quota, cost) = match kind {
-                ThrottleKind::Rpm => (inner.rpm.as_mut(), 1.0),
-                ThrottleKind::Tpm | ThrottleKind::Tpd => (inner.tpm.as_mut(), self.reserved as f64),
-            };
-            let mut cut = created;
-            if let (Some(q), false) = (quota, created) {
-                // The reservation is not given back: a throttle resyncs the bucket to Bedrock's, which never
-                // took it.
-                let reaction = if unmeasured {
-                    q.limit.on_unmeasured_throttle(self.admitted_at, now)
-                } else {
-                    q.limit.on_throttle(self.admitted_at, cost, now)
-                };
-                if let Reaction::Cut { rate, .. } = reaction {
-                    q.bucket.set_rate(rate, now);
-                    q.bucket.empty(now);
-                    cut = true;
-                }
-            }
+            let created = inner.discover(kind, self.reserved, now);
+            let cut = created || self.slow_down(&mut inner, kind, now);
             let event = ThrottleEvent {
                 at_ms: now.saturating_duration_since(inner.started).as_millis() as u64,
                 kind,
@@ -654,6 +601,69 @@ impl Admission {
         };
         budget.freed.notify_waiters();
         kind
+    }
+
+    /// A throttle on a quota with a budget: its controller reacts, and on a cut the bucket takes the new rate and
+    /// is emptied. The reservation is not given back: a throttle resyncs the bucket to Bedrock's, which never took
+    /// it. Returns whether the rate was cut.
+    fn slow_down(&self, inner: &mut Inner, kind: ThrottleKind, now: Instant) -> bool {
+        // Before any settlement has calibrated the token estimate, a token throttle may come from miscounting
+        // rather than from the rate: resync without measuring.
+        let unmeasured = kind != ThrottleKind::Rpm && inner.calibrated == 0;
+        let (quota, cost) = match kind {
+            ThrottleKind::Rpm => (inner.rpm.as_mut(), 1.0),
+            ThrottleKind::Tpm | ThrottleKind::Tpd => (inner.tpm.as_mut(), self.reserved as f64),
+        };
+        let Some(q) = quota else { return false };
+        let reaction = if unmeasured {
+            q.limit.on_unmeasured_throttle(self.admitted_at, now)
+        } else {
+            q.limit.on_throttle(self.admitted_at, cost, now)
+        };
+        if let Reaction::Cut { rate, .. } = reaction {
+            q.bucket.set_rate(rate, now);
+            q.bucket.empty(now);
+            return true;
+        }
+        false
+    }
+}
+
+impl Inner {
+    /// A throttle on a quota no budget was configured for, yet Bedrock enforces: starts a controller (with an
+    /// empty bucket) from the rate that was getting through. Returns whether it did.
+    fn discover(&mut self, kind: ThrottleKind, reserved: u64, now: Instant) -> bool {
+        let since = |t: &Instant| now.saturating_duration_since(*t) <= MEASURE_OVER;
+        let window = MEASURE_OVER
+            .min(now.saturating_duration_since(self.started))
+            .as_secs_f64();
+        let per_minute = 60.0 / window.max(0.1);
+        if kind == ThrottleKind::Rpm && self.rpm.is_none() {
+            let rate = self
+                .admitted_recent
+                .iter()
+                .filter(|(t, _)| since(t))
+                .count() as f64
+                * per_minute;
+            self.rpm = Some(Quota::empty(Limit::measured(rate.max(1.0), now), now));
+            return true;
+        }
+        if kind != ThrottleKind::Rpm && self.tpm.is_none() {
+            // The quota is spent by charges (reservations come back at settlement), so measure those.
+            let tokens: u64 = self
+                .settled_recent
+                .iter()
+                .filter(|(t, _)| since(t))
+                .map(|(_, c)| c)
+                .sum();
+            let rate = tokens as f64 * per_minute;
+            self.tpm = Some(Quota::empty(
+                Limit::measured(rate.max(reserved as f64), now),
+                now,
+            ));
+            return true;
+        }
+        false
     }
 }
 
@@ -782,21 +792,21 @@ mod tests {
     #[test]
     fn throttle_messages_name_the_quota() {
         let m = "Too many tokens, please wait before trying again.";
-        assert_eq!(classify(m, Some(0.9), Some(0.9)), ThrottleKind::Tpm);
+        assert_eq!(throttle_kind(m, Some(0.9), Some(0.9)), ThrottleKind::Tpm);
         assert_eq!(
-            classify("Too many requests, please wait", None, None),
+            throttle_kind("Too many requests, please wait", None, None),
             ThrottleKind::Rpm
         );
         assert_eq!(
-            classify("Too many tokens per day, please wait", None, None),
+            throttle_kind("Too many tokens per day, please wait", None, None),
             ThrottleKind::Tpd
         );
         assert_eq!(
-            classify("Rate exceeded", Some(0.1), Some(0.8)),
+            throttle_kind("Rate exceeded", Some(0.1), Some(0.8)),
             ThrottleKind::Rpm
         );
         assert_eq!(
-            classify("Rate exceeded", Some(0.8), Some(0.1)),
+            throttle_kind("Rate exceeded", Some(0.8), Some(0.1)),
             ThrottleKind::Tpm
         );
     }
