@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -64,8 +64,8 @@ impl ThrottleKind {
 /// A throttle, as the report needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThrottleEvent {
-    /// Milliseconds since the budget was created.
-    pub at_ms: u64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
     /// The quota it hit.
     pub kind: ThrottleKind,
     /// Bedrock's message.
@@ -82,11 +82,12 @@ pub struct ThrottleEvent {
     pub tpm_rate: Option<f64>,
 }
 
-/// One second of admission.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One second of a run as the budget saw it: counted here, stored by the checkpoint (table `series`, one
+/// column a field), read back by `report`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Second {
-    /// Seconds since the budget was created.
-    pub second: u64,
+    /// Unix seconds.
+    pub at_s: i64,
     /// Requests admitted.
     pub admitted: u64,
     /// Tokens reserved at admission.
@@ -101,9 +102,9 @@ pub struct Second {
     pub throttled_tpm: u64,
     /// Most requests in flight.
     pub in_flight: u64,
-    /// RPM rate at the end of the second.
+    /// RPM rate in force at the end of the second.
     pub rpm_rate: Option<f64>,
-    /// TPM rate at the end of the second.
+    /// TPM rate in force at the end of the second.
     pub tpm_rate: Option<f64>,
     /// Concurrency cap at the end of the second.
     pub concurrency_cap: u64,
@@ -187,6 +188,8 @@ impl Quota {
 #[derive(Debug)]
 struct Inner {
     started: Instant,
+    /// `started` on the wall clock, since the Unix epoch: stored times are Unix times.
+    epoch: Duration,
     rpm: Option<Quota>,
     tpm: Option<Quota>,
     token_ratio: f64,
@@ -232,8 +235,9 @@ pub struct Admission {
 impl Inner {
     fn second(&mut self, now: Instant) -> &mut Second {
         let s = now.saturating_duration_since(self.started).as_secs();
+        let at_s = self.epoch.as_secs() as i64 + s as i64;
         self.seconds.entry(s).or_insert_with(|| Second {
-            second: s,
+            at_s,
             ..Second::default()
         })
     }
@@ -316,6 +320,9 @@ impl Budget {
         Arc::new(Budget {
             inner: Mutex::new(Inner {
                 started: now,
+                epoch: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default(),
                 rpm,
                 tpm,
                 token_ratio: learned.map_or(1.0, |l| l.token_ratio),
@@ -582,7 +589,8 @@ impl Admission {
             let created = inner.discover(kind, self.reserved, now);
             let cut = created || self.slow_down(&mut inner, kind, now);
             let event = ThrottleEvent {
-                at_ms: now.saturating_duration_since(inner.started).as_millis() as u64,
+                at_ms: (inner.epoch + now.saturating_duration_since(inner.started)).as_millis()
+                    as i64,
                 kind,
                 message: message.to_string(),
                 cut,

@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use super::store::{CheckpointError, Store, now, q};
+use super::store::{CheckpointError, Store, failed_to, now};
 
 /// A process that holds (or asks for) a job's lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl Store {
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(q("lock the job"))?;
+            .map_err(failed_to("lock the job"))?;
         let current = holder_row(&mut tx, job).await?;
         if let Some(h) = &current
             && !is_gone(h)
@@ -69,8 +69,8 @@ impl Store {
         .bind(token)
         .execute(&mut *tx)
         .await
-        .map_err(q("lock the job"))?;
-        tx.commit().await.map_err(q("lock the job"))?;
+        .map_err(failed_to("lock the job"))?;
+        tx.commit().await.map_err(failed_to("lock the job"))?;
         Ok(Locked::Taken { replaced: current })
     }
 
@@ -82,7 +82,7 @@ impl Store {
             .bind(token)
             .execute(&self.pool)
             .await
-            .map_err(q("refresh the job's lock"))?;
+            .map_err(failed_to("refresh the job's lock"))?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -93,7 +93,7 @@ impl Store {
             .bind(token)
             .execute(&self.pool)
             .await
-            .map_err(q("release the job's lock"))?;
+            .map_err(failed_to("release the job's lock"))?;
         Ok(())
     }
 
@@ -103,7 +103,7 @@ impl Store {
             .pool
             .acquire()
             .await
-            .map_err(q("read the job's lock"))?;
+            .map_err(failed_to("read the job's lock"))?;
         holder_row(&mut conn, job).await
     }
 }
@@ -118,7 +118,7 @@ async fn holder_row(
     .bind(job)
     .fetch_optional(conn)
     .await
-    .map_err(q("read the job's lock"))?;
+    .map_err(failed_to("read the job's lock"))?;
     Ok(row.map(|r| Holder {
         pid: r.get::<i64, _>("pid") as u32,
         host: r.get("host"),

@@ -2,17 +2,38 @@
 //! schema in `migrations/`). It is the single source of truth for resume: a record is done only with its
 //! result here, and output parts are rebuilt from here.
 //!
-//! It stores and answers; it never calls back into the runner or the sink.
+//! One module per table (or tables that go together), each with its row types and statements:
+//!
+//! | module     | tables               | holds                                                        |
+//! |------------|----------------------|--------------------------------------------------------------|
+//! | `jobs`     | `jobs`               | identity, ingest progress, learned rates                     |
+//! | `records`  | `records`            | every input record and its request, in input order           |
+//! | `outcomes` | `outcomes`           | each record's final outcome, and the statistics over them    |
+//! | `parts`    | `parts`, `uploads`   | output parts published, S3 uploads not yet finished          |
+//! | `runs`     | `runs`               | each run's settings and how it ended                         |
+//! | `observed` | `throttles`, `series`| what the budget saw: throttles, per-second counts            |
+//! | `lock`     | `locks`              | which process runs a job                                     |
+//!
+//! `open` creates and migrates the database; `store` holds the [`Store`] handle and the error. It stores and
+//! answers; it never calls back into the runner or the sink.
 
-mod history;
+mod jobs;
 mod lock;
+mod observed;
 mod open;
+mod outcomes;
+mod parts;
+mod records;
+mod runs;
 mod store;
 
-pub use history::{ErrorGroup, FailedRecord, OutcomeStats, RunRow, SeriesRow};
+pub use jobs::StoredJob;
 pub use lock::{Holder, Locked};
 pub use open::schema_version;
-pub use store::{
-    CheckpointError, Counts, Finished, NewRecord, OutputRow, PartRow, PendingRecord, Status, Store,
-    StoredJob, TokenTotals, now as unix_now,
+pub use outcomes::{
+    Counts, ErrorGroup, FailedRecord, Finished, OutcomeStats, OutputRow, Status, TokenTotals,
 };
+pub use parts::{OpenUpload, PartRow};
+pub use records::{NewRecord, PendingRecord};
+pub use runs::RunRow;
+pub use store::{CheckpointError, Store, now as unix_now};

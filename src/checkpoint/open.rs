@@ -11,7 +11,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool, Transaction};
 
-use super::store::{CheckpointError, Store, q};
+use super::store::{CheckpointError, Store, failed_to};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -48,7 +48,10 @@ impl Store {
     pub async fn open_read_only(path: &Path) -> Result<Store, CheckpointError> {
         let options = options(path)?.read_only(true);
         let pool = connect(options).await.map_err(open_failed(path))?;
-        let mut conn = pool.acquire().await.map_err(q("read the schema version"))?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(failed_to("read the schema version"))?;
         let found = applied_version(&mut conn).await?;
         drop(conn);
         let known = schema_version();
@@ -150,14 +153,14 @@ async fn applied_version(conn: &mut SqliteConnection) -> Result<Option<i64>, Che
     )
     .fetch_one(&mut *conn)
     .await
-    .map_err(q("read the schema version"))?;
+    .map_err(failed_to("read the schema version"))?;
     if !has_table {
         return Ok(None);
     }
     sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
         .fetch_one(&mut *conn)
         .await
-        .map_err(q("read the schema version"))
+        .map_err(failed_to("read the schema version"))
 }
 
 /// Applies the migrations not yet applied, all in one write transaction taken before the schema is read:
@@ -166,7 +169,7 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), CheckpointError> 
     let mut tx: Transaction<'_, sqlx::Sqlite> = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
-        .map_err(q("lock the database to update its schema"))?;
+        .map_err(failed_to("lock the database to update its schema"))?;
     let known = schema_version();
     if let Some(found) = applied_version(&mut tx).await?
         && found > known
@@ -181,7 +184,9 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), CheckpointError> 
         .run(&mut *tx)
         .await
         .map_err(CheckpointError::Migrate)?;
-    tx.commit().await.map_err(q("commit the schema update"))
+    tx.commit()
+        .await
+        .map_err(failed_to("commit the schema update"))
 }
 
 #[cfg(test)]
@@ -211,5 +216,97 @@ mod tests {
             Store::open_read_only(&empty).await,
             Err(CheckpointError::Uninitialized { .. })
         ));
+    }
+
+    /// The databases earlier batchruns wrote, kept as files: each is opened by this build (migrated to the
+    /// current schema when older) and read back. A new migration is tested against them as they are; when
+    /// the schema changes, a file made by the new schema is added here beside the old ones.
+    const FIXTURES: [(&str, i64); 1] = [("v5.db", 5)];
+
+    #[tokio::test]
+    async fn databases_of_earlier_schemas_open_and_read_back() {
+        for (file, version) in FIXTURES {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/state")
+                .join(file);
+            std::fs::copy(&fixture, &path).unwrap();
+            let found = {
+                let pool = connect(options(&path).unwrap().read_only(true))
+                    .await
+                    .unwrap();
+                let mut conn = pool.acquire().await.unwrap();
+                applied_version(&mut conn).await.unwrap()
+            };
+            assert_eq!(
+                found,
+                Some(version),
+                "{file}: the fixture's own schema version"
+            );
+
+            let store = Store::open(&path).await.unwrap();
+            let mut conn = store.pool.acquire().await.unwrap();
+            assert_eq!(
+                applied_version(&mut conn).await.unwrap(),
+                Some(schema_version()),
+                "{file}"
+            );
+            drop(conn);
+            // The job the fixture was made from: 5 input lines (one not JSON, one a duplicate id), 3 answered.
+            assert_eq!(
+                store.job_names().await.unwrap(),
+                vec!["fixture".to_string()],
+                "{file}"
+            );
+            let job = store.job("fixture").await.unwrap().unwrap();
+            assert!(
+                job.ingested && job.total == 5 && !job.clearing,
+                "{file}: {job:?}"
+            );
+            let counts = store.counts("fixture").await.unwrap();
+            assert_eq!(
+                (counts.total, counts.done, counts.failed),
+                (5, 3, 2),
+                "{file}"
+            );
+            let rows = store.output_rows("fixture", 0..5).await.unwrap();
+            let ids: Vec<_> = rows.iter().map(|r| r.record_id.as_str()).collect();
+            assert_eq!(ids, ["a", "b", "in.jsonl:3", "in.jsonl:4", "c"], "{file}");
+            assert!(
+                rows[0]
+                    .result
+                    .as_deref()
+                    .is_some_and(|r| r.contains("\"output\"")),
+                "{file}"
+            );
+            let codes: Vec<_> = store
+                .errors_by_code("fixture")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|g| (g.code, g.count))
+                .collect();
+            assert_eq!(
+                codes,
+                [
+                    ("DuplicateId".to_string(), 1),
+                    ("InvalidInput".to_string(), 1)
+                ],
+                "{file}"
+            );
+            assert_eq!(store.parts("fixture").await.unwrap().len(), 1, "{file}");
+            let runs = store.runs("fixture").await.unwrap();
+            assert_eq!(runs.len(), 1, "{file}");
+            assert_eq!(runs[0].outcome.as_deref(), Some("finished"), "{file}");
+            assert_eq!(runs[0].max_tokens, Some(64), "{file}");
+            assert!(!store.series("fixture").await.unwrap().is_empty(), "{file}");
+            assert!(store.learned("fixture").await.unwrap().is_some(), "{file}");
+            assert_eq!(store.lock_holder("fixture").await.unwrap(), None, "{file}");
+            store.close().await;
+            // Once migrated, readers read it too.
+            let reader = Store::open_read_only(&path).await.unwrap();
+            assert_eq!(reader.counts("fixture").await.unwrap(), counts, "{file}");
+        }
     }
 }

@@ -9,7 +9,8 @@ use super::format::duration;
 use super::format::{int, money, round_up};
 use super::prices::Price;
 use crate::budget::Learned;
-use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow, SeriesRow};
+use crate::budget::Second;
+use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow};
 
 /// Everything the report is made from.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +34,7 @@ pub struct ReportFacts {
     /// Throttles: RPM, TPM, TPD.
     pub throttles: (u64, u64, u64),
     /// The per-second series of all runs.
-    pub series: Vec<SeriesRow>,
+    pub series: Vec<Second>,
     /// Failed records by error code.
     pub errors: Vec<ErrorGroup>,
     /// The rates the last run ended with.
@@ -70,7 +71,7 @@ pub struct Diagnosis {
 }
 
 /// The largest sum over any `window` consecutive seconds; a shorter series is scaled up to a full window.
-fn peak(series: &[SeriesRow], window: i64, value: impl Fn(&SeriesRow) -> u64) -> u64 {
+fn peak(series: &[Second], window: i64, value: impl Fn(&Second) -> u64) -> u64 {
     let Some(first) = series.first() else {
         return 0;
     };
@@ -144,7 +145,7 @@ struct Signals {
 impl Signals {
     fn gather(f: &ReportFacts) -> Signals {
         let last = f.runs.last();
-        let sum = |v: fn(&SeriesRow) -> u64| f.series.iter().map(v).sum::<u64>();
+        let sum = |v: fn(&Second) -> u64| f.series.iter().map(v).sum::<u64>();
         let (t_rpm, t_tpm, t_tpd) = f.throttles;
         let t_tokens = t_tpm + t_tpd;
         let budget_rpm = last.and_then(|r| r.budget_rpm);
@@ -551,9 +552,9 @@ mod tests {
         settled: u64,
         t_rpm: u64,
         t_tpm: u64,
-    ) -> Vec<SeriesRow> {
+    ) -> Vec<Second> {
         (0..n)
-            .map(|i| SeriesRow {
+            .map(|i| Second {
                 at_s: 1_000 + i,
                 admitted,
                 reserved_tokens: reserved,

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::diagnose::{Diagnosis, ReportFacts};
 use super::format::compact;
-use crate::checkpoint::SeriesRow;
+use crate::budget::Second;
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 190.0;
@@ -228,13 +228,13 @@ pub fn render(f: &ReportFacts, d: &Diagnosis, text: &str) -> String {
 
 /// The series on a time axis: seconds since its first second.
 struct Axis<'a> {
-    series: &'a [SeriesRow],
+    series: &'a [Second],
     xs: Vec<f64>,
     x_max: f64,
 }
 
 impl<'a> Axis<'a> {
-    fn of(series: &'a [SeriesRow]) -> Axis<'a> {
+    fn of(series: &'a [Second]) -> Axis<'a> {
         let first = series.first().map_or(0, |s| s.at_s);
         let xs: Vec<f64> = series.iter().map(|s| (s.at_s - first) as f64).collect();
         let x_max = xs.last().copied().unwrap_or(1.0);
@@ -242,7 +242,7 @@ impl<'a> Axis<'a> {
     }
 
     /// One point a second.
-    fn points(&self, v: impl Fn(&SeriesRow) -> f64) -> Vec<(f64, f64)> {
+    fn points(&self, v: impl Fn(&Second) -> f64) -> Vec<(f64, f64)> {
         self.series
             .iter()
             .zip(&self.xs)
@@ -251,7 +251,7 @@ impl<'a> Axis<'a> {
     }
 
     /// One point for each second that has a value.
-    fn some_points(&self, v: impl Fn(&SeriesRow) -> Option<f64>) -> Vec<(f64, f64)> {
+    fn some_points(&self, v: impl Fn(&Second) -> Option<f64>) -> Vec<(f64, f64)> {
         self.series
             .iter()
             .zip(&self.xs)
@@ -268,7 +268,7 @@ impl<'a> Axis<'a> {
     }
 
     /// A 5-second moving sum of a per-second count, per minute.
-    fn per_minute(&self, v: impl Fn(&SeriesRow) -> u64) -> Vec<(f64, f64)> {
+    fn per_minute(&self, v: impl Fn(&Second) -> u64) -> Vec<(f64, f64)> {
         per_minute(&self.points(|s| v(s) as f64), 5)
     }
 }
@@ -321,7 +321,7 @@ fn concurrency_chart(a: &Axis<'_>) -> String {
 }
 
 fn multiplier_chart(a: &Axis<'_>, budget_rpm: Option<f64>, budget_tpm: Option<f64>) -> String {
-    let multiplier = |rate: fn(&SeriesRow) -> Option<f64>, budget: Option<f64>| {
+    let multiplier = |rate: fn(&Second) -> Option<f64>, budget: Option<f64>| {
         budget.map_or(Vec::new(), |b| {
             a.some_points(|s| rate(s).map(|r| r / b.max(1.0)))
         })

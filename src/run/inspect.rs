@@ -97,11 +97,11 @@ async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
         },
     };
     let records_per_minute = match last {
-        Some(_) if alive => Some(store.finished_in(job, now - 60, now).await? as f64),
+        Some(_) if alive => Some(store.finished_during(job, now - 60, now).await? as f64),
         Some(r) => {
             let end = r.ended_at.unwrap_or(now);
             let span = (end - r.started_at).max(1);
-            let n = store.finished_in(job, r.started_at, end).await?;
+            let n = store.finished_during(job, r.started_at, end).await?;
             (n > 0).then(|| n as f64 * 60.0 / span as f64)
         }
         None => None,

@@ -44,7 +44,8 @@ impl Parts {
     /// earlier run left open are aborted first.
     pub async fn load(job: &Job, sink: Sink, total: u64, store: &Store) -> Result<Parts, Error> {
         if let Sink::S3(s3) = &sink {
-            for (key, upload_id) in store.open_uploads(&job.name).await? {
+            for open in store.open_uploads(&job.name).await? {
+                let (key, upload_id) = (open.key, open.upload_id);
                 // Cleanup must not hold the output back: an upload that cannot be aborted (it completed just
                 // before the crash, or the credentials lack s3:AbortMultipartUpload) is reported and forgotten.
                 if let Err(e) = s3.abort_upload(&key, &upload_id).await {
@@ -97,7 +98,7 @@ impl Parts {
                 continue;
             }
             let (start, end) = self.range(part);
-            if store.finished_between(&self.job.name, start, end).await? < end - start {
+            if store.finished_among(&self.job.name, start..end).await? < end - start {
                 continue;
             }
             let file = part_file_name(part, self.job.output.format);
@@ -106,7 +107,7 @@ impl Parts {
             let mut from = start;
             while from < end {
                 let to = (from + PAGE_ROWS).min(end);
-                let rows = store.output_rows(&self.job.name, from, to).await?;
+                let rows = store.output_rows(&self.job.name, from..to).await?;
                 debug_assert_eq!(rows.len() as u64, to - from);
                 let bytes = render_rows(&rows, self.job.output.format, from == start);
                 self.write(store, &mut out, &file, bytes).await?;

@@ -424,10 +424,6 @@ const RECORD_EVERY: Duration = Duration::from_secs(2);
 /// Stores what the budget observed (throttles, per-second counts) and what it learned (rates, calibration),
 /// every few seconds and once more at the end.
 async fn record(ctx: Arc<worker::Ctx>, store: Store, done: CancellationToken) -> Result<(), Error> {
-    let epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let (epoch_ms, epoch_s) = (epoch.as_millis() as i64, epoch.as_secs() as i64);
     let mut tick = tokio::time::interval(RECORD_EVERY);
     loop {
         let last = tokio::select! {
@@ -436,10 +432,10 @@ async fn record(ctx: Arc<worker::Ctx>, store: Store, done: CancellationToken) ->
         };
         let job = &ctx.job.name;
         store
-            .insert_throttles(job, epoch_ms, &ctx.budget.take_throttles())
+            .insert_throttles(job, &ctx.budget.take_throttles())
             .await?;
         store
-            .insert_seconds(job, epoch_s, &ctx.budget.take_seconds(last))
+            .insert_seconds(job, &ctx.budget.take_seconds(last))
             .await?;
         store.save_learned(job, &ctx.budget.learned()).await?;
         if last {

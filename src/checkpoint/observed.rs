@@ -1,0 +1,245 @@
+//! Tables `throttles` and `series`: what the budget observed during runs — every throttle, and per second the
+//! requests admitted, tokens reserved and charged, successes, throttles, requests in flight and the rates in
+//! force. The series row is [`Second`], defined once in the budget that counts it; [`SERIES`] names its
+//! columns once for the INSERT, the merge of a second written twice, and the SELECT.
+
+use sqlx::query_builder::Separated;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::store::{CheckpointError, ROWS_PER_STATEMENT, Store, failed_to};
+use crate::budget::{Second, ThrottleEvent};
+
+/// How a second recorded twice (a resumed run within the same second) is merged.
+#[derive(Clone, Copy)]
+enum Merge {
+    /// Counts add up.
+    Sum,
+    /// The larger stays.
+    Max,
+    /// The later one stays.
+    Last,
+}
+
+/// The columns of `series` after `job` and `at_s`, in the order [`bind`] binds them.
+const SERIES: [(&str, Merge); 10] = [
+    ("admitted", Merge::Sum),
+    ("reserved_tokens", Merge::Sum),
+    ("settled_tokens", Merge::Sum),
+    ("succeeded", Merge::Sum),
+    ("throttled_rpm", Merge::Sum),
+    ("throttled_tpm", Merge::Sum),
+    ("in_flight", Merge::Max),
+    ("rpm_rate", Merge::Last),
+    ("tpm_rate", Merge::Last),
+    ("concurrency_cap", Merge::Last),
+];
+
+/// A [`Second`]'s values in the order of [`SERIES`].
+fn bind(mut row: Separated<'_, Sqlite, &'static str>, s: &Second) {
+    row.push_bind(s.admitted as i64)
+        .push_bind(s.reserved_tokens as i64)
+        .push_bind(s.settled_tokens as i64)
+        .push_bind(s.succeeded as i64)
+        .push_bind(s.throttled_rpm as i64)
+        .push_bind(s.throttled_tpm as i64)
+        .push_bind(s.in_flight as i64)
+        .push_bind(s.rpm_rate)
+        .push_bind(s.tpm_rate)
+        .push_bind(s.concurrency_cap as i64);
+}
+
+/// A `series` row, read by column name.
+fn second(r: &SqliteRow) -> Result<Second, sqlx::Error> {
+    Ok(Second {
+        at_s: r.try_get("at_s")?,
+        admitted: r.try_get("admitted")?,
+        reserved_tokens: r.try_get("reserved_tokens")?,
+        settled_tokens: r.try_get("settled_tokens")?,
+        succeeded: r.try_get("succeeded")?,
+        throttled_rpm: r.try_get("throttled_rpm")?,
+        throttled_tpm: r.try_get("throttled_tpm")?,
+        in_flight: r.try_get("in_flight")?,
+        rpm_rate: r.try_get("rpm_rate")?,
+        tpm_rate: r.try_get("tpm_rate")?,
+        concurrency_cap: r.try_get("concurrency_cap")?,
+    })
+}
+
+/// `a, b, c`
+fn columns() -> String {
+    SERIES.map(|(c, _)| c).join(", ")
+}
+
+/// The `ON CONFLICT` clause that merges a second written twice.
+fn merge() -> String {
+    let set = SERIES.map(|(c, m)| match m {
+        Merge::Sum => format!("{c} = {c} + excluded.{c}"),
+        Merge::Max => format!("{c} = max({c}, excluded.{c})"),
+        Merge::Last => format!("{c} = excluded.{c}"),
+    });
+    format!(" ON CONFLICT (job, at_s) DO UPDATE SET {}", set.join(", "))
+}
+
+impl Store {
+    /// Records throttles.
+    pub async fn insert_throttles(
+        &self,
+        job: &str,
+        events: &[ThrottleEvent],
+    ) -> Result<(), CheckpointError> {
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut b = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO throttles (job, at_ms, kind, message, cut, rpm_level, tpm_level, rpm_rate, tpm_rate) ",
+            );
+            b.push_values(chunk, |mut row, e| {
+                row.push_bind(job.to_string())
+                    .push_bind(e.at_ms)
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.message.clone())
+                    .push_bind(e.cut)
+                    .push_bind(e.rpm_level)
+                    .push_bind(e.tpm_level)
+                    .push_bind(e.rpm_rate)
+                    .push_bind(e.tpm_rate);
+            });
+            b.build()
+                .execute(&self.pool)
+                .await
+                .map_err(failed_to("record throttles"))?;
+        }
+        Ok(())
+    }
+
+    /// Throttles by quota: `(rpm, tpm, tpd)`.
+    pub async fn throttle_counts(&self, job: &str) -> Result<(u64, u64, u64), CheckpointError> {
+        sqlx::query_as(
+            "SELECT coalesce(sum(kind = 'rpm'), 0), coalesce(sum(kind = 'tpm'), 0), coalesce(sum(kind = 'tpd'), 0) \
+             FROM throttles WHERE job = ?",
+        )
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(failed_to("count throttles"))
+    }
+
+    /// Records per-second counts. A second recorded twice (a resumed run within the same second) is merged:
+    /// counts add up, the most in flight stays, the rates are the later ones.
+    pub async fn insert_seconds(
+        &self,
+        job: &str,
+        seconds: &[Second],
+    ) -> Result<(), CheckpointError> {
+        for chunk in seconds.chunks(ROWS_PER_STATEMENT) {
+            let mut b = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO series (job, at_s, {}) ",
+                columns()
+            ));
+            b.push_values(chunk, |mut row, s| {
+                row.push_bind(job.to_string()).push_bind(s.at_s);
+                bind(row, s);
+            });
+            b.push(merge());
+            b.build()
+                .execute(&self.pool)
+                .await
+                .map_err(failed_to("record the per-second series"))?;
+        }
+        Ok(())
+    }
+
+    /// The per-second series, oldest first.
+    pub async fn series(&self, job: &str) -> Result<Vec<Second>, CheckpointError> {
+        let sql = format!(
+            "SELECT at_s, {} FROM series WHERE job = ? ORDER BY at_s",
+            columns()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed_to("read the per-second series"))?;
+        rows.iter()
+            .map(second)
+            .collect::<Result<_, _>>()
+            .map_err(failed_to("read the per-second series"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::scratch;
+    use super::*;
+    use crate::budget::ThrottleKind;
+
+    fn sec(at_s: i64, n: u64) -> Second {
+        Second {
+            at_s,
+            admitted: n,
+            reserved_tokens: 100 * n,
+            settled_tokens: 40 * n,
+            succeeded: n,
+            throttled_rpm: 1,
+            throttled_tpm: 2,
+            in_flight: n,
+            rpm_rate: Some(60.0 * n as f64),
+            tpm_rate: None,
+            concurrency_cap: 4 * n,
+        }
+    }
+
+    #[tokio::test]
+    async fn seconds_round_trip_and_a_second_written_twice_is_merged() {
+        let (_dir, store) = scratch().await;
+        store.create_job("j", "fp", "{}", "[]").await.unwrap();
+        // More than one statement's worth.
+        let many: Vec<_> = (0..700).map(|i| sec(1_000 + i, 1)).collect();
+        store.insert_seconds("j", &many).await.unwrap();
+        store.insert_seconds("j", &[sec(1_000, 3)]).await.unwrap();
+        let read = store.series("j").await.unwrap();
+        assert_eq!(read.len(), 700);
+        assert_eq!(read[1], many[1]);
+        assert_eq!(
+            read[0],
+            Second {
+                at_s: 1_000,
+                admitted: 4,
+                reserved_tokens: 400,
+                settled_tokens: 160,
+                succeeded: 4,
+                throttled_rpm: 2,
+                throttled_tpm: 4,
+                in_flight: 3,
+                rpm_rate: Some(180.0),
+                tpm_rate: None,
+                concurrency_cap: 12,
+            }
+        );
+        assert!(store.series("other").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn throttles_are_counted_by_quota() {
+        let (_dir, store) = scratch().await;
+        store.create_job("j", "fp", "{}", "[]").await.unwrap();
+        assert_eq!(store.throttle_counts("j").await.unwrap(), (0, 0, 0));
+        let event = |kind| ThrottleEvent {
+            at_ms: 1_700_000_000_000,
+            kind,
+            message: "Too many requests".into(),
+            cut: false,
+            rpm_level: Some(0.1),
+            tpm_level: None,
+            rpm_rate: Some(60.0),
+            tpm_rate: None,
+        };
+        let events = [
+            event(ThrottleKind::Rpm),
+            event(ThrottleKind::Tpm),
+            event(ThrottleKind::Tpm),
+            event(ThrottleKind::Tpd),
+        ];
+        store.insert_throttles("j", &events).await.unwrap();
+        assert_eq!(store.throttle_counts("j").await.unwrap(), (1, 2, 1));
+    }
+}
