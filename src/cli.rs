@@ -15,12 +15,10 @@ use crate::emulator::{
     self, EmulatorConfig, Fault, FaultRates, LatencyModel, ModelProfile, OutputLength,
 };
 use crate::error::{Error, ExitKind};
+use crate::inspect::{PlanOptions, ReportOptions, Scope, plan, report, status};
 use crate::job::{Endpoint, Job};
 use crate::report::progress::ProgressMode;
-use crate::run::{
-    Connection, Endpoints, Expected, PlanOptions, ReportOptions, RunOutcome, Shutdown,
-    SubmitOptions, Target, plan, report, status, submit,
-};
+use crate::run::{Connection, Endpoints, Expected, RunOutcome, Shutdown, SubmitOptions, submit};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -363,7 +361,7 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
         }
         Command::Status(args) => {
             let text = status(
-                &Target {
+                &Scope {
                     job: args.job,
                     state: args.state,
                 },
@@ -374,7 +372,7 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
         }
         Command::Report(args) => {
             let text = report(&ReportOptions {
-                target: Target {
+                scope: Scope {
                     job: Some(args.job),
                     state: args.state,
                 },

@@ -34,6 +34,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod emulator;
 pub mod error;
+pub mod inspect;
 pub mod invoke;
 pub mod job;
 pub mod report;

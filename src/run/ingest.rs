@@ -1,58 +1,15 @@
-//! Ingest: every input record into the checkpoint, once, in input order. Reading runs on a blocking thread and
-//! hands batches to the async side, so memory holds a batch, not the input. Bad lines and duplicate ids are
-//! stored as failed records with their reason, so they appear in the output like any other record.
-
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+//! Ingest: every input record into the checkpoint, once, in input order, a batch at a time as
+//! [`source::read_in_batches`] reads them. Bad lines and duplicate ids are stored as failed records with their
+//! reason, so they appear in the output like any other record.
 
 use crate::checkpoint::{Finished, NewRecord, Store};
 use crate::error::Error;
 use crate::job::Job;
 use crate::s3::S3;
-use crate::source::{self, InputFile, Item, RequestBuilder};
+use crate::source::{self, InputFile, Item};
 
-const BATCH: usize = 500;
 // Bad lines printed as warnings before the rest are only counted.
 const WARN_LIMIT: usize = 20;
-
-/// Reads `files` on a blocking thread and hands their items over in batches of [`BATCH`], in input order; the
-/// thread stops when the receiver is dropped. Its result says whether every input could be read.
-pub(super) fn read_in_batches(
-    job: &Job,
-    files: Vec<InputFile>,
-    s3: Option<&S3>,
-) -> (
-    mpsc::Receiver<Vec<Item>>,
-    JoinHandle<Result<(), source::SourceError>>,
-) {
-    let (tx, rx) = mpsc::channel::<Vec<Item>>(4);
-    let job = job.clone();
-    let s3 = s3.cloned();
-    let reader = tokio::task::spawn_blocking(move || {
-        let builder = RequestBuilder::new(&job);
-        let mut batch = Vec::with_capacity(BATCH);
-        for file in &files {
-            let mut open = true;
-            source::items(&job, &builder, file, s3.as_ref(), &mut |item| {
-                batch.push(item);
-                if batch.len() >= BATCH {
-                    open = tx
-                        .blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                        .is_ok();
-                }
-                open
-            })?;
-            if !open {
-                return Ok(());
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(batch);
-        }
-        Ok(())
-    });
-    (rx, reader)
-}
 
 /// Reads every input into the checkpoint and marks the ingest complete. Returns the record count.
 pub async fn ingest(
@@ -62,7 +19,7 @@ pub async fn ingest(
     store: &Store,
 ) -> Result<u64, Error> {
     store.clear_records(&job.name).await?;
-    let (mut rx, reader) = read_in_batches(job, files, s3);
+    let (mut rx, reader) = source::read_in_batches(job, files, s3);
     let mut seq = 0u64;
     let mut warnings = Warnings::default();
     while let Some(items) = rx.recv().await {

@@ -15,18 +15,14 @@
 mod connect;
 mod fingerprint;
 mod ingest;
-pub mod inspect;
 pub(crate) mod lock;
 mod parts;
-pub mod plan;
 mod shutdown;
-mod submit;
+pub(crate) mod submit;
 mod worker;
 mod writer;
 
 pub use connect::{Connection, Endpoints, Expected};
 pub use fingerprint::{Fingerprint, describe_changes};
-pub use inspect::{ReportOptions, Target, report, status};
-pub use plan::{PlanOptions, plan};
 pub use shutdown::Shutdown;
 pub use submit::{RunOutcome, SubmitOptions, submit};

@@ -16,11 +16,12 @@ const PAGE_ROWS: u64 = 100;
 
 /// A file or object being written.
 struct Out {
-    target: Target,
+    part: OpenPart,
     tally: Tally,
 }
 
-enum Target {
+/// The part being written: a temporary file beside the output folder, or bytes on their way to S3.
+enum OpenPart {
     Local(LocalPart),
     S3 {
         /// Bytes not yet sent.
@@ -134,15 +135,15 @@ impl Parts {
 
     /// Starts publishing `name`.
     fn begin(&self, name: &str) -> Result<Out, Error> {
-        let target = match &self.sink {
-            Sink::Local(local) => Target::Local(local.begin(name)?),
-            Sink::S3(_) => Target::S3 {
+        let part = match &self.sink {
+            Sink::Local(local) => OpenPart::Local(local.begin(name)?),
+            Sink::S3(_) => OpenPart::S3 {
                 buffer: Vec::new(),
                 upload: None,
             },
         };
         Ok(Out {
-            target,
+            part,
             tally: Tally::default(),
         })
     }
@@ -157,9 +158,9 @@ impl Parts {
         bytes: Vec<u8>,
     ) -> Result<(), Error> {
         out.tally.add(&bytes);
-        match (&mut out.target, &self.sink) {
-            (Target::Local(file), _) => file.write(&bytes)?,
-            (Target::S3 { buffer, upload }, Sink::S3(s3)) => {
+        match (&mut out.part, &self.sink) {
+            (OpenPart::Local(file), _) => file.write(&bytes)?,
+            (OpenPart::S3 { buffer, upload }, Sink::S3(s3)) => {
                 buffer.extend_from_slice(&bytes);
                 // A piece goes only once more follows it, so the last piece is never empty.
                 while buffer.len() > MULTIPART_CHUNK {
@@ -176,24 +177,24 @@ impl Parts {
                     pieces.push(s3.upload_piece(name, id, number, piece).await?);
                 }
             }
-            (Target::S3 { .. }, Sink::Local(_)) => unreachable!("an S3 part of a local sink"),
+            (OpenPart::S3 { .. }, Sink::Local(_)) => unreachable!("an S3 part of a local sink"),
         }
         Ok(())
     }
 
     /// Makes `out` visible as `name`, whole.
     async fn finish(&self, store: &Store, out: Out, name: &str) -> Result<Published, Error> {
-        match (out.target, &self.sink) {
-            (Target::Local(file), _) => file.finish()?,
+        match (out.part, &self.sink) {
+            (OpenPart::Local(file), _) => file.finish()?,
             (
-                Target::S3 {
+                OpenPart::S3 {
                     buffer,
                     upload: None,
                 },
                 Sink::S3(s3),
             ) => s3.put(name, buffer).await?,
             (
-                Target::S3 {
+                OpenPart::S3 {
                     buffer,
                     upload: Some((id, mut pieces)),
                 },
@@ -204,7 +205,7 @@ impl Parts {
                 s3.complete_upload(name, &id, pieces).await?;
                 store.end_upload(&self.job.name, &id).await?;
             }
-            (Target::S3 { .. }, Sink::Local(_)) => unreachable!("an S3 part of a local sink"),
+            (OpenPart::S3 { .. }, Sink::Local(_)) => unreachable!("an S3 part of a local sink"),
         }
         Ok(out.tally.done())
     }

@@ -1,14 +1,17 @@
 //! Input records: which files a job reads ([`list`]), and each file read as a stream of [`Item`]s, a record
-//! ready to send or a bad line with its location and reason. Memory is bounded by one line (or one document).
+//! ready to send or a bad line with its location and reason ([`items`]; [`read_in_batches`] does it on a
+//! blocking thread for the async side). Memory is bounded by one line (or one document) and one batch.
 //!
 //! It does not touch the checkpoint; the runner decides what to do with bad lines (mark them failed).
 
+mod batches;
 mod files;
 mod reader;
 mod request;
 
 use std::path::Path;
 
+pub use batches::{BATCH, read_in_batches};
 pub use files::{InputFile, Origin, list_local};
 pub use reader::items;
 pub use request::RequestBuilder;

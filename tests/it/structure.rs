@@ -41,12 +41,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "s3",
             "sink",
             "source",
-            // Known exception, to be removed (issue 11): `run` starts the embedded emulator and reads its
-            // profile; DESIGN.md says the runner reaches Bedrock only through the SDK and an endpoint URL.
-            "emulator",
         ],
     ),
-    ("cli", &["emulator", "error", "job", "report", "run"]),
+    (
+        "inspect",
+        &[
+            "budget",
+            "checkpoint",
+            "error",
+            "invoke",
+            "job",
+            "report",
+            "run",
+            "source",
+        ],
+    ),
+    ("cli", &["emulator", "error", "inspect", "job", "report", "run"]),
     ("main", &[]),
 ];
 

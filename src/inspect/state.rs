@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::lock;
 use crate::checkpoint::{CheckpointError, Store, unix_now};
 use crate::error::Error;
 use crate::job::Job;
@@ -12,23 +11,24 @@ use crate::report::diagnose::{self, ReportFacts};
 use crate::report::html;
 use crate::report::prices::Prices;
 use crate::report::status::{self, JobStatus, LastError};
+use crate::run::lock;
 
 /// Which state database and which job(s).
 #[derive(Debug, Clone, Default)]
-pub struct Target {
+pub struct Scope {
     /// A job file or a job name; `None` for every job.
     pub job: Option<String>,
     /// The state database; `None` for the job file's default, or `.batchrun/state.db` here.
     pub state: Option<PathBuf>,
 }
 
-/// The state database and the job name `target` means.
-fn locate(target: &Target) -> Result<(PathBuf, Option<String>), Error> {
-    let (state, name) = match &target.job {
+/// The state database and the job name `scope` means.
+fn locate(scope: &Scope) -> Result<(PathBuf, Option<String>), Error> {
+    let (state, name) = match &scope.job {
         Some(t) if t.ends_with(".toml") || Path::new(t).is_file() => {
             let job = Job::load(Path::new(t))?;
             (
-                target
+                scope
                     .state
                     .clone()
                     .unwrap_or_else(|| job.default_state_path()),
@@ -36,7 +36,7 @@ fn locate(target: &Target) -> Result<(PathBuf, Option<String>), Error> {
             )
         }
         other => (
-            target
+            scope
                 .state
                 .clone()
                 .unwrap_or_else(|| Path::new(".batchrun").join("state.db")),
@@ -140,8 +140,8 @@ async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
 }
 
 /// `batchrun status`: text, or JSON with `json`.
-pub async fn status(target: &Target, json: bool) -> Result<String, Error> {
-    let (state, name) = locate(target)?;
+pub async fn status(scope: &Scope, json: bool) -> Result<String, Error> {
+    let (state, name) = locate(scope)?;
     let (store, names) = open(&state, name.as_deref()).await?;
     let mut jobs = Vec::with_capacity(names.len());
     if let Some(store) = store {
@@ -170,7 +170,7 @@ pub async fn status(target: &Target, json: bool) -> Result<String, Error> {
 #[derive(Debug, Clone, Default)]
 pub struct ReportOptions {
     /// The job and state database.
-    pub target: Target,
+    pub scope: Scope,
     /// Also write the HTML page here.
     pub html: Option<PathBuf>,
     /// Say what quota finishes the job in this time.
@@ -181,7 +181,7 @@ pub struct ReportOptions {
 
 /// `batchrun report`: the text; the HTML page is written to `opts.html` when given.
 pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
-    let (state, name) = locate(&opts.target)?;
+    let (state, name) = locate(&opts.scope)?;
     let Some(name) = name else {
         return Err(Error::NoJobGiven { path: state });
     };

@@ -9,9 +9,6 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::connect::{Endpoints, Expected};
-use super::ingest::read_in_batches;
-use super::submit::s3_client;
 use crate::budget::{Learned, quota};
 use crate::checkpoint::{CheckpointError, OutcomeStats, Store};
 use crate::error::Error;
@@ -19,7 +16,9 @@ use crate::invoke::Invoker;
 use crate::job::Job;
 use crate::report::plan::{NeverFit, PlanFacts, compute, render};
 use crate::report::prices::Prices;
-use crate::source::{self, Item, Record};
+use crate::run::submit::s3_client;
+use crate::run::{Endpoints, Expected};
+use crate::source::{self, Item, Record, read_in_batches};
 
 /// What `batchrun plan` was asked.
 #[derive(Debug, Clone)]

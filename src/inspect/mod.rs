@@ -1,0 +1,9 @@
+//! The commands that look and never send: `plan` reads a job's inputs as `submit` would and gathers what the
+//! plan is computed from; `status` and `report` read a state database, never writing it. Each gathers facts
+//! here and hands them to the pure renderers in [`crate::report`].
+
+pub mod plan;
+pub mod state;
+
+pub use plan::{PlanOptions, plan};
+pub use state::{ReportOptions, Scope, report, status};
