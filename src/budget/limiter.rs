@@ -110,9 +110,9 @@ pub struct Second {
     pub concurrency_cap: u64,
 }
 
-/// The budget at one moment, for live progress.
+/// What the budget is using at one moment, against the rates in force: for live progress.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Live {
+pub struct Usage {
     /// Requests admitted per minute, over the last few seconds.
     pub rpm_used: f64,
     /// Tokens charged per minute, over the last few seconds.
@@ -137,7 +137,7 @@ pub struct Live {
 
 /// What a run learned, saved in the checkpoint so a resumed run starts from it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Learned {
+pub struct LearnedRates {
     /// RPM rate in use.
     pub rpm_rate: Option<f64>,
     /// TPM rate in use.
@@ -302,7 +302,7 @@ impl Inner {
 
 impl Budget {
     /// The budget of `job`, starting from what an earlier run learned.
-    pub fn new(job: &Job, learned: Option<Learned>) -> Arc<Budget> {
+    pub fn new(job: &Job, learned: Option<LearnedRates>) -> Arc<Budget> {
         let now = Instant::now();
         let b = &job.budget;
         // A configured quota starts at its budget (or the rate a resumed run had learned); an unconfigured one
@@ -462,7 +462,7 @@ impl Budget {
     }
 
     /// The budget's state now, for live progress: use over the last few seconds against the rates in force.
-    pub fn live(&self) -> Live {
+    pub fn usage(&self) -> Usage {
         let mut inner = self.lock();
         let now = Instant::now();
         inner.forget_old(now);
@@ -479,7 +479,7 @@ impl Budget {
         };
         let (rpm_rate, rpm_budget) = quota(&inner.rpm);
         let (tpm_rate, tpm_budget) = quota(&inner.tpm);
-        Live {
+        Usage {
             rpm_used: inner.admitted_recent.len() as f64 * per_minute,
             tpm_used: inner.settled_recent.iter().map(|(_, c)| *c).sum::<u64>() as f64 * per_minute,
             rpm_rate: inner.rpm.as_ref().map(|_| rpm_rate),
@@ -494,9 +494,9 @@ impl Budget {
     }
 
     /// What the run learned so far.
-    pub fn learned(&self) -> Learned {
+    pub fn learned(&self) -> LearnedRates {
         let inner = self.lock();
-        Learned {
+        LearnedRates {
             rpm_rate: inner.rpm.as_ref().map(|q| q.limit.rate()),
             tpm_rate: inner.tpm.as_ref().map(|q| q.limit.rate()),
             token_ratio: inner.token_ratio,

@@ -12,4 +12,4 @@ mod limiter;
 pub mod quota;
 
 pub use bucket::Bucket;
-pub use limiter::{Admission, Budget, Learned, Live, Second, ThrottleEvent, ThrottleKind};
+pub use limiter::{Admission, Budget, LearnedRates, Second, ThrottleEvent, ThrottleKind, Usage};

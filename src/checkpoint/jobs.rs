@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::store::{CheckpointError, Store, delete_rows, failed_to, now};
-use crate::budget::Learned;
+use crate::budget::LearnedRates;
 
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -23,7 +23,7 @@ pub struct StoredJob {
     pub clearing: bool,
 }
 
-/// The `jobs` columns [`Learned`] is kept in.
+/// The `jobs` columns [`LearnedRates`] is kept in.
 #[derive(FromRow)]
 struct LearnedRow {
     rpm_rate: Option<f64>,
@@ -125,7 +125,7 @@ impl Store {
     }
 
     /// The rates and calibration a run of the job last saved; `None` before any run saved them.
-    pub async fn learned(&self, job: &str) -> Result<Option<Learned>, CheckpointError> {
+    pub async fn learned(&self, job: &str) -> Result<Option<LearnedRates>, CheckpointError> {
         let row: Option<LearnedRow> =
             sqlx::query_as("SELECT rpm_rate, tpm_rate, token_ratio FROM jobs WHERE name = ?")
                 .bind(job)
@@ -133,7 +133,7 @@ impl Store {
                 .await
                 .map_err(failed_to("read learned rates"))?;
         Ok(row.and_then(|r| {
-            r.token_ratio.map(|token_ratio| Learned {
+            r.token_ratio.map(|token_ratio| LearnedRates {
                 rpm_rate: r.rpm_rate,
                 tpm_rate: r.tpm_rate,
                 token_ratio,
@@ -142,7 +142,11 @@ impl Store {
     }
 
     /// Saves what the run learned.
-    pub async fn save_learned(&self, job: &str, learned: &Learned) -> Result<(), CheckpointError> {
+    pub async fn save_learned(
+        &self,
+        job: &str,
+        learned: &LearnedRates,
+    ) -> Result<(), CheckpointError> {
         sqlx::query("UPDATE jobs SET rpm_rate = ?, tpm_rate = ?, token_ratio = ? WHERE name = ?")
             .bind(learned.rpm_rate)
             .bind(learned.tpm_rate)
@@ -199,7 +203,7 @@ mod tests {
         store.create_job("j", "fp", "{}", "[]").await.unwrap();
         assert_eq!(store.learned("j").await.unwrap(), None);
         assert_eq!(store.learned("missing").await.unwrap(), None);
-        let learned = Learned {
+        let learned = LearnedRates {
             rpm_rate: None,
             tpm_rate: Some(19_600.5),
             token_ratio: 1.25,

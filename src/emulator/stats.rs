@@ -32,9 +32,9 @@ pub struct Counters {
     pub charged_tokens: u64,
 }
 
-/// One second of a model's activity.
+/// One second in which a model had activity (the emulator's series; the runner's is `budget::Second`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Second {
+pub struct ActiveSecond {
     /// Whole seconds since the emulator started.
     pub second: u64,
     /// What happened during that second.
@@ -57,7 +57,7 @@ pub struct ModelStats {
     /// Injected faults by kind.
     pub faults_by_kind: BTreeMap<String, u64>,
     /// Per-second counts, one entry per second with activity, oldest first; the last day is kept.
-    pub series: VecDeque<Second>,
+    pub series: VecDeque<ActiveSecond>,
 }
 
 /// A snapshot of all the emulator's counts.
@@ -94,7 +94,7 @@ impl ModelStats {
         self.in_flight -= 1;
     }
 
-    fn entry(&mut self, second: u64) -> &mut Second {
+    fn entry(&mut self, second: u64) -> &mut ActiveSecond {
         // Requests finish out of order, so a count may land in a second that already has a successor.
         let pos = self.series.iter().rposition(|s| s.second <= second);
         match pos {
@@ -103,10 +103,10 @@ impl ModelStats {
                 let at = pos.map_or(0, |i| i + 1);
                 self.series.insert(
                     at,
-                    Second {
+                    ActiveSecond {
                         second,
                         in_flight: self.in_flight,
-                        ..Second::default()
+                        ..ActiveSecond::default()
                     },
                 );
                 if self.series.len() > SERIES_LIMIT {

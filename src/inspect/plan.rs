@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::budget::{Learned, quota};
+use crate::budget::{LearnedRates, quota};
 use crate::checkpoint::{CheckpointError, OutcomeStats, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
@@ -128,7 +128,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
 async fn earlier_run(
     opts: &PlanOptions,
     job: &Job,
-) -> Result<(Option<Learned>, Option<OutcomeStats>), Error> {
+) -> Result<(Option<LearnedRates>, Option<OutcomeStats>), Error> {
     let state = opts
         .state
         .clone()

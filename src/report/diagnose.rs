@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::format::duration;
 use super::format::{int, money, round_up};
 use super::prices::Price;
-use crate::budget::Learned;
+use crate::budget::LearnedRates;
 use crate::budget::Second;
 use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow};
 
@@ -38,7 +38,7 @@ pub struct ReportFacts {
     /// Failed records by error code.
     pub errors: Vec<ErrorGroup>,
     /// The rates the last run ended with.
-    pub learned: Option<Learned>,
+    pub learned: Option<LearnedRates>,
     /// The model's price, the currency and the table's date.
     pub price: Option<(Price, String, String)>,
     /// `--deadline`: what quota finishes the job in this time.
@@ -593,7 +593,7 @@ mod tests {
             throttles: (0, 40, 0),
             series: series(120, 8, 8 * 4196, 8 * 160, 0, 0),
             errors: vec![],
-            learned: Some(Learned {
+            learned: Some(LearnedRates {
                 rpm_rate: None,
                 tpm_rate: Some(19_600.0),
                 token_ratio: 1.0,
@@ -639,7 +639,7 @@ mod tests {
         f.runs = vec![run(200, Some(2400), None)];
         f.throttles = (6, 0, 0);
         f.series = series(20, 20, 20 * 300, 20 * 130, 0, 0);
-        f.learned = Some(Learned {
+        f.learned = Some(LearnedRates {
             rpm_rate: Some(1188.0),
             tpm_rate: None,
             token_ratio: 1.0,

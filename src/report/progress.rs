@@ -51,7 +51,7 @@ pub fn spawn(
                         _ = done.cancelled() => return,
                         _ = tick.tick() => crate::say!(
                             "{}",
-                            status_line(&stats.snapshot(), started.elapsed(), &budget.live())
+                            status_line(&stats.snapshot(), started.elapsed(), &budget.usage())
                         ),
                     }
                 }
@@ -72,7 +72,7 @@ pub fn spawn(
                     let s = stats.snapshot();
                     bar.set_length(s.planned);
                     bar.set_position(s.finished());
-                    bar.set_message(bar_message(&s, started.elapsed(), &budget.live()));
+                    bar.set_message(bar_message(&s, started.elapsed(), &budget.usage()));
                     tokio::select! {
                         _ = done.cancelled() => break,
                         _ = tick.tick() => {}

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use super::Snapshot;
 use super::format::{compact, duration};
-use crate::budget::Live;
+use crate::budget::Usage;
 
 /// What the budget is doing: per minute used against the rate in force (and that rate against the configured
 /// budget when it is lower), requests in flight against the cap, throttles by quota.
-pub fn budget_text(l: &Live) -> String {
+pub fn budget_text(l: &Usage) -> String {
     let quota = |name: &str, used: f64, rate: Option<f64>, budget: Option<f64>| match (rate, budget)
     {
         (Some(r), Some(b)) if r < 0.995 * b => format!(
@@ -33,7 +33,7 @@ pub fn budget_text(l: &Live) -> String {
 }
 
 /// One progress line, for logs: counts, rate, ETA, and what the budget is doing.
-pub fn status_line(s: &Snapshot, elapsed: Duration, live: &Live) -> String {
+pub fn status_line(s: &Snapshot, elapsed: Duration, live: &Usage) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let rate = s.finished() as f64 / secs;
     let left = s.planned.saturating_sub(s.finished());
@@ -55,7 +55,7 @@ pub fn status_line(s: &Snapshot, elapsed: Duration, live: &Live) -> String {
 }
 
 /// The bar's message: what the bar itself does not show.
-pub fn bar_message(s: &Snapshot, elapsed: Duration, live: &Live) -> String {
+pub fn bar_message(s: &Snapshot, elapsed: Duration, live: &Usage) -> String {
     let rate = s.finished() as f64 / elapsed.as_secs_f64().max(1e-9);
     format!("{rate:.1}/s, {} failed; {}", s.failed, budget_text(live))
 }
@@ -103,7 +103,7 @@ mod tests {
             input_tokens: 1000,
             output_tokens: 2000,
         };
-        let live = Live {
+        let live = Usage {
             rpm_used: 1188.0,
             tpm_used: 152_300.0,
             rpm_rate: Some(1176.0),

@@ -56,7 +56,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "source",
         ],
     ),
-    ("cli", &["emulator", "error", "inspect", "job", "report", "run"]),
+    (
+        "cli",
+        &["emulator", "error", "inspect", "job", "report", "run"],
+    ),
     ("main", &[]),
 ];
 
