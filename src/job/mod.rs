@@ -1,16 +1,18 @@
-//! The job file: `job.toml` read into raw serde types ([`spec`]), checked into a [`Job`] with every path
-//! resolved and every cross-field rule applied, and fingerprinted so that a resumed run can tell whether the
-//! job still means the same thing.
+//! The job file: `job.toml` read into raw serde types ([`spec`]), checked (`check.rs`, one function per TOML
+//! table) into a [`Job`] (`settings.rs`) with every path resolved and every cross-field rule applied; its
+//! [`Settings`] are what a resumed run must share with the first.
 //!
 //! It does not read inputs (that is `source`) nor open the state database (that is `checkpoint`).
 
+mod check;
 mod error;
 mod location;
 mod overlap;
+mod settings;
 pub mod spec;
-mod validate;
 
+pub use check::MAX_TOKENS;
 pub use error::JobError;
 pub use location::Location;
+pub use settings::{Endpoint, Job, ModelSettings, RetrySettings, Settings};
 pub use spec::{Api, InputFormat, OutputFormat};
-pub use validate::{Endpoint, Job, MAX_TOKENS, ModelSettings, RetrySettings, Settings};

@@ -1,6 +1,6 @@
 //! `batchrun report`: a job's runs summarized, and a diagnosis — which quota ran out, whether the budget was
 //! set above the real quota, what `max-tokens` cost, what failed — with recommendations in numbers. Pure
-//! functions over [`ReportFacts`], which [`crate::run::inspect`] reads from the checkpoint.
+//! functions over [`ReportFacts`], which [`crate::inspect::state`] reads from the checkpoint.
 
 use std::fmt::Write;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! `batchrun plan`: what a job will cost in quota, time and money before anything is sent. The facts are
-//! gathered elsewhere ([`crate::run::plan()`]); here they become numbers and text, by pure functions.
+//! gathered elsewhere ([`crate::inspect::plan()`]); here they become numbers and text, by pure functions.
 //!
 //! The quota model is Bedrock's: a request reserves `input + max_tokens` while it runs and is charged
 //! `input + output × burndown` when it ends. The TPM bucket holds one minute of quota and refills at the TPM

@@ -1,5 +1,5 @@
 //! `batchrun status`: every job of a state database, or one in detail, as text or JSON. Pure functions over
-//! [`JobStatus`], which [`crate::run::inspect`] reads from the checkpoint.
+//! [`JobStatus`], which [`crate::inspect::state`] reads from the checkpoint.
 
 use std::fmt::Write;
 use std::time::Duration;

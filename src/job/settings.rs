@@ -1,0 +1,160 @@
+//! A checked job: the types `run`, `source` and `sink` work from, every default applied and every path
+//! resolved. [`Job::parse`](super::Job::parse) in `check.rs` makes them from the job file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::location::Location;
+use super::spec::{Api, InputFormat, OutputFormat};
+use crate::s3::S3Settings;
+
+/// A checked job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `job.name`.
+    pub name: String,
+    /// The job file, as given.
+    pub file: PathBuf,
+    /// The folder relative paths are resolved against: the job file's folder.
+    pub dir: PathBuf,
+    /// Model and request shaping.
+    pub model: ModelSettings,
+    /// Inputs.
+    pub input: InputSettings,
+    /// Quota.
+    pub budget: BudgetSettings,
+    /// Backoff.
+    pub retry: RetrySettings,
+    /// Outputs.
+    pub output: OutputSettings,
+    /// Which Bedrock.
+    pub endpoint: Endpoint,
+    /// Longest a single call may take.
+    pub timeout: Duration,
+    /// How S3 is reached.
+    pub s3: S3Settings,
+}
+
+/// `[model]`, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSettings {
+    /// Model id, inference profile or ARN.
+    pub id: String,
+    /// Region, when the job sets one.
+    #[serde(skip)]
+    pub region: Option<String>,
+    /// Converse or InvokeModel.
+    pub api: Api,
+    /// `maxTokens` for Converse, and the reservation for invoke bodies that do not set their own.
+    pub max_tokens: Option<u32>,
+    /// Temperature.
+    pub temperature: Option<f64>,
+    /// Top-p.
+    pub top_p: Option<f64>,
+    /// System prompt.
+    pub system: Option<String>,
+    /// Quota tokens per output token.
+    pub output_burndown: u32,
+}
+
+/// `[input]`, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputSettings {
+    /// The path as written in the job file.
+    pub path: String,
+    /// The path resolved against the job file's folder (may hold glob characters), or the S3 URI.
+    #[serde(skip)]
+    pub location: Location,
+    /// Format.
+    pub format: InputFormat,
+    /// Prompt template.
+    pub template: Option<String>,
+    /// Body template (invoke).
+    pub body_template: Option<String>,
+    /// CSV id column.
+    pub id_column: String,
+    /// Read symbolic links that lead outside the input folder. Left out of the fingerprint when off, so that
+    /// jobs started before it existed resume.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub follow_links_outside: bool,
+}
+
+/// `[budget]`, checked.
+#[derive(Debug, Clone)]
+pub struct BudgetSettings {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Most requests in flight.
+    pub max_concurrency: u32,
+}
+
+/// `[retry]`, checked.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrySettings {
+    /// First backoff ceiling.
+    pub base_delay: Duration,
+    /// Largest backoff ceiling.
+    pub max_delay: Duration,
+    /// Attempts before transient errors fail a record.
+    pub max_attempts: u32,
+}
+
+/// `[output]`, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputSettings {
+    /// The path as written.
+    pub path: String,
+    /// The folder, resolved, or the S3 prefix.
+    #[serde(skip)]
+    pub location: Location,
+    /// Format.
+    pub format: OutputFormat,
+    /// Records per part file.
+    pub records_per_part: u64,
+}
+
+/// Which Bedrock Runtime endpoint to call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoint {
+    /// Real Bedrock, by the standard AWS configuration.
+    Aws,
+    /// batchrun's emulator, started in-process with this profile (or its defaults).
+    Emulator {
+        /// The profile file, resolved.
+        profile: Option<PathBuf>,
+    },
+    /// Another endpoint URL.
+    Url(String),
+}
+
+/// The settings that decide what is sent and what is written: a change to any of them means a different job.
+/// Budget, retry, endpoint and region are left out: they change how fast, not what.
+#[derive(Debug, Serialize)]
+pub struct Settings<'a> {
+    /// Model and request shaping.
+    pub model: &'a ModelSettings,
+    /// Input reading.
+    pub input: &'a InputSettings,
+    /// Output layout.
+    pub output: &'a OutputSettings,
+}
+
+impl Job {
+    /// The settings a resumed run must share with the first.
+    pub fn settings(&self) -> Settings<'_> {
+        Settings {
+            model: &self.model,
+            input: &self.input,
+            output: &self.output,
+        }
+    }
+
+    /// The default state database: `.batchrun/state.db` in the job file's folder.
+    pub fn default_state_path(&self) -> PathBuf {
+        self.dir.join(".batchrun").join("state.db")
+    }
+}
