@@ -15,7 +15,7 @@
 mod s3;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use batchrun::emulator::{self, EmulatorConfig};
@@ -49,19 +49,8 @@ struct Measured {
 /// Runs the binary to the end in `dir` and returns its wall time and peak RSS.
 fn run(dir: &Path, env: &[(&str, &str)]) -> (f64, f64) {
     let started = Instant::now();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchrun"));
-    cmd.args(["submit", "job.toml", "--progress", "off"])
-        .current_dir(dir)
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
-        .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = s3::submit_command(dir);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }

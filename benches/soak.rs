@@ -70,18 +70,8 @@ impl Moments {
 }
 
 fn command(dir: &Path, s3_endpoint: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchrun"));
-    cmd.args(["submit", "job.toml", "--progress", "off"])
-        .current_dir(dir)
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
-        .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    let mut cmd = s3::submit_command(dir);
+    cmd.env("AWS_ENDPOINT_URL_S3", s3_endpoint)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -25,6 +25,24 @@ use tokio::net::TcpListener;
 pub const ACCESS_KEY: &str = "AKIDTEST";
 /// See [`ACCESS_KEY`].
 pub const SECRET_KEY: &str = "test-secret";
+/// `batchrun submit job.toml` in `dir`, signing with [`ACCESS_KEY`] and reading no AWS configuration of this
+/// machine (profile, files, instance metadata, bearer token): the benchmarks that talk to [`S3Server`] run it so.
+#[allow(dead_code)] // Used by the benchmarks that include this file.
+pub fn submit_command(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_batchrun"));
+    cmd.args(["submit", "job.toml", "--progress", "off"])
+        .current_dir(dir)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    cmd
+}
+
 /// A bucket that denies every request.
 pub const LOCKED: &str = "locked";
 
