@@ -210,3 +210,103 @@ fn a_back_edge_is_caught_with_its_file_and_line() {
         ]
     );
 }
+
+/// The longest a function outside tests may be, in lines from its `fn` line to its closing brace.
+const MAX_FUNCTION_LINES: usize = 80;
+
+/// Functions of `text` (formatted by rustfmt, tests cut off): name, first line, length in lines. A function
+/// ends at the first line that is its own indentation and a lone `}`.
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        let mut words = code.split_whitespace().peekable();
+        while let Some(w) = words.peek() {
+            if w.starts_with("pub") || ["async", "const", "unsafe", "extern"].contains(w) {
+                words.next();
+            } else {
+                break;
+            }
+        }
+        if words.next() != Some("fn") {
+            continue;
+        }
+        let name: String = words
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let closing = format!("{indent}}}");
+        // A declaration without a body (in a trait) ends with `;` before any `{`.
+        let body = lines[i..]
+            .iter()
+            .position(|l| l.trim_end().ends_with('{') || l.trim_end().ends_with(';'))
+            .filter(|&j| lines[i + j].trim_end().ends_with('{'));
+        let Some(open) = body else { continue };
+        if lines[i + open].trim_end().ends_with("{}") {
+            continue;
+        }
+        if let Some(end) = lines[i + open..].iter().position(|l| *l == closing) {
+            out.push((name, i + 1, open + end + 1));
+        }
+    }
+    out
+}
+
+/// Functions of `src` longer than [`MAX_FUNCTION_LINES`], as `file:line name (n lines)`.
+fn long_functions(src: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text = text.split("#[cfg(test)]\nmod").next().unwrap_or("");
+            for (name, line, n) in functions(text) {
+                if n > MAX_FUNCTION_LINES {
+                    let file = path.strip_prefix(src.parent().unwrap()).unwrap();
+                    found.push(format!("{}:{line} {name} ({n} lines)", file.display()));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn no_function_is_longer_than_the_limit() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let found = long_functions(&src);
+    assert!(
+        found.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines; split them along their seams:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn a_long_function_is_found_and_short_ones_and_declarations_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let body = "        let x = 1;\n".repeat(MAX_FUNCTION_LINES - 1);
+    let text = format!(
+        "trait T {{\n    fn declared(&self) -> u8;\n}}\n\nfn empty() {{}}\n\nfn short() {{\n    1;\n}}\n\n\
+         impl S {{\n    pub async fn long(\n        &self,\n    ) -> u8 {{\n{body}    }}\n}}\n\n\
+         #[cfg(test)]\nmod tests {{\n    fn also_long() {{\n{body}{body}    }}\n}}\n"
+    );
+    std::fs::write(src.join("lib.rs"), text).unwrap();
+    // `long` spans its signature (3 lines), the body and its closing brace: 3 + 79 + 1 = 83 lines.
+    assert_eq!(long_functions(&src), vec!["src/lib.rs:12 long (83 lines)"]);
+}
