@@ -79,8 +79,13 @@ fn files_of(src: &Path, name: &str) -> Vec<PathBuf> {
     if single.is_file() {
         return vec![single];
     }
+    rust_files(&src.join(name))
+}
+
+/// Every `.rs` file under `dir`, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = vec![src.join(name)]
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()]
         .into_iter()
         .filter(|d| d.is_dir())
         .collect();
@@ -259,24 +264,13 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
 /// Functions of `src` longer than [`MAX_FUNCTION_LINES`], as `file:line name (n lines)`.
 fn long_functions(src: &Path) -> Vec<String> {
     let mut found = Vec::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let text = text.split("#[cfg(test)]\nmod").next().unwrap_or("");
-            for (name, line, n) in functions(text) {
-                if n > MAX_FUNCTION_LINES {
-                    let file = path.strip_prefix(src.parent().unwrap()).unwrap();
-                    found.push(format!("{}:{line} {name} ({n} lines)", file.display()));
-                }
+    for path in rust_files(src) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.split("#[cfg(test)]\nmod").next().unwrap_or("");
+        for (name, line, n) in functions(text) {
+            if n > MAX_FUNCTION_LINES {
+                let file = path.strip_prefix(src.parent().unwrap()).unwrap();
+                found.push(format!("{}:{line} {name} ({n} lines)", file.display()));
             }
         }
     }
