@@ -22,17 +22,47 @@ const PIECE: usize = 16 * 1024;
 pub fn estimate(text: &str) -> u64 {
     let mut total = 0;
     let mut rest = text;
-    while rest.len() > PIECE {
-        let mut cut = rest.floor_char_boundary(PIECE);
-        if let Some(space) = rest[..cut].rfind(char::is_whitespace)
-            && space > PIECE / 2
-        {
-            cut = space;
-        }
+    while !rest.is_empty() {
+        let cut = piece_end(rest);
         total += count(&rest[..cut]);
         rest = &rest[cut..];
     }
-    total + count(rest)
+    total
+}
+
+/// The byte offset where each token of `text` starts, in order, counted in the same pieces as [`estimate`].
+pub fn starts(text: &str) -> Vec<usize> {
+    let mut out = Vec::with_capacity(text.len() / 4);
+    let mut at = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let cut = piece_end(rest);
+        for token in encoder().encode_ordinary(&rest[..cut]) {
+            out.push(at);
+            at += encoder().decode_bytes(&[token]).map_or(1, |b| b.len());
+        }
+        // A token may end inside a character; the next piece starts on the character boundary.
+        at = at
+            .max(text.len() - rest.len() + cut)
+            .min(text.len() - rest.len() + cut);
+        rest = &rest[cut..];
+    }
+    out
+}
+
+/// Where the first piece of `rest` ends: all of it when short, else near [`PIECE`] bytes, at whitespace if
+/// there is some in the second half.
+fn piece_end(rest: &str) -> usize {
+    if rest.len() <= PIECE {
+        return rest.len();
+    }
+    let mut cut = rest.floor_char_boundary(PIECE);
+    if let Some(space) = rest[..cut].rfind(char::is_whitespace)
+        && space > PIECE / 2
+    {
+        cut = space;
+    }
+    cut
 }
 
 fn count(text: &str) -> u64 {

@@ -5,6 +5,7 @@
 //! It does not touch the checkpoint; the runner decides what to do with bad lines (mark them failed).
 
 mod batches;
+pub mod chunk;
 mod files;
 mod reader;
 mod request;
