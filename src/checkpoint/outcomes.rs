@@ -98,6 +98,8 @@ pub struct OutputRow {
     pub input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
+    /// Where a chunk came from in its document (a JSON object), when the record is one.
+    pub meta: Option<String>,
 }
 
 /// Records by state.
@@ -280,7 +282,7 @@ impl Store {
     ) -> Result<Vec<OutputRow>, CheckpointError> {
         sqlx::query_as(
             "SELECT r.record_id, r.request, o.status, o.result, o.error_code, o.error_message, \
-             o.input_tokens, o.output_tokens \
+             o.input_tokens, o.output_tokens, r.meta \
              FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq \
              WHERE r.job = ? AND r.seq >= ? AND r.seq < ? ORDER BY r.seq",
         )
@@ -457,6 +459,7 @@ mod tests {
                 error_message: None,
                 input_tokens: 3,
                 output_tokens: 4,
+                meta: None,
             }
         );
         let rows = store.output_rows("j", 699..702).await.unwrap();

@@ -22,6 +22,8 @@ pub struct NewRecord {
     pub est_tokens: u64,
     /// Reserved output tokens.
     pub max_tokens: u64,
+    /// Where a chunk came from in its document (a JSON object), written into its output line.
+    pub meta: Option<String>,
 }
 
 /// A record waiting to be sent.
@@ -62,7 +64,7 @@ impl Store {
         let mut tx = self.begin().await?;
         for chunk in records.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO records (job, seq, record_id, location, request, est_tokens, max_tokens) ",
+                "INSERT INTO records (job, seq, record_id, location, request, est_tokens, max_tokens, meta) ",
             );
             b.push_values(chunk, |mut row, r| {
                 row.push_bind(job.to_string())
@@ -71,7 +73,8 @@ impl Store {
                     .push_bind(r.location.clone())
                     .push_bind(r.request.clone())
                     .push_bind(r.est_tokens as i64)
-                    .push_bind(r.max_tokens as i64);
+                    .push_bind(r.max_tokens as i64)
+                    .push_bind(r.meta.clone());
             });
             b.push(" ON CONFLICT DO NOTHING RETURNING seq");
             let inserted: Vec<i64> = b
@@ -143,6 +146,7 @@ pub(super) mod tests {
             request: Some(format!("{{\"n\":{seq}}}")),
             est_tokens: 10,
             max_tokens: 100,
+            meta: None,
         }
     }
 

@@ -11,11 +11,12 @@ use toml::Spanned;
 use super::error::JobError;
 use super::location::Location;
 use super::settings::{
-    BudgetSettings, Endpoint, InputSettings, Job, ModelSettings, OutputSettings, RetrySettings,
+    BudgetSettings, ChunkSettings, Endpoint, InputSettings, Job, ModelSettings, OutputSettings,
+    RetrySettings,
 };
 use super::spec::{
-    Api, BudgetTable, EndpointTable, InputFormat, InputTable, JobFile, ModelTable, OutputTable,
-    RetryTable,
+    Api, BudgetTable, ChunkTable, EndpointTable, InputFormat, InputTable, JobFile, ModelTable,
+    OutputTable, RetryTable,
 };
 use crate::s3::{S3Settings, S3Uri};
 
@@ -36,6 +37,10 @@ const MAX_RATE: u64 = 1_000_000_000_000;
 const MAX_DELAY_MS: u64 = 3_600_000;
 const MAX_RECORDS_PER_PART: u64 = 1_000_000_000;
 const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// The fewest tokens `chunk.tokens` may say: a chunk holds at least a few words (and any one character).
+pub const MIN_CHUNK_TOKENS: u64 = 16;
+// At most what the largest context windows take.
+const MAX_CHUNK_TOKENS: u64 = 1_000_000;
 // Long replies from large models take minutes; a hung connection should not hold a record for longer.
 const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
 
@@ -310,8 +315,44 @@ fn input_table(
         body_template,
         id_column: i.id_column.clone(),
         follow_links_outside: i.follow_links_outside,
+        chunk: None,
     };
     Ok(input)
+}
+
+/// `[chunk]`, checked: documents only, a size that holds a few words, an overlap below half of it.
+fn chunk_table(
+    c: &Checker<'_>,
+    chunk: Option<&ChunkTable>,
+    input: &InputTable,
+) -> Result<Option<ChunkSettings>, JobError> {
+    let Some(t) = chunk else {
+        return Ok(None);
+    };
+    if input.format != InputFormat::Documents {
+        return Err(c.at(
+            t.tokens.span(),
+            "[chunk] splits documents: set input.format = \"documents\" (JSONL and CSV records are sent whole)",
+        ));
+    }
+    let tokens = *t.tokens.get_ref();
+    if !(MIN_CHUNK_TOKENS..=MAX_CHUNK_TOKENS).contains(&tokens) {
+        return Err(c.at(
+            t.tokens.span(),
+            format!("chunk.tokens must be from {MIN_CHUNK_TOKENS} to {MAX_CHUNK_TOKENS}"),
+        ));
+    }
+    let overlap = t.overlap.as_ref().map_or(0, |o| *o.get_ref());
+    if overlap >= tokens / 2 {
+        let span = t.overlap.as_ref().map_or(t.tokens.span(), |o| o.span());
+        return Err(c.at(
+            span,
+            format!(
+                "chunk.overlap must be less than half of chunk.tokens ({tokens}), so that each chunk brings new text"
+            ),
+        ));
+    }
+    Ok(Some(ChunkSettings { tokens, overlap }))
 }
 
 /// `[budget]`, checked against the model's output cap.
@@ -543,7 +584,8 @@ impl Job {
         }
 
         let model = model_table(&c, &file.model)?;
-        let input = input_table(&c, &file.input, &model, &dir)?;
+        let mut input = input_table(&c, &file.input, &model, &dir)?;
+        input.chunk = chunk_table(&c, file.chunk.as_ref(), &file.input)?;
         let budget = budget_table(&c, &file.budget, &model)?;
         let retry = retry_table(&c, &file.retry)?;
         let output = output_table(&c, &file.output, &input, &dir, &name)?;

@@ -11,8 +11,8 @@ mod overlap;
 mod settings;
 pub mod spec;
 
-pub use check::MAX_TOKENS;
+pub use check::{MAX_TOKENS, MIN_CHUNK_TOKENS};
 pub use error::JobError;
 pub use location::Location;
-pub use settings::{Endpoint, Job, ModelSettings, RetrySettings, Settings};
+pub use settings::{ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings};
 pub use spec::{Api, InputFormat, OutputFormat};

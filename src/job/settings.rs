@@ -79,6 +79,19 @@ pub struct InputSettings {
     /// jobs started before it existed resume.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub follow_links_outside: bool,
+    /// Documents split into chunks. Left out of the fingerprint when not set, so that jobs started before it
+    /// existed resume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<ChunkSettings>,
+}
+
+/// `[chunk]`, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChunkSettings {
+    /// Most tokens in a chunk.
+    pub tokens: u64,
+    /// Tokens shared with the chunk before.
+    pub overlap: u64,
 }
 
 /// `[budget]`, checked.

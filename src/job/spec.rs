@@ -43,6 +43,21 @@ pub struct JobFile {
     /// `[s3]`: how S3 inputs and outputs are reached.
     #[serde(default)]
     pub s3: S3Table,
+    /// `[chunk]`: split each document into chunks of tokens, one record each.
+    pub chunk: Option<ChunkTable>,
+}
+
+/// `[chunk]`: documents split into chunks by tokens (counted with tiktoken `cl100k_base`, as the budget counts).
+/// Each chunk is a record with id `<document>#<n>` (from 0) and the template fields `text` (the chunk's),
+/// `doc`, `chunk`, `start` and `end` (character offsets into the document) and `tokens`, which are also
+/// written into its output line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ChunkTable {
+    /// Most tokens in a chunk.
+    pub tokens: Spanned<u64>,
+    /// Tokens a chunk shares with the one before it (less than half of `tokens`); left out, 0.
+    pub overlap: Option<Spanned<u64>>,
 }
 
 /// `[job]`.

@@ -75,6 +75,7 @@ fn rows(
                 request: Some(r.request),
                 est_tokens: r.est_tokens,
                 max_tokens: r.max_tokens,
+                meta: r.meta,
             }),
             Item::Bad(b) => {
                 warnings.warn(&b.location, &b.message);
@@ -86,6 +87,7 @@ fn rows(
                     request: None,
                     est_tokens: 0,
                     max_tokens: 0,
+                    meta: None,
                 });
             }
         }

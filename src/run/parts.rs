@@ -7,8 +7,8 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::s3::{CompletedPart, MULTIPART_CHUNK};
 use crate::sink::{
-    LocalPart, Manifest, ManifestPart, Published, Sink, Tally, manifest_bytes, part_file_name,
-    render_rows,
+    Layout, LocalPart, Manifest, ManifestPart, Published, Sink, Tally, manifest_bytes,
+    part_file_name, render_rows,
 };
 
 // Rows read and rendered at a time while a part is written.
@@ -110,7 +110,7 @@ impl Parts {
                 let to = (from + PAGE_ROWS).min(end);
                 let rows = store.output_rows(&self.job.name, from..to).await?;
                 debug_assert_eq!(rows.len() as u64, to - from);
-                let bytes = render_rows(&rows, self.job.output.format, from == start);
+                let bytes = render_rows(&rows, Layout::of(&self.job), from == start);
                 self.write(store, &mut out, &file, bytes).await?;
                 from = to;
             }

@@ -11,7 +11,7 @@ mod s3;
 use sha2::{Digest, Sha256};
 
 pub use local::{LocalPart, LocalSink, OutputError};
-pub use render::{Manifest, ManifestPart, part_file_name, render_part, render_rows};
+pub use render::{Layout, Manifest, ManifestPart, part_file_name, render_part, render_rows};
 pub use s3::S3Sink;
 
 /// Where a job's output goes.

@@ -4,7 +4,30 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::checkpoint::{OutputRow, Status};
-use crate::job::OutputFormat;
+use crate::job::{Job, OutputFormat};
+
+/// How a job's records are laid out in its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// JSONL or CSV.
+    pub format: OutputFormat,
+    /// Documents are split into chunks: CSV rows carry each chunk's place in its document (JSONL lines carry
+    /// it whenever a record has one).
+    pub chunked: bool,
+}
+
+impl Layout {
+    /// The layout of `job`'s output.
+    pub fn of(job: &Job) -> Layout {
+        Layout {
+            format: job.output.format,
+            chunked: job.input.chunk.is_some(),
+        }
+    }
+}
+
+/// The keys of a chunk's place in its document, in the order CSV columns give them.
+const CHUNK_KEYS: [&str; 5] = ["doc", "chunk", "start", "end", "tokens"];
 
 /// The file name of part `part` (from 1).
 pub fn part_file_name(part: u64, format: OutputFormat) -> String {
@@ -43,84 +66,109 @@ fn reply_text(result: &str) -> String {
 /// JSONL lines are shaped as Bedrock batch output: `{"recordId", "modelInput", "modelOutput"}`, or
 /// `{"recordId", "modelInput", "error": {"errorCode", "errorMessage"}}` for a failed record (`modelInput` is left
 /// out for an input line that could not be read). CSV has a header and one row per record.
-pub fn render_part(rows: &[OutputRow], format: OutputFormat) -> Vec<u8> {
-    render_rows(rows, format, true)
+pub fn render_part(rows: &[OutputRow], layout: Layout) -> Vec<u8> {
+    render_rows(rows, layout, true)
 }
 
 /// The bytes of consecutive rows of a part; `first` says whether they open it (a CSV part starts with its
 /// header). A part rendered in pages is byte for byte the part rendered at once.
-pub fn render_rows(rows: &[OutputRow], format: OutputFormat, first: bool) -> Vec<u8> {
-    match format {
-        OutputFormat::Jsonl => {
-            // Sized once: a part can be tens of megabytes, and growing by doubling would hold twice that.
-            let size: usize = rows
-                .iter()
-                .map(|r| {
-                    r.record_id.len()
-                        + r.request.as_ref().map_or(0, String::len)
-                        + r.result.as_ref().map_or(0, String::len)
-                        + r.error_message.as_ref().map_or(0, String::len)
-                        + 96
-                })
-                .sum();
-            let mut out = String::with_capacity(size);
-            for r in rows {
-                out.push_str("{\"recordId\":");
-                out.push_str(&json_string(&r.record_id));
-                if let Some(req) = &r.request {
-                    out.push_str(",\"modelInput\":");
-                    out.push_str(req);
-                }
-                match (r.status, &r.result) {
-                    (Status::Done, Some(result)) => {
-                        out.push_str(",\"modelOutput\":");
-                        out.push_str(result);
-                    }
-                    _ => {
-                        out.push_str(",\"error\":{\"errorCode\":");
-                        out.push_str(&json_string(r.error_code.as_deref().unwrap_or("Unknown")));
-                        out.push_str(",\"errorMessage\":");
-                        out.push_str(&json_string(r.error_message.as_deref().unwrap_or("")));
-                        out.push('}');
-                    }
-                }
-                out.push_str("}\n");
-            }
-            out.into_bytes()
-        }
-        OutputFormat::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            if first {
-                w.write_record([
-                    "recordId",
-                    "status",
-                    "output",
-                    "errorCode",
-                    "errorMessage",
-                    "inputTokens",
-                    "outputTokens",
-                ])
-                .expect("writing to memory");
-            }
-            for r in rows {
-                let (status, output) = match (r.status, &r.result) {
-                    (Status::Done, Some(result)) => ("done", reply_text(result)),
-                    _ => ("failed", String::new()),
-                };
-                w.write_record([
-                    r.record_id.as_str(),
-                    status,
-                    &output,
-                    r.error_code.as_deref().unwrap_or(""),
-                    r.error_message.as_deref().unwrap_or(""),
-                    &r.input_tokens.to_string(),
-                    &r.output_tokens.to_string(),
-                ])
-                .expect("writing to memory");
-            }
-            w.into_inner().expect("writing to memory")
-        }
+pub fn render_rows(rows: &[OutputRow], layout: Layout, first: bool) -> Vec<u8> {
+    match layout.format {
+        OutputFormat::Jsonl => jsonl(rows),
+        OutputFormat::Csv => csv(rows, layout.chunked, first),
     }
+}
+
+/// JSONL lines; a chunk's `doc`, `chunk`, `start`, `end` and `tokens` follow its `recordId`.
+fn jsonl(rows: &[OutputRow]) -> Vec<u8> {
+    // Sized once: a part can be tens of megabytes, and growing by doubling would hold twice that.
+    let size: usize = rows
+        .iter()
+        .map(|r| {
+            r.record_id.len()
+                + r.request.as_ref().map_or(0, String::len)
+                + r.result.as_ref().map_or(0, String::len)
+                + r.error_message.as_ref().map_or(0, String::len)
+                + 96
+        })
+        .sum();
+    let mut out = String::with_capacity(size);
+    for r in rows {
+        out.push_str("{\"recordId\":");
+        out.push_str(&json_string(&r.record_id));
+        if let Some(meta) = r.meta.as_deref().filter(|m| m.len() > 2) {
+            out.push(',');
+            out.push_str(&meta[1..meta.len() - 1]);
+        }
+        if let Some(req) = &r.request {
+            out.push_str(",\"modelInput\":");
+            out.push_str(req);
+        }
+        match (r.status, &r.result) {
+            (Status::Done, Some(result)) => {
+                out.push_str(",\"modelOutput\":");
+                out.push_str(result);
+            }
+            _ => {
+                out.push_str(",\"error\":{\"errorCode\":");
+                out.push_str(&json_string(r.error_code.as_deref().unwrap_or("Unknown")));
+                out.push_str(",\"errorMessage\":");
+                out.push_str(&json_string(r.error_message.as_deref().unwrap_or("")));
+                out.push('}');
+            }
+        }
+        out.push_str("}\n");
+    }
+    out.into_bytes()
+}
+
+/// CSV rows, after a header when `first`; with the chunk columns when `chunked`.
+fn csv(rows: &[OutputRow], chunked: bool, first: bool) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    if first {
+        let mut header = vec!["recordId"];
+        if chunked {
+            header.extend(CHUNK_KEYS);
+        }
+        header.extend([
+            "status",
+            "output",
+            "errorCode",
+            "errorMessage",
+            "inputTokens",
+            "outputTokens",
+        ]);
+        w.write_record(header).expect("writing to memory");
+    }
+    for r in rows {
+        let (status, output) = match (r.status, &r.result) {
+            (Status::Done, Some(result)) => ("done", reply_text(result)),
+            _ => ("failed", String::new()),
+        };
+        let mut fields = vec![r.record_id.clone()];
+        if chunked {
+            let meta: Value = r
+                .meta
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok())
+                .unwrap_or_default();
+            fields.extend(CHUNK_KEYS.map(|k| match &meta[k] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                v => v.to_string(),
+            }));
+        }
+        fields.extend([
+            status.to_string(),
+            output,
+            r.error_code.clone().unwrap_or_default(),
+            r.error_message.clone().unwrap_or_default(),
+            r.input_tokens.to_string(),
+            r.output_tokens.to_string(),
+        ]);
+        w.write_record(&fields).expect("writing to memory");
+    }
+    w.into_inner().expect("writing to memory")
 }
 
 /// `manifest.json`: counts as Bedrock batch names them, token totals, and the parts.
@@ -175,6 +223,14 @@ mod tests {
             error_message: (status == Status::Failed).then(|| "Input is \"too\" long".into()),
             input_tokens: 3,
             output_tokens: 2,
+            meta: None,
+        }
+    }
+
+    fn layout(format: OutputFormat) -> Layout {
+        Layout {
+            format,
+            chunked: false,
         }
     }
 
@@ -196,9 +252,9 @@ mod tests {
             let paged: Vec<u8> = rows
                 .chunks(3)
                 .enumerate()
-                .flat_map(|(i, page)| render_rows(page, format, i == 0))
+                .flat_map(|(i, page)| render_rows(page, layout(format), i == 0))
                 .collect();
-            assert_eq!(paged, render_part(&rows, format), "{format:?}");
+            assert_eq!(paged, render_part(&rows, layout(format)), "{format:?}");
         }
     }
 
@@ -206,7 +262,7 @@ mod tests {
     fn jsonl_lines_are_bedrock_batch_shaped() {
         let text = String::from_utf8(render_part(
             &[row("a", Status::Done), row("b", Status::Failed)],
-            OutputFormat::Jsonl,
+            layout(OutputFormat::Jsonl),
         ))
         .unwrap();
         let lines: Vec<Value> = text
@@ -228,7 +284,7 @@ mod tests {
     fn csv_rows_carry_the_reply_text() {
         let text = String::from_utf8(render_part(
             &[row("a", Status::Done), row("b", Status::Failed)],
-            OutputFormat::Csv,
+            layout(OutputFormat::Csv),
         ))
         .unwrap();
         let mut r = csv::Reader::from_reader(text.as_bytes());

@@ -39,8 +39,8 @@ struct Boundary {
     strength: Strength,
 }
 
-/// The smallest chunk size allowed: a few characters always fit.
-pub const MIN_SIZE: u64 = 16;
+/// The smallest chunk size allowed (the job file's bound): any one character fits.
+pub const MIN_SIZE: u64 = crate::job::MIN_CHUNK_TOKENS;
 
 /// Splits `text` into chunks of at most `size` tokens sharing up to `overlap` tokens with the chunk before.
 /// `size` is at least [`MIN_SIZE`] and `overlap` below half of it (the job file's checks ensure both).
@@ -331,7 +331,8 @@ mod tests {
 
     #[test]
     fn consecutive_chunks_share_about_the_overlap() {
-        let text = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima ".repeat(60);
+        let text =
+            "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima ".repeat(60);
         let chunks = split(&text, 64, 16);
         assert!(chunks.len() > 5);
         for pair in chunks.windows(2) {

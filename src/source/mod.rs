@@ -23,6 +23,61 @@ use crate::s3::{S3, S3Error, Selection};
 /// Lists the inputs of `job`, sorted by relative path: local files, or S3 objects through `s3` (all pages of a
 /// prefix; a prefix is read like a folder).
 pub async fn list(job: &Job, s3: Option<&S3>) -> Result<Vec<InputFile>, SourceError> {
+    let files = list_all(job, s3).await?;
+    if job.input.chunk.is_none() {
+        return Ok(files);
+    }
+    let (text, other): (Vec<InputFile>, Vec<InputFile>) =
+        files.into_iter().partition(|f| is_text(&f.rel));
+    if !other.is_empty() {
+        crate::say!("warning: {}", skipped_by_extension(&other));
+    }
+    if text.is_empty() {
+        return Err(SourceError::NoInputs {
+            pattern: format!("{} (text and Markdown files, for [chunk])", job.input.path),
+        });
+    }
+    Ok(text)
+}
+
+/// File name endings [`chunk`] reads as text: plain text and Markdown.
+const TEXT_EXTENSIONS: [&str; 6] = ["txt", "text", "md", "markdown", "mdown", "rst"];
+
+/// Whether `rel` names a text or Markdown file (by its extension, any case).
+fn is_text(rel: &str) -> bool {
+    Path::new(rel)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| TEXT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// One line for the files chunking skips, counted by extension: `skipped 12 files that are not text or
+/// Markdown: 7 .pdf, 4 .docx, 1 without an extension`.
+fn skipped_by_extension(files: &[InputFile]) -> String {
+    let mut by_ext: std::collections::BTreeMap<String, usize> = Default::default();
+    for f in files {
+        let ext = Path::new(&f.rel)
+            .extension()
+            .map_or("without an extension".to_string(), |e| {
+                format!(".{}", e.to_string_lossy().to_ascii_lowercase())
+            });
+        *by_ext.entry(ext).or_default() += 1;
+    }
+    let mut counts: Vec<(String, usize)> = by_ext.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let listed: Vec<String> = counts.iter().map(|(e, n)| format!("{n} {e}")).collect();
+    format!(
+        "skipped {} file{} that {} not text or Markdown ([chunk] reads .{}): {}",
+        files.len(),
+        if files.len() == 1 { "" } else { "s" },
+        if files.len() == 1 { "is" } else { "are" },
+        TEXT_EXTENSIONS.join(", ."),
+        listed.join(", ")
+    )
+}
+
+/// Every input of `job`, whatever its kind.
+async fn list_all(job: &Job, s3: Option<&S3>) -> Result<Vec<InputFile>, SourceError> {
     let uri = match &job.input.location {
         Location::Local(path) => {
             return list_local(path, job.input.format, job.input.follow_links_outside);
@@ -69,6 +124,8 @@ pub struct Record {
     pub est_tokens: u64,
     /// Output tokens the request may produce (`maxTokens`), reserved from the TPM budget while it runs.
     pub max_tokens: u64,
+    /// A chunk's place in its document, as a JSON object (`doc`, `chunk`, `start`, `end`, `tokens`).
+    pub meta: Option<String>,
 }
 
 /// A line or document that cannot become a request.

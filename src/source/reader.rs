@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 
 use super::files::Origin;
 use super::request::{Built, RequestBuilder};
-use super::{BadRecord, InputFile, Item, Record, SourceError};
-use crate::job::{InputFormat, Job};
+use super::{BadRecord, InputFile, Item, Record, SourceError, chunk};
+use crate::job::{ChunkSettings, InputFormat, Job};
 use crate::s3::S3;
 use tokio_util::io::SyncIoBridge;
 
@@ -43,6 +43,7 @@ fn item(id: String, location: String, built: Result<Built, String>) -> Item {
             request: b.request,
             est_tokens: b.est_tokens,
             max_tokens: b.max_tokens,
+            meta: None,
         }),
         Err(message) => Item::Bad(BadRecord {
             location,
@@ -73,7 +74,7 @@ pub fn items(
     match job.input.format {
         InputFormat::Jsonl => jsonl(builder, file, input, emit),
         InputFormat::Csv => csv(builder, file, input, &job.input.id_column, emit),
-        InputFormat::Documents => document(builder, file, input, emit),
+        InputFormat::Documents => document(builder, file, input, job.input.chunk, emit),
     }
 }
 
@@ -411,10 +412,21 @@ impl Columns<'_> {
     }
 }
 
+/// A chunk's place in its document: template fields, and keys of its output line (in this order).
+#[derive(serde::Serialize)]
+struct ChunkMeta<'a> {
+    doc: &'a str,
+    chunk: usize,
+    start: usize,
+    end: usize,
+    tokens: u64,
+}
+
 fn document(
     builder: &RequestBuilder,
     file: &InputFile,
     input: Box<dyn Read + Send>,
+    chunking: Option<ChunkSettings>,
     emit: &mut dyn FnMut(Item) -> bool,
 ) -> Result<(), SourceError> {
     let failed = |message: String| {
@@ -444,20 +456,42 @@ fn document(
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         bytes.drain(..3);
     }
-    let parsed = match String::from_utf8(bytes) {
-        Err(_) => failed("the document is not UTF-8 text".into()),
-        Ok(text) => {
-            let file_name = file.rel.rsplit('/').next().unwrap_or(&file.rel).to_string();
-            let fields =
-                serde_json::json!({ "text": text, "file_name": file_name, "path": file.rel });
-            item(
-                file.rel.clone(),
-                file.rel.clone(),
-                builder.from_fields(&fields, Some(&text)),
-            )
-        }
+    let Ok(text) = String::from_utf8(bytes) else {
+        emit(failed("the document is not UTF-8 text".into()));
+        return Ok(());
     };
-    emit(parsed);
+    let file_name = file.rel.rsplit('/').next().unwrap_or(&file.rel).to_string();
+    let Some(chunking) = chunking else {
+        let fields = serde_json::json!({ "text": text, "file_name": file_name, "path": file.rel });
+        let built = builder.from_fields(&fields, Some(&text));
+        emit(item(file.rel.clone(), file.rel.clone(), built));
+        return Ok(());
+    };
+    for (n, c) in chunk::split(&text, chunking.tokens, chunking.overlap)
+        .into_iter()
+        .enumerate()
+    {
+        let piece = &text[c.bytes.clone()];
+        let meta = ChunkMeta {
+            doc: &file.rel,
+            chunk: n,
+            start: c.chars.start,
+            end: c.chars.end,
+            tokens: c.tokens,
+        };
+        let mut fields = serde_json::to_value(&meta).expect("a chunk's place serializes");
+        fields["text"] = piece.into();
+        fields["file_name"] = file_name.as_str().into();
+        fields["path"] = file.rel.as_str().into();
+        let id = format!("{}#{n}", file.rel);
+        let mut chunk = item(id.clone(), id, builder.from_fields(&fields, Some(piece)));
+        if let Item::Good(r) = &mut chunk {
+            r.meta = Some(serde_json::to_string(&meta).expect("a chunk's place serializes"));
+        }
+        if !emit(chunk) {
+            break;
+        }
+    }
     Ok(())
 }
 
@@ -611,6 +645,48 @@ mod tests {
         let items = read_all(&j);
         let (_, msg) = bad_message(&items[0]);
         assert!(msg.contains("undefined"), "{msg}");
+    }
+
+    #[test]
+    fn chunked_documents_become_one_record_a_chunk_with_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        let body = "A sentence of the section, long enough to count. ".repeat(30);
+        std::fs::write(
+            dir.path().join("docs/a.md"),
+            format!("# A\n\n{body}\n\n## B\n\n{body}"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("docs/é.txt"), "Ünïcode note.").unwrap();
+        let j = job(
+            dir.path(),
+            "[input]\npath = \"docs\"\nformat = \"documents\"\n\
+             template = \"{{ doc }}#{{ chunk }} {{ start }}-{{ end }} ({{ tokens }}): {{ text }}\"\n\
+             [chunk]\ntokens = 100\noverlap = 10",
+        );
+        let items = read_all(&j);
+        let records: Vec<&Record> = items.iter().map(good).collect();
+        assert!(records.len() > 5, "{}", records.len());
+        for (n, r) in records[..records.len() - 1].iter().enumerate() {
+            assert_eq!(r.id, format!("a.md#{n}"));
+            let meta: Value = serde_json::from_str(r.meta.as_deref().unwrap()).unwrap();
+            assert_eq!(meta["doc"], "a.md");
+            assert_eq!(meta["chunk"], n);
+            let prefix = format!(
+                "a.md#{n} {}-{} ({}): ",
+                meta["start"], meta["end"], meta["tokens"]
+            );
+            assert!(r.request.contains(&prefix), "{} lacks {prefix}", r.request);
+            assert!(meta["tokens"].as_u64().unwrap() <= 100);
+        }
+        let last = records.last().unwrap();
+        assert_eq!(last.id, "é.txt#0");
+        // Offsets count characters, not bytes (the note is 13 characters, 16 bytes).
+        let tokens = crate::tokens::estimate("Ünïcode note.");
+        assert_eq!(
+            last.meta.as_deref().unwrap(),
+            format!("{{\"doc\":\"é.txt\",\"chunk\":0,\"start\":0,\"end\":13,\"tokens\":{tokens}}}")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod emulator_sdk;
 mod fuzz;
 mod inspect;
 mod interrupt;
+mod nightly;
 mod numbers;
 mod s3;
 mod structure;

@@ -26,6 +26,8 @@ const JOB_KEYS: &[(&str, &str)] = &[
     ("retry", "max-attempts"),
     ("output", "records-per-part"),
     ("endpoint", "timeout-secs"),
+    ("chunk", "tokens"),
+    ("chunk", "overlap"),
 ];
 
 /// Keys of an emulator profile's model table that hold numbers.
@@ -134,6 +136,13 @@ fn job_file(dir: &Path, table: &str, key: &str, value: &str, endpoint: &str) {
         ("output", "path = \"out\"\n".to_string()),
         ("endpoint", format!("url = \"{endpoint}\"\n")),
     ];
+    if table == "chunk" {
+        // Chunks are of documents: the same one record, as a document.
+        tables[1].1 = "path = \"docs\"\nformat = \"documents\"\n".to_string();
+        tables.push(("chunk", "tokens = 64\n".to_string()));
+        std::fs::create_dir_all(dir.join("docs")).unwrap();
+        std::fs::write(dir.join("docs/a.md"), "One.\n").unwrap();
+    }
     for (name, body) in &mut tables {
         if *name == table {
             // The key replaces an ordinary line of the same name.
