@@ -157,6 +157,10 @@ pub enum Shape {
     CohereEmbedding {
         /// The texts to embed.
         texts: Vec<String>,
+        /// `output_dimension` (Embed v4).
+        dimensions: Option<usize>,
+        /// `embedding_types` was given: the reply's `embeddings` is a map by type.
+        by_type: bool,
     },
 }
 
@@ -309,23 +313,8 @@ pub fn parse_invoke(body: &[u8]) -> Result<Call, ErrorReply> {
             shape: Shape::AnthropicMessages,
         });
     }
-    if let Some(text) = obj.get("inputText") {
-        p.text(text.as_str().ok_or_else(malformed)?);
-        let dimensions = match obj.get("dimensions") {
-            None => None,
-            Some(d) => Some(d.as_u64().filter(|d| *d > 0).ok_or_else(malformed)? as usize),
-        };
-        return Ok(embedding_call(p, Shape::TitanEmbedding { dimensions }));
-    }
-    if let Some(texts) = obj.get("texts") {
-        let texts: Vec<String> = serde_json::from_value(texts.clone()).map_err(|_| malformed())?;
-        if texts.is_empty() {
-            return Err(malformed());
-        }
-        for t in &texts {
-            p.text(t);
-        }
-        return Ok(embedding_call(p, Shape::CohereEmbedding { texts }));
+    if obj.contains_key("inputText") || obj.contains_key("texts") {
+        return parse_embedding(obj, p);
     }
     if let Some(prompt) = obj.get("prompt") {
         p.text(prompt.as_str().ok_or_else(malformed)?);
@@ -342,6 +331,70 @@ pub fn parse_invoke(body: &[u8]) -> Result<Call, ErrorReply> {
         });
     }
     Err(malformed())
+}
+
+/// A Titan (`inputText`) or Cohere (`texts`) embeddings body.
+fn parse_embedding(
+    obj: &serde_json::Map<String, Value>,
+    mut p: PromptBuilder,
+) -> Result<Call, ErrorReply> {
+    if let Some(text) = obj.get("inputText") {
+        p.text(text.as_str().ok_or_else(malformed)?);
+        let dimensions = dimensions(obj.get("dimensions"), &TITAN_DIMENSIONS)?;
+        return Ok(embedding_call(p, Shape::TitanEmbedding { dimensions }));
+    }
+    let texts = obj.get("texts").ok_or_else(malformed)?;
+    let texts: Vec<String> = serde_json::from_value(texts.clone()).map_err(|_| malformed())?;
+    if texts.is_empty() {
+        return Err(malformed());
+    }
+    if texts.len() > COHERE_MAX_TEXTS {
+        return Err(ErrorReply::new(
+            ErrorKind::Validation,
+            format!(
+                "Malformed input request: expected maxItems: {COHERE_MAX_TEXTS}, actual: {}, please reformat your input and try again.",
+                texts.len()
+            ),
+        ));
+    }
+    for t in &texts {
+        p.text(t);
+    }
+    let dimensions = dimensions(obj.get("output_dimension"), &COHERE_V4_DIMENSIONS)?;
+    let by_type = obj.get("embedding_types").is_some();
+    Ok(embedding_call(
+        p,
+        Shape::CohereEmbedding {
+            texts,
+            dimensions,
+            by_type,
+        },
+    ))
+}
+
+// Vector lengths and limits as AWS documents them: Titan Text Embeddings V2 takes `dimensions` 256, 512 or
+// 1024 (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-titan-embed-text.html); Cohere Embed
+// takes up to 96 `texts` a call, and v4 an `output_dimension` of 256, 512, 1024 or 1536
+// (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-embed.html).
+const TITAN_DIMENSIONS: [u64; 3] = [256, 512, 1024];
+const COHERE_V4_DIMENSIONS: [u64; 4] = [256, 512, 1024, 1536];
+const COHERE_MAX_TEXTS: usize = 96;
+
+/// A requested vector length, if any, that must be one of `allowed`.
+fn dimensions(value: Option<&Value>, allowed: &[u64]) -> Result<Option<usize>, ErrorReply> {
+    let Some(v) = value else { return Ok(None) };
+    let d = v.as_u64().ok_or_else(malformed)?;
+    if !allowed.contains(&d) {
+        let list: Vec<String> = allowed.iter().map(u64::to_string).collect();
+        return Err(ErrorReply::new(
+            ErrorKind::Validation,
+            format!(
+                "Malformed input request: #/dimensions: {d} is not a valid enum value ({}), please reformat your input and try again.",
+                list.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(d as usize))
 }
 
 fn embedding_call(p: PromptBuilder, shape: Shape) -> Call {
@@ -443,16 +496,36 @@ pub fn reply_body(shape: &Shape, call_prompt: &str, o: &Outcome<'_>) -> Value {
             "generation_token_count": output,
             "stop_reason": match o.reply.stop { Stop::EndTurn => "stop", Stop::MaxTokens => "length" },
         }),
-        Shape::TitanEmbedding { dimensions } => json!({
-            "embedding": text::embedding(call_prompt, dimensions.unwrap_or(o.dimensions)),
-            "inputTextTokenCount": o.input_tokens,
-        }),
-        Shape::CohereEmbedding { texts } => json!({
-            "id": o.request_id,
-            "response_type": "embeddings_floats",
-            "embeddings": texts.iter().map(|t| text::embedding(t, o.dimensions)).collect::<Vec<_>>(),
-            "texts": texts,
-        }),
+        Shape::TitanEmbedding { dimensions } => {
+            // V2 also gives the vector by type ("float" unless other types were asked for).
+            let vector = text::embedding(call_prompt, dimensions.unwrap_or(o.dimensions));
+            json!({
+                "embedding": vector,
+                "inputTextTokenCount": o.input_tokens,
+                "embeddingsByType": { "float": vector },
+            })
+        }
+        Shape::CohereEmbedding {
+            texts,
+            dimensions,
+            by_type,
+        } => {
+            let vectors: Vec<Vec<f32>> = texts
+                .iter()
+                .map(|t| text::embedding(t, dimensions.unwrap_or(o.dimensions)))
+                .collect();
+            let (kind, embeddings) = if *by_type {
+                ("embeddings_by_type", json!({ "float": vectors }))
+            } else {
+                ("embeddings_floats", json!(vectors))
+            };
+            json!({
+                "id": o.request_id,
+                "response_type": kind,
+                "embeddings": embeddings,
+                "texts": texts,
+            })
+        }
     }
 }
 
@@ -533,7 +606,9 @@ mod tests {
 
         let cohere =
             parse_invoke(br#"{"texts":["x","y"],"input_type":"search_document"}"#).unwrap();
-        assert!(matches!(cohere.shape, Shape::CohereEmbedding { ref texts } if texts.len() == 2));
+        assert!(
+            matches!(cohere.shape, Shape::CohereEmbedding { ref texts, .. } if texts.len() == 2)
+        );
 
         let llama = parse_invoke(br#"{"prompt":"Tell me","max_gen_len":20}"#).unwrap();
         assert_eq!(llama.shape, Shape::Prompt);

@@ -127,7 +127,7 @@ impl Invoker {
                     .map_err(classify)?;
                 Ok(converse_reply(&out, started.elapsed()))
             }
-            Api::Invoke => {
+            Api::Invoke | Api::Embed => {
                 let out = self
                     .client
                     .invoke_model()
@@ -169,7 +169,7 @@ impl Invoker {
                         .build(),
                 )
             }
-            Api::Invoke => CountTokensInput::InvokeModel(
+            Api::Invoke | Api::Embed => CountTokensInput::InvokeModel(
                 InvokeModelTokensRequest::builder()
                     .body(Blob::new(request.as_bytes().to_vec()))
                     .build()

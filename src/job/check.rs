@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::embed::{EmbedFamily, EmbedSettings, INPUT_TYPES};
 use super::error::JobError;
 use super::location::Location;
 use super::settings::{
@@ -241,8 +242,84 @@ fn model_table(c: &Checker<'_>, m: &ModelTable) -> Result<ModelSettings, JobErro
         top_p: within_unit(c, &m.top_p, "model.top-p")?,
         system: m.system.clone(),
         output_burndown,
+        embed: embed_settings(c, m)?,
     };
     Ok(model)
+}
+
+/// `api = "embed"`: a model whose shape batchrun knows, and the keys that family takes (refused elsewhere).
+fn embed_settings(c: &Checker<'_>, m: &ModelTable) -> Result<Option<EmbedSettings>, JobError> {
+    if m.api != Api::Embed {
+        let stray = [
+            m.dimensions
+                .as_ref()
+                .map(|d| (d.span(), "model.dimensions")),
+            m.normalize.as_ref().map(|n| (n.span(), "model.normalize")),
+            m.input_type
+                .as_ref()
+                .map(|t| (t.span(), "model.input-type")),
+        ];
+        if let Some((span, key)) = stray.into_iter().flatten().next() {
+            return Err(c.at(span, format!("{key} is for `api = \"embed\"`")));
+        }
+        return Ok(None);
+    }
+    let Some(family) = EmbedFamily::of(m.id.get_ref()) else {
+        return Err(c.at(
+            m.id.span(),
+            "api = \"embed\" knows Amazon Titan Text Embeddings (amazon.titan-embed-text-v2:0, -v1) and Cohere Embed \
+             (cohere.embed-english-v3, cohere.embed-multilingual-v3, cohere.embed-v4:0); for another model use \
+             api = \"invoke\" with input.body-template",
+        ));
+    };
+    if let Some(t) = &m.max_tokens {
+        return Err(c.at(
+            t.span(),
+            "embeddings produce no output tokens: remove model.max-tokens (the budget reserves the input alone)",
+        ));
+    }
+    let dimensions = m.dimensions.as_ref().map(|d| (d.span(), *d.get_ref()));
+    if let Some((span, d)) = dimensions.clone()
+        && !family.dimensions().contains(&d)
+    {
+        let allowed = family.dimensions();
+        let message = if allowed.is_empty() {
+            format!(
+                "{} has one vector length: remove model.dimensions",
+                m.id.get_ref()
+            )
+        } else {
+            let list: Vec<String> = allowed.iter().map(u32::to_string).collect();
+            format!(
+                "model.dimensions must be one of {} for {}",
+                list.join(", "),
+                m.id.get_ref()
+            )
+        };
+        return Err(c.at(span, message));
+    }
+    if let Some(n) = m.normalize.as_ref().filter(|_| !family.normalizes()) {
+        return Err(c.at(n.span(), "model.normalize is for Titan Text Embeddings V2"));
+    }
+    let input_type = match &m.input_type {
+        Some(t) if !family.cohere() => {
+            return Err(c.at(t.span(), "model.input-type is for Cohere Embed models"));
+        }
+        Some(t) if !INPUT_TYPES.contains(&t.get_ref().as_str()) => {
+            return Err(c.at(
+                t.span(),
+                format!("model.input-type must be one of {}", INPUT_TYPES.join(", ")),
+            ));
+        }
+        Some(t) => Some(t.get_ref().clone()),
+        None => family.cohere().then(|| INPUT_TYPES[0].to_string()),
+    };
+    Ok(Some(EmbedSettings {
+        family,
+        dimensions: dimensions.map(|(_, d)| d),
+        normalize: m.normalize.as_ref().map(|n| *n.get_ref()),
+        input_type,
+    }))
 }
 
 /// `[input]`, checked; relative paths start at `dir`.
@@ -263,11 +340,11 @@ fn input_table(
         .map(|t| compile_template(c, t, "input.body-template"))
         .transpose()?;
     if let Some(bt) = &i.body_template
-        && model.api == Api::Converse
+        && model.api != Api::Invoke
     {
         return Err(c.at(
             bt.span(),
-            "input.body-template is for `api = \"invoke\"`; with Converse use input.template for the prompt",
+            "input.body-template is for `api = \"invoke\"`; with converse or embed use input.template for the text",
         ));
     }
     if model.api == Api::Invoke && i.format != InputFormat::Jsonl && body_template.is_none() {

@@ -5,6 +5,7 @@
 //! It does not read inputs (that is `source`) nor open the state database (that is `checkpoint`).
 
 mod check;
+mod embed;
 mod error;
 mod location;
 mod overlap;
@@ -12,6 +13,7 @@ mod settings;
 pub mod spec;
 
 pub use check::{MAX_TOKENS, MIN_CHUNK_TOKENS};
+pub use embed::{EmbedFamily, EmbedSettings};
 pub use error::JobError;
 pub use location::Location;
 pub use settings::{ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::embed::EmbedSettings;
 use super::location::Location;
 use super::spec::{Api, InputFormat, OutputFormat};
 use crate::s3::S3Settings;
@@ -57,6 +58,9 @@ pub struct ModelSettings {
     pub system: Option<String>,
     /// Quota tokens per output token.
     pub output_burndown: u32,
+    /// `api = "embed"`: the family and what is asked of it. Left out of the fingerprint for other APIs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed: Option<EmbedSettings>,
 }
 
 /// `[input]`, checked.

@@ -75,8 +75,11 @@ pub enum Api {
     /// Converse: one request shape for every text model.
     #[default]
     Converse,
-    /// InvokeModel: the model's native body, sent as is (embeddings, Bedrock-batch records).
+    /// InvokeModel: the model's native body, sent as is (Bedrock-batch records, or rendered by a body template).
     Invoke,
+    /// InvokeModel to an embedding model whose shape batchrun knows (Titan Text Embeddings, Cohere Embed): the
+    /// body is built from the text, and the reply holds the vector.
+    Embed,
 }
 
 /// `[model]`.
@@ -87,9 +90,17 @@ pub struct ModelTable {
     pub id: Spanned<String>,
     /// AWS region; left out, the standard AWS configuration decides (`AWS_REGION`, the profile).
     pub region: Option<String>,
-    /// `converse` (default) or `invoke`.
+    /// `converse` (default), `invoke` or `embed`.
     #[serde(default)]
     pub api: Api,
+    /// `api = "embed"`: the vector length, where the model lets it be chosen (Titan V2: 256, 512, 1024;
+    /// Cohere Embed v4: 256, 512, 1024, 1536).
+    pub dimensions: Option<Spanned<u32>>,
+    /// `api = "embed"`, Titan V2: unit-length vectors (Bedrock's default: true).
+    pub normalize: Option<Spanned<bool>>,
+    /// `api = "embed"`, Cohere: what the texts are for: `search_document` (the default, for a corpus),
+    /// `search_query`, `classification` or `clustering`.
+    pub input_type: Option<Spanned<String>>,
     /// Most output tokens per request. Bedrock reserves `input + max-tokens` from the TPM quota while a request
     /// runs, so a value far above real outputs costs throughput.
     pub max_tokens: Option<Spanned<u32>>,

@@ -150,6 +150,14 @@ impl RequestBuilder {
         if prompt.trim().is_empty() {
             return Err("empty prompt: the record has no text to send".into());
         }
+        if let Some(embed) = &self.model.embed {
+            let body = embed.body(&[&prompt]);
+            return Ok(Built {
+                request: body.to_string(),
+                est_tokens: tokens::estimate(&prompt),
+                max_tokens: 0,
+            });
+        }
         let messages = json!([{ "role": "user", "content": [{ "text": prompt }] }]);
         Ok(self.converse(messages, None))
     }
@@ -157,9 +165,10 @@ impl RequestBuilder {
     /// A Converse request from a `messages` list (`{"role", "content"}` with content a string or a list of
     /// `{"text"}` blocks) and an optional per-record system prompt.
     pub fn from_messages(&self, messages: &Value, system: Option<&str>) -> Result<Built, String> {
-        if self.model.api == Api::Invoke {
+        if self.model.api != Api::Converse {
             return Err(
-                "`messages` records are for api = \"converse\"; with invoke give `modelInput`"
+                "`messages` records are for api = \"converse\"; with invoke give `modelInput`, with embed a \
+                 `prompt` (or input.template)"
                     .into(),
             );
         }

@@ -116,3 +116,56 @@ async fn documents_are_chunked_one_call_a_chunk_and_each_line_cites_its_place() 
         assert_eq!(covered, chars.len(), "{doc} is covered to its end");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_need_no_template_for_titan_or_cohere() {
+    let emu = emulator(PROFILE).await;
+    for (model, extra, dims) in [
+        (
+            "amazon.titan-embed-text-v2:0",
+            "dimensions = 256\nnormalize = true\n",
+            256,
+        ),
+        (
+            "cohere.embed-english-v3",
+            "input-type = \"search_document\"\n",
+            1024,
+        ),
+    ] {
+        let t = TestJob::new();
+        t.write("docs/a.md", markdown("Alpha", 3, 1)).job(
+            &format!(
+                "[model]\nid = \"{model}\"\napi = \"embed\"\n{extra}\
+                 [input]\npath = \"docs\"\nformat = \"documents\"\n\
+                 [chunk]\ntokens = 100\n[output]\npath = \"out\"\n"
+            ),
+            &emu.endpoint(),
+        );
+        let before = requests(&emu);
+        let run = t.submit(&[]).await;
+        assert_eq!(run.code, Some(0), "{model}: {}", run.stderr);
+        let lines = t.output_lines("out");
+        assert!(lines.len() > 1, "{model}");
+        assert_eq!(
+            requests(&emu) - before,
+            lines.len() as u64,
+            "{model}: one call a chunk"
+        );
+        for l in &lines {
+            let input = &l["modelInput"];
+            let output = &l["modelOutput"];
+            let vector = if model.starts_with("amazon") {
+                assert_eq!(input["dimensions"], 256);
+                assert_eq!(input["normalize"], true);
+                assert!(input["inputText"].as_str().unwrap().len() > 10);
+                &output["embedding"]
+            } else {
+                assert_eq!(input["input_type"], "search_document");
+                assert_eq!(input["texts"].as_array().unwrap().len(), 1);
+                assert_eq!(output["response_type"], "embeddings_by_type");
+                &output["embeddings"]["float"][0]
+            };
+            assert_eq!(vector.as_array().unwrap().len(), dims, "{model}: {l}");
+        }
+    }
+}

@@ -28,6 +28,7 @@ const JOB_KEYS: &[(&str, &str)] = &[
     ("endpoint", "timeout-secs"),
     ("chunk", "tokens"),
     ("chunk", "overlap"),
+    ("model", "dimensions"),
 ];
 
 /// Keys of an emulator profile's model table that hold numbers.

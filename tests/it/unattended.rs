@@ -626,7 +626,7 @@ async fn hostile_inputs_are_read_safely_through_the_binary() {
     t.write("docs/x.txt", r#"hello", "dimensions": 1024, "normalize": false, "x": ""#)
         .job(
             "[model]\nid = \"amazon.titan-embed-text-v2:0\"\napi = \"invoke\"\n\
-             [input]\npath = \"docs\"\nformat = \"documents\"\nbody-template = '{\"dimensions\": 4, \"inputText\": \"{{ text }}\"}'\n\
+             [input]\npath = \"docs\"\nformat = \"documents\"\nbody-template = '{\"dimensions\": 256, \"inputText\": \"{{ text }}\"}'\n\
              [output]\npath = \"out\"\n",
             &emu.endpoint(),
         );
@@ -635,13 +635,13 @@ async fn hostile_inputs_are_read_safely_through_the_binary() {
     let out = t.output_by_id("out");
     let input = &out["x.txt"]["modelInput"];
     assert_eq!(input.as_object().unwrap().len(), 2, "{input}");
-    assert_eq!(input["dimensions"], 4);
+    assert_eq!(input["dimensions"], 256);
     assert_eq!(
         out["x.txt"]["modelOutput"]["embedding"]
             .as_array()
             .unwrap()
             .len(),
-        4
+        256
     );
 }
 
