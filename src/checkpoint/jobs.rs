@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::store::{CheckpointError, Store, delete_rows, failed_to, now};
+use super::store::{CheckpointError, JOB_STATE, Store, delete_rows, failed_to, now};
 use crate::budget::LearnedRates;
 
 /// A job as stored.
@@ -45,10 +45,14 @@ impl Store {
 
     /// Names of every job in the database.
     pub async fn job_names(&self) -> Result<Vec<String>, CheckpointError> {
-        sqlx::query_scalar("SELECT name FROM jobs ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(failed_to("list jobs"))
+        // A generation's key is no job of its own: its job is listed by name.
+        sqlx::query_scalar(
+            "SELECT name FROM jobs WHERE name NOT IN (SELECT key FROM generations) \
+             UNION SELECT job FROM generations ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed_to("list jobs"))
     }
 
     /// Notes that a fresh start of `job` began removing its earlier output: until [`Store::create_job`] resets
@@ -73,16 +77,7 @@ impl Store {
         inputs: &str,
     ) -> Result<(), CheckpointError> {
         let mut tx = self.begin().await?;
-        let tables = [
-            "DELETE FROM parts WHERE job = ?",
-            "DELETE FROM throttles WHERE job = ?",
-            "DELETE FROM series WHERE job = ?",
-            "DELETE FROM runs WHERE job = ?",
-            "DELETE FROM outcomes WHERE job = ?",
-            "DELETE FROM records WHERE job = ?",
-            "DELETE FROM jobs WHERE name = ?",
-        ];
-        delete_rows(&mut tx, name, &tables, "clear the job's earlier state").await?;
+        delete_rows(&mut tx, name, &JOB_STATE, "clear the job's earlier state").await?;
         let t = now();
         sqlx::query(
             "INSERT INTO jobs (name, fingerprint, settings, inputs, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",

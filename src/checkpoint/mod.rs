@@ -12,11 +12,13 @@
 //! | `parts`    | `parts`, `uploads`   | output parts published, S3 uploads not yet finished          |
 //! | `runs`     | `runs`               | each run's settings and how it ended                         |
 //! | `observed` | `throttles`, `series`| what the budget saw: throttles, per-second counts            |
+//! | `generations` | `generations`     | an incremental job's generations, reused answers, change sets |
 //! | `lock`     | `locks`              | which process runs a job                                     |
 //!
 //! `open` creates and migrates the database; `store` holds the [`Store`] handle and the error. It stores and
 //! answers; it never calls back into the runner or the sink.
 
+mod generations;
 mod jobs;
 mod lock;
 mod observed;
@@ -27,6 +29,7 @@ mod records;
 mod runs;
 mod store;
 
+pub use generations::{Deleted, Generation};
 pub use jobs::StoredJob;
 pub use lock::{Holder, Locked};
 pub use open::schema_version;

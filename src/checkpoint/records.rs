@@ -24,6 +24,8 @@ pub struct NewRecord {
     pub max_tokens: u64,
     /// Where a chunk came from in its document (a JSON object), written into its output line.
     pub meta: Option<String>,
+    /// A hash of what is sent (model, API, body): an incremental job reuses an earlier answer to the same.
+    pub request_hash: Option<String>,
 }
 
 /// A record waiting to be sent.
@@ -64,7 +66,8 @@ impl Store {
         let mut tx = self.begin().await?;
         for chunk in records.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO records (job, seq, record_id, location, request, est_tokens, max_tokens, meta) ",
+                "INSERT INTO records (job, seq, record_id, location, request, est_tokens, max_tokens, meta, \
+                 request_hash) ",
             );
             b.push_values(chunk, |mut row, r| {
                 row.push_bind(job.to_string())
@@ -74,7 +77,8 @@ impl Store {
                     .push_bind(r.request.clone())
                     .push_bind(r.est_tokens as i64)
                     .push_bind(r.max_tokens as i64)
-                    .push_bind(r.meta.clone());
+                    .push_bind(r.meta.clone())
+                    .push_bind(r.request_hash.clone());
             });
             b.push(" ON CONFLICT DO NOTHING RETURNING seq");
             let inserted: Vec<i64> = b
@@ -147,6 +151,7 @@ pub(super) mod tests {
             est_tokens: 10,
             max_tokens: 100,
             meta: None,
+            request_hash: None,
         }
     }
 

@@ -114,6 +114,18 @@ impl Store {
     }
 }
 
+/// The statements that delete a job's state under its key, every table but `uploads` (whose rows outlive a
+/// fresh start: the uploads they name are still to be aborted) and `locks`.
+pub(super) const JOB_STATE: [&str; 7] = [
+    "DELETE FROM parts WHERE job = ?",
+    "DELETE FROM throttles WHERE job = ?",
+    "DELETE FROM series WHERE job = ?",
+    "DELETE FROM runs WHERE job = ?",
+    "DELETE FROM outcomes WHERE job = ?",
+    "DELETE FROM records WHERE job = ?",
+    "DELETE FROM jobs WHERE name = ?",
+];
+
 /// Runs each `DELETE … WHERE job = ?` of `statements` for `job` on `conn` (a transaction's).
 pub(super) async fn delete_rows(
     conn: &mut SqliteConnection,

@@ -141,9 +141,10 @@ async fn earlier_run(
         Err(CheckpointError::Uninitialized { .. }) => return Ok((None, None)),
         Err(e) => return Err(e.into()),
     };
-    let learned = store.learned(&job.name).await?;
+    let key = store.current_key(&job.name).await?;
+    let learned = store.learned(&key).await?;
     let stats = store
-        .outcome_stats(&job.name, job.model.max_tokens.map(u64::from))
+        .outcome_stats(&key, job.model.max_tokens.map(u64::from))
         .await?;
     store.close().await;
     Ok((learned, (stats.done > 0).then_some(stats)))

@@ -73,7 +73,10 @@ async fn open(state: &Path, name: Option<&str>) -> Result<(Option<Store>, Vec<St
     Ok((store, names))
 }
 
-async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
+async fn job_status(store: &Store, name: &str) -> Result<JobStatus, Error> {
+    // An incremental job's records are its current generation's.
+    let key = store.current_key(name).await?;
+    let job = key.as_str();
     let counts = store.counts(job).await?;
     let tokens = store.token_totals(job).await?;
     let runs = store.runs(job).await?;
@@ -82,7 +85,7 @@ async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
     // A job runs while the process holding its lock lives.
     let me = lock::this_process();
     let holder = store
-        .lock_holder(job)
+        .lock_holder(name)
         .await?
         .filter(|h| !lock::is_gone(h, &me, now));
     let alive = holder.is_some();
@@ -108,7 +111,7 @@ async fn job_status(store: &Store, job: &str) -> Result<JobStatus, Error> {
     };
     let pending = counts.pending();
     Ok(JobStatus {
-        job: job.to_string(),
+        job: name.to_string(),
         state,
         model_id: last.map(|r| r.model_id.clone()),
         total: counts.total,
@@ -189,10 +192,12 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
         unreachable!("a job was found, so the database has a schema");
     };
     let prices = Prices::chosen(opts.prices.as_deref())?;
-    let runs = store.runs(&name).await?;
+    // An incremental job is reported by its current generation.
+    let key = store.current_key(&name).await?;
+    let runs = store.runs(&key).await?;
     let max_tokens = runs.last().and_then(|r| r.max_tokens);
-    let counts = store.counts(&name).await?;
-    let tokens = store.token_totals(&name).await?;
+    let counts = store.counts(&key).await?;
+    let tokens = store.token_totals(&key).await?;
     let facts = ReportFacts {
         job: name.clone(),
         price: runs.last().and_then(|r| {
@@ -206,11 +211,11 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
         failed: counts.failed,
         input_tokens: tokens.input,
         output_tokens: tokens.output,
-        stats: store.outcome_stats(&name, max_tokens).await?,
-        throttles: store.throttle_counts(&name).await?,
-        series: store.series(&name).await?,
-        errors: store.errors_by_code(&name).await?,
-        learned: store.learned(&name).await?,
+        stats: store.outcome_stats(&key, max_tokens).await?,
+        throttles: store.throttle_counts(&key).await?,
+        series: store.series(&key).await?,
+        errors: store.errors_by_code(&key).await?,
+        learned: store.learned(&key).await?,
         deadline: opts.deadline,
     };
     store.close().await;

@@ -16,8 +16,8 @@ use super::settings::{
     RetrySettings,
 };
 use super::spec::{
-    Api, BudgetTable, ChunkTable, EndpointTable, InputFormat, InputTable, JobFile, ModelTable,
-    OutputTable, RetryTable,
+    Api, BudgetTable, ChunkTable, EndpointTable, InputFormat, InputTable, JobFile, JobTable,
+    ModelTable, OutputTable, RetryTable,
 };
 use crate::s3::{S3Settings, S3Uri};
 
@@ -38,6 +38,9 @@ const MAX_RATE: u64 = 1_000_000_000_000;
 const MAX_DELAY_MS: u64 = 3_600_000;
 const MAX_RECORDS_PER_PART: u64 = 1_000_000_000;
 const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+// Generations an incremental job keeps: the current one and two before it to fall back on.
+const DEFAULT_KEEP: u32 = 3;
+const MAX_KEEP: u32 = 1000;
 /// The fewest tokens `chunk.tokens` may say: a chunk holds at least a few words (and any one character).
 pub const MIN_CHUNK_TOKENS: u64 = 16;
 // At most what the largest context windows take.
@@ -397,6 +400,19 @@ fn input_table(
     Ok(input)
 }
 
+/// `job.incremental` and `job.keep`, checked: at least one generation kept.
+fn incremental(c: &Checker<'_>, j: &JobTable) -> Result<Option<u32>, JobError> {
+    match (&j.keep, j.incremental) {
+        (Some(k), false) => Err(c.at(k.span(), "job.keep is for `incremental = true` jobs")),
+        (Some(k), true) if !(1..=MAX_KEEP).contains(k.get_ref()) => Err(c.at(
+            k.span(),
+            format!("job.keep must be from 1 to {MAX_KEEP} generations"),
+        )),
+        (keep, true) => Ok(Some(keep.as_ref().map_or(DEFAULT_KEEP, |k| *k.get_ref()))),
+        (None, false) => Ok(None),
+    }
+}
+
 /// `[chunk]`, checked: documents only, a size that holds a few words, an overlap below half of it.
 fn chunk_table(
     c: &Checker<'_>,
@@ -672,7 +688,9 @@ impl Job {
             force_path_style: file.s3.force_path_style,
         };
 
+        let incremental = incremental(&c, &file.job)?;
         Ok(Job {
+            incremental,
             name,
             file: path.to_path_buf(),
             dir,

@@ -36,6 +36,8 @@ pub struct Job {
     pub timeout: Duration,
     /// How S3 is reached.
     pub s3: S3Settings,
+    /// `job.incremental`: the generations kept; `None` for a one-shot job.
+    pub incremental: Option<u32>,
 }
 
 /// `[model]`, checked.

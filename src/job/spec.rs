@@ -66,6 +66,13 @@ pub struct ChunkTable {
 pub struct JobTable {
     /// The job's name: its key in the state database. Submitting a job with the same name resumes it.
     pub name: Spanned<String>,
+    /// Submitting again after the inputs changed starts a new generation, which reuses the answers of earlier
+    /// generations to the same requests and writes a change set beside its snapshot (left out: a changed job
+    /// is refused, and `--fresh` starts over).
+    #[serde(default)]
+    pub incremental: bool,
+    /// Generations kept (state and output) with `incremental`; older ones are pruned. Left out: 3.
+    pub keep: Option<Spanned<u32>>,
 }
 
 /// Which Bedrock Runtime operation to call.

@@ -2,6 +2,8 @@
 //! [`source::read_in_batches`] reads them. Bad lines and duplicate ids are stored as failed records with their
 //! reason, so they appear in the output like any other record.
 
+use sha2::{Digest, Sha256};
+
 use crate::checkpoint::{Finished, NewRecord, Store};
 use crate::error::Error;
 use crate::job::Job;
@@ -23,7 +25,7 @@ pub async fn ingest(
     let mut seq = 0u64;
     let mut warnings = Warnings::default();
     while let Some(items) = rx.recv().await {
-        let (rows, mut bad) = rows(items, &mut seq, &mut warnings);
+        let (rows, mut bad) = rows(job, items, &mut seq, &mut warnings);
         let duplicates = store.insert_records(&job.name, &rows).await?;
         if !duplicates.is_empty() {
             keep_duplicates(job, store, duplicates, &mut bad, &mut warnings).await?;
@@ -60,6 +62,7 @@ impl Warnings {
 
 /// A batch of items as rows numbered from `seq`, and the outcomes of the bad ones (failed at once).
 fn rows(
+    job: &Job,
     items: Vec<Item>,
     seq: &mut u64,
     warnings: &mut Warnings,
@@ -69,6 +72,7 @@ fn rows(
     for item in items {
         match item {
             Item::Good(r) => rows.push(NewRecord {
+                request_hash: Some(request_hash(job, &r.request)),
                 seq: *seq,
                 record_id: r.id,
                 location: r.location,
@@ -88,12 +92,25 @@ fn rows(
                     est_tokens: 0,
                     max_tokens: 0,
                     meta: None,
+                    request_hash: None,
                 });
             }
         }
         *seq += 1;
     }
     (rows, bad)
+}
+
+/// What identifies a request across generations: a SHA-256 of the model, the API and the body sent (which holds
+/// every parameter), hex.
+fn request_hash(job: &Job, request: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(job.model.id.as_bytes());
+    h.update([0]);
+    h.update(format!("{:?}", job.model.api).as_bytes());
+    h.update([0]);
+    h.update(request.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Rows whose id was taken by an earlier row: each fails as `DuplicateId` and is stored under its location

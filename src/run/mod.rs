@@ -14,6 +14,7 @@
 
 mod connect;
 mod fingerprint;
+mod generation;
 mod ingest;
 pub(crate) mod lock;
 mod parts;

@@ -7,8 +7,8 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::s3::{CompletedPart, MULTIPART_CHUNK};
 use crate::sink::{
-    Layout, LocalPart, Manifest, ManifestPart, Published, Sink, Tally, manifest_bytes,
-    part_file_name, render_rows,
+    Layout, LocalPart, Manifest, ManifestChanges, ManifestPart, Published, Sink, Tally,
+    manifest_bytes, part_file_name, render_delete, render_rows, render_upserts,
 };
 
 // Rows read and rendered at a time while a part is written.
@@ -38,6 +38,9 @@ pub struct Parts {
     sink: Sink,
     total: u64,
     published: BTreeSet<u64>,
+    /// An incremental job's generation: the change set goes beside the manifest, against this earlier
+    /// generation's key (none for the first).
+    changes: Option<Option<String>>,
 }
 
 impl Parts {
@@ -69,6 +72,53 @@ impl Parts {
             sink,
             total,
             published,
+            changes: None,
+        })
+    }
+
+    /// Writes `changes.jsonl` (against `previous`, a generation's key) before each manifest.
+    pub fn write_changes_against(&mut self, previous: Option<String>) {
+        self.changes = Some(previous);
+    }
+
+    /// Writes `changes.jsonl` from the checkpoint, a page at a time: upserts in input order, then deletes.
+    async fn write_changes(
+        &self,
+        store: &Store,
+        previous: Option<&str>,
+    ) -> Result<ManifestChanges, Error> {
+        let name = "changes.jsonl";
+        let key = &self.job.name;
+        let mut out = self.begin(name)?;
+        let mut upserts = 0;
+        let mut from = 0;
+        while from < self.total {
+            let to = (from + PAGE_ROWS).min(self.total);
+            let rows = store.upserts(key, previous, from..to).await?;
+            upserts += rows.len() as u64;
+            self.write(store, &mut out, name, render_upserts(&rows))
+                .await?;
+            from = to;
+        }
+        let deleted = match previous {
+            Some(p) => store.deletes(key, p).await?,
+            None => Vec::new(),
+        };
+        let deletes = deleted.len() as u64;
+        for page in deleted.chunks(PAGE_ROWS as usize) {
+            let bytes: Vec<u8> = page
+                .iter()
+                .flat_map(|d| render_delete(&d.record_id, d.meta.as_deref()))
+                .collect();
+            self.write(store, &mut out, name, bytes).await?;
+        }
+        let published = self.finish(store, out, name).await?;
+        Ok(ManifestChanges {
+            file: name.to_string(),
+            against: previous.map(str::to_string),
+            upserts,
+            deletes,
+            sha256: published.sha256,
         })
     }
 
@@ -229,6 +279,10 @@ impl Parts {
 
     /// Writes `manifest.json` from the checkpoint.
     pub async fn write_manifest(&self, store: &Store) -> Result<Manifest, Error> {
+        let changes = match &self.changes {
+            Some(previous) => Some(self.write_changes(store, previous.as_deref()).await?),
+            None => None,
+        };
         let counts = store.counts(&self.job.name).await?;
         let tokens = store.token_totals(&self.job.name).await?;
         let parts = store
@@ -252,6 +306,7 @@ impl Parts {
             input_token_count: tokens.input,
             output_token_count: tokens.output,
             parts,
+            changes,
         };
         self.publish(store, "manifest.json", manifest_bytes(&manifest))
             .await?;

@@ -11,20 +11,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::connect::Endpoints;
 use super::fingerprint::{Fingerprint, describe_changes};
+use super::generation;
 use super::ingest::ingest;
 use super::lock::{JobLock, NotLocked};
 use super::parts::Parts;
 use super::shutdown::Shutdown;
 use super::{worker, writer};
-use crate::budget::Budget;
+use crate::budget::{Budget, LearnedRates};
 use crate::checkpoint::{Counts, PendingRecord, RunRow, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
-use crate::job::{Job, Location};
+use crate::job::Job;
 use crate::report::progress::{self, ProgressMode};
 use crate::report::{RunStats, summary};
 use crate::s3::S3;
-use crate::sink::{LocalSink, S3Sink, Sink};
+use crate::sink::Sink;
 use crate::source;
 
 /// What `batchrun submit` was asked to do.
@@ -72,12 +73,7 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         .state
         .clone()
         .unwrap_or_else(|| job.default_state_path());
-    let sink = match &job.output.location {
-        Location::Local(dir) => Sink::Local(LocalSink::open(dir)?),
-        Location::S3(prefix) => {
-            Sink::S3(S3Sink::open(s3.clone().expect("a client for S3 output"), prefix).await?)
-        }
-    };
+    let sink = generation::open_sink(&job.output.location, s3.as_ref()).await?;
     let store = Store::open(&state).await?;
     let lock = match JobLock::acquire(&store, &job.name, opts.wait, &shutdown).await? {
         Ok(lock) => lock,
@@ -101,12 +97,31 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
         } else {
             files
         };
+        let Some(keep) = job.incremental else {
+            let held = Held {
+                job: &job,
+                store: &store,
+                opts,
+                generation: None,
+            };
+            return locked(&held, files, s3.as_ref(), sink, &state, shutdown).await;
+        };
+        // An incremental job runs its current generation: a job of its own, with its own output folder.
+        let hash = Fingerprint::of(&job, &files).hash;
+        let current = generation::choose(&store, &job, &hash).await?;
+        let gen_job = generation::job_for(&job, &current);
+        let sink = generation::open_sink(&gen_job.output.location, s3.as_ref()).await?;
         let held = Held {
-            job: &job,
+            job: &gen_job,
             store: &store,
             opts,
+            generation: Some(&current),
         };
-        locked(&held, files, s3.as_ref(), sink, &state, shutdown).await
+        let outcome = locked(&held, files, s3.as_ref(), sink, &state, shutdown).await?;
+        if matches!(outcome, RunOutcome::Finished { .. }) {
+            generation::conclude(&store, &job, &current, keep, s3.as_ref()).await?;
+        }
+        Ok(outcome)
     }
     .await;
     lock.release().await;
@@ -119,6 +134,8 @@ struct Held<'a> {
     job: &'a Job,
     store: &'a Store,
     opts: &'a SubmitOptions,
+    /// An incremental job's generation.
+    generation: Option<&'a generation::Current>,
 }
 
 /// The run, once this process holds the job's lock.
@@ -141,7 +158,17 @@ async fn locked(
         crate::say!("read {n} records from {}", job.input.path);
         n
     };
+    if let Some(g) = h.generation {
+        // Before anything is sent: the answers earlier generations got to the same requests.
+        let reused = store.reuse_answers(&job.name, &g.reuse_from).await?;
+        if reused > 0 {
+            crate::say!("reused {reused} answers from earlier generations (no call made for them)");
+        }
+    }
     let mut parts = Parts::load(job, sink, total, store).await?;
+    if let Some(g) = h.generation {
+        parts.write_changes_against(g.previous.clone());
+    }
     parts.publish_all_complete(store).await?;
     let counts = store.counts(&job.name).await?;
     if counts.pending() == 0 && stored.ingested && parts.published() as u64 == parts.count() {
@@ -287,7 +314,7 @@ async fn run(
         )
         .await?;
         let ctx = Arc::new(worker::Ctx {
-            budget: Budget::new(job, store.learned(&job.name).await?),
+            budget: Budget::new(job, learned(h).await?),
             invoker,
             stats: stats.clone(),
             shutdown,
@@ -343,6 +370,20 @@ async fn run(
     Ok(RunOutcome::Finished {
         failed: counts.failed,
     })
+}
+
+/// The rates the job starts from: what its last run learned, or for a new generation of an incremental job,
+/// what the latest generation before it learned.
+async fn learned(h: &Held<'_>) -> Result<Option<LearnedRates>, Error> {
+    if let Some(l) = h.store.learned(&h.job.name).await? {
+        return Ok(Some(l));
+    }
+    for key in h.generation.iter().flat_map(|g| g.reuse_from.iter().rev()) {
+        if let Some(l) = h.store.learned(key).await? {
+            return Ok(Some(l));
+        }
+    }
+    Ok(None)
 }
 
 /// The S3 client, when the job reads or writes S3.

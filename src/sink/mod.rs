@@ -11,7 +11,10 @@ mod s3;
 use sha2::{Digest, Sha256};
 
 pub use local::{LocalPart, LocalSink, OutputError};
-pub use render::{Layout, Manifest, ManifestPart, part_file_name, render_part, render_rows};
+pub use render::{
+    Layout, Manifest, ManifestChanges, ManifestPart, part_file_name, render_delete, render_part,
+    render_rows, render_upserts,
+};
 pub use s3::S3Sink;
 
 /// Where a job's output goes.
@@ -64,6 +67,8 @@ impl Tally {
 /// temporary files), so that a fresh start removes exactly these.
 pub(crate) fn is_ours(name: &str) -> bool {
     name == "manifest.json"
+        || name == "changes.jsonl"
+        || name.starts_with(".changes")
         || (name.starts_with("part-")
             || name.starts_with(".part-")
             || name.starts_with(".manifest"))

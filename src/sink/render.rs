@@ -122,6 +122,31 @@ fn jsonl(rows: &[OutputRow]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Change-set lines for rows a vector store must upsert: each output line with `"op":"upsert"` first.
+pub fn render_upserts(rows: &[OutputRow]) -> Vec<u8> {
+    let lines = jsonl(rows);
+    let mut out = Vec::with_capacity(lines.len() + rows.len() * 16);
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(b"{\"op\":\"upsert\",");
+        out.extend_from_slice(&line[1..]);
+    }
+    out
+}
+
+/// A change-set line for a record that is gone: `{"op":"delete","recordId",…}` with its chunk's place.
+pub fn render_delete(record_id: &str, meta: Option<&str>) -> Vec<u8> {
+    let mut line = format!(
+        "{{\"op\":\"delete\",\"recordId\":{}",
+        json_string(record_id)
+    );
+    if let Some(meta) = meta.filter(|m| m.len() > 2) {
+        line.push(',');
+        line.push_str(&meta[1..meta.len() - 1]);
+    }
+    line.push_str("}\n");
+    line.into_bytes()
+}
+
 /// CSV rows, after a header when `first`; with the chunk columns when `chunked`.
 fn csv(rows: &[OutputRow], chunked: bool, first: bool) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -193,6 +218,25 @@ pub struct Manifest {
     pub output_token_count: u64,
     /// The part files, in order.
     pub parts: Vec<ManifestPart>,
+    /// An incremental job's change set against the generation before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ManifestChanges>,
+}
+
+/// The change set of a generation, in the manifest.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestChanges {
+    /// `changes.jsonl`.
+    pub file: String,
+    /// The generation it is against (none for the first).
+    pub against: Option<String>,
+    /// Records to upsert: new, changed, or answered now and not before.
+    pub upserts: u64,
+    /// Records gone.
+    pub deletes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
 }
 
 /// One part in the manifest.
