@@ -150,7 +150,7 @@ impl Store {
     }
 
     /// The records of `key` among `seqs`, in order, that a vector store must upsert: new, changed (another
-    /// request under the same id) or not answered in `previous`.
+    /// request under the same id, or the same chunk text at other offsets) or not answered in `previous`.
     pub async fn upserts(
         &self,
         key: &str,
@@ -164,7 +164,7 @@ impl Store {
              WHERE r.job = ?1 AND r.seq >= ?2 AND r.seq < ?3 AND NOT (o.status = 'done' AND EXISTS ( \
                SELECT 1 FROM records p JOIN outcomes q ON q.job = p.job AND q.seq = p.seq \
                WHERE p.job = ?4 AND p.record_id = r.record_id AND p.request_hash = r.request_hash \
-               AND q.status = 'done')) \
+               AND p.meta IS r.meta AND q.status = 'done')) \
              ORDER BY r.seq",
         )
         .bind(key)
