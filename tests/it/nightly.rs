@@ -425,3 +425,87 @@ async fn a_night_killed_midway_resumes_into_the_same_generation_exactly_once() {
     );
     eprintln!("{calls2} calls for {needed} new requests ({new_chunks} new chunks)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_corpus_runs_incrementally_to_an_s3_prefix() {
+    let emu = emulator(PROFILE).await;
+    let s3 = crate::common::s3::s3_server(&["corpus", "vectors"]).await;
+    for i in 0..5 {
+        s3.put(
+            "corpus",
+            &format!("docs/d{i}.md"),
+            markdown(&format!("Doc {i}"), 2, i),
+        )
+        .await;
+    }
+    s3.put("corpus", "docs/scan.pdf", b"%PDF".to_vec()).await;
+    let t = TestJob::new();
+    t.s3_endpoint(&s3.endpoint).job(
+        "[model]\nid = \"cohere.embed-multilingual-v3\"\napi = \"embed\"\n\
+         [input]\npath = \"s3://corpus/docs/\"\nformat = \"documents\"\n\
+         [chunk]\ntokens = 100\n[output]\npath = \"s3://vectors/nightly/\"\n",
+        &emu.endpoint(),
+    );
+    // Incremental: the job table is written by TestJob; add the key to it.
+    let text = std::fs::read_to_string(t.path().join("job.toml")).unwrap();
+    t.write(
+        "job.toml",
+        text.replacen("[job]\n", "[job]\nincremental = true\n", 1),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let calls1 = answered(&emu);
+    assert_eq!(s3.get("vectors", "nightly/CURRENT").await, b"gen-00001\n");
+
+    // One document edited at its end, one deleted.
+    let d2 = String::from_utf8(s3.get("corpus", "docs/d2.md").await).unwrap();
+    s3.put("corpus", "docs/d2.md", format!("{d2}A closing line.\n"))
+        .await;
+    s3.delete("corpus", "docs/d4.md").await;
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        answered(&emu) - calls1,
+        1,
+        "only d2's last chunk is new: {}",
+        run.stderr
+    );
+    assert_eq!(s3.get("vectors", "nightly/CURRENT").await, b"gen-00002\n");
+    let changes =
+        String::from_utf8(s3.get("vectors", "nightly/gen-00002/changes.jsonl").await).unwrap();
+    let ops: Vec<(String, String)> = changes
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["op"].as_str().unwrap().into(),
+                v["recordId"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        ops.iter()
+            .any(|(op, id)| op == "upsert" && id.starts_with("d2.md#")),
+        "{ops:?}"
+    );
+    assert!(
+        ops.iter()
+            .filter(|(op, _)| op == "delete")
+            .all(|(_, id)| id.starts_with("d4.md#"))
+    );
+    assert!(ops.iter().any(|(op, _)| op == "delete"), "{ops:?}");
+    assert!(
+        ops.iter()
+            .all(|(_, id)| id.starts_with("d2.md#") || id.starts_with("d4.md#")),
+        "{ops:?}"
+    );
+    let keys = s3.keys("vectors", "nightly/").await;
+    assert!(
+        keys.contains(&"nightly/gen-00001/manifest.json".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"nightly/gen-00002/part-00001.jsonl".to_string()),
+        "{keys:?}"
+    );
+}

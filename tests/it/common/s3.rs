@@ -171,6 +171,18 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("put s3://{bucket}/{key}: {e:?}"));
     }
 
+    /// Deletes an object.
+    #[allow(dead_code)] // Not every includer deletes.
+    pub async fn delete(&self, bucket: &str, key: &str) {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("delete s3://{bucket}/{key}: {e:?}"));
+    }
+
     /// Reads an object.
     pub async fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         let out = self
