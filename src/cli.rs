@@ -36,6 +36,10 @@ pub struct Cli {
     /// Log more (-v: debug, -vv: trace); `RUST_LOG` overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Messages on standard error as `text`, or as `json`: one object a line (start, progress, each part
+    /// published, finish, and every message with its level), for journald or CloudWatch.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -343,6 +347,9 @@ impl EmulatorArgs {
 
 /// Runs the parsed command line and says how the process should exit.
 pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
+    if cli.log_format == "json" {
+        crate::say::use_json();
+    }
     match cli.command {
         Command::Submit(args) => run_submit(args).await,
         Command::Plan(args) => {

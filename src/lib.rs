@@ -41,7 +41,7 @@
 //!   for the text, `checkpoint/` for what is stored (one module per table);
 //! - quota behaviour: `budget/control.rs`, whose opening comment states the model, and `budget/limiter.rs`.
 
-mod say;
+pub mod say;
 
 pub mod budget;
 pub mod checkpoint;

@@ -27,6 +27,24 @@ pub enum ProgressMode {
 // Often enough to see a run move in a log, rarely enough not to flood it.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// One progress line: text, or a `progress` event in JSON mode.
+fn progress_line(stats: &RunStats, budget: &Budget, elapsed: Duration) {
+    let (s, u) = (stats.snapshot(), budget.usage());
+    if crate::say::json() {
+        crate::say::event(
+            "progress",
+            serde_json::json!({
+                "elapsed_s": elapsed.as_secs(), "planned": s.planned, "succeeded": s.succeeded,
+                "failed": s.failed, "in_flight": s.in_flight, "throttled": s.throttled,
+                "transient": s.transient, "rpm_used": u.rpm_used.round(), "tpm_used": u.tpm_used.round(),
+                "rpm_rate": u.rpm_rate.map(f64::round), "tpm_rate": u.tpm_rate.map(f64::round),
+            }),
+        );
+    } else {
+        crate::say!("{}", status_line(&s, elapsed, &u));
+    }
+}
+
 /// Runs the reporter until `done` is cancelled.
 pub fn spawn(
     stats: Arc<RunStats>,
@@ -35,7 +53,8 @@ pub fn spawn(
     done: CancellationToken,
 ) -> JoinHandle<()> {
     let mode = match mode {
-        ProgressMode::Auto if std::io::stderr().is_terminal() => None,
+        // A log of JSON lines gets progress events, never a bar.
+        ProgressMode::Auto if std::io::stderr().is_terminal() && !crate::say::json() => None,
         ProgressMode::Auto => Some(LOG_INTERVAL),
         ProgressMode::Lines(i) => Some(i),
         ProgressMode::Off => return tokio::spawn(async {}),
@@ -49,10 +68,7 @@ pub fn spawn(
                 loop {
                     tokio::select! {
                         _ = done.cancelled() => return,
-                        _ = tick.tick() => crate::say!(
-                            "{}",
-                            status_line(&stats.snapshot(), started.elapsed(), &budget.usage())
-                        ),
+                        _ = tick.tick() => progress_line(&stats, &budget, started.elapsed()),
                     }
                 }
             }

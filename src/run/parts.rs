@@ -165,6 +165,12 @@ impl Parts {
                 from = to;
             }
             let published = self.finish(store, out, &file).await?;
+            crate::say::event(
+                "part",
+                serde_json::json!({
+                    "job": self.job.name, "file": file, "records": end - start, "bytes": published.bytes,
+                }),
+            );
             store
                 .record_part(
                     &self.job.name,

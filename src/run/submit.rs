@@ -204,6 +204,15 @@ async fn locked(
         if let Err(e) = store.end_run(&job.name, key, &outcome).await {
             crate::say!("warning: could not note the end of the run in the state database: {e}");
         }
+        let s = stats.snapshot();
+        crate::say::event(
+            "finish",
+            serde_json::json!({
+                "job": job.name, "outcome": outcome, "seconds": started.elapsed().as_secs_f64(),
+                "succeeded": s.succeeded, "failed": s.failed, "throttled": s.throttled,
+                "transient": s.transient, "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
+            }),
+        );
     }
     result
 }
@@ -322,13 +331,7 @@ async fn run(
             progress: opts.progress,
             job: job.clone(),
         });
-        crate::say!(
-            "sending {} records to {} ({} done, {} failed before this run)",
-            counts.pending(),
-            job.model.id,
-            counts.done,
-            counts.failed
-        );
+        say_start(job, &counts);
         parts = send(&ctx, store.clone(), parts).await?;
         if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(Error::Fatal {
@@ -370,6 +373,24 @@ async fn run(
     Ok(RunOutcome::Finished {
         failed: counts.failed,
     })
+}
+
+/// Says what this run sends: a line, and a `start` event for a JSON log.
+fn say_start(job: &Job, counts: &Counts) {
+    crate::say!(
+        "sending {} records to {} ({} done, {} failed before this run)",
+        counts.pending(),
+        job.model.id,
+        counts.done,
+        counts.failed
+    );
+    crate::say::event(
+        "start",
+        serde_json::json!({
+            "job": job.name, "model": job.model.id, "pending": counts.pending(),
+            "done": counts.done, "failed": counts.failed,
+        }),
+    );
 }
 
 /// The rates the job starts from: what its last run learned, or for a new generation of an incremental job,

@@ -509,3 +509,76 @@ async fn an_s3_corpus_runs_incrementally_to_an_s3_prefix() {
         "{keys:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_log_is_one_object_a_line_with_the_run_s_events() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.write("docs/a.md", markdown("Alpha", 2, 1))
+        .write("docs/scan.pdf", b"%PDF")
+        .job(CHUNK_JOB, &emu.endpoint());
+    let out = t
+        .command(&[
+            "--log-format",
+            "json",
+            "submit",
+            "job.toml",
+            "--progress",
+            "lines",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for name in ["start", "part", "finish"] {
+        assert_eq!(
+            names.iter().filter(|n| **n == name).count(),
+            1,
+            "{name} in {names:?}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .all(|e| e["ts"].as_f64().is_some_and(|t| t > 1.7e9))
+    );
+    let finish = events.iter().find(|e| e["event"] == "finish").unwrap();
+    assert_eq!(finish["outcome"], "finished");
+    assert_eq!(finish["succeeded"], requests(&emu));
+    let warning = events
+        .iter()
+        .find(|e| e["event"] == "message" && e["level"] == "warning")
+        .unwrap();
+    assert!(
+        warning["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("skipped 1 file"),
+        "{warning}"
+    );
+    // A job file error is a JSON line too, at level error, and the exit code is unchanged.
+    let out = t
+        .command(&["--log-format", "json", "submit", "missing.toml"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["level"], "error");
+}
