@@ -69,7 +69,8 @@ EOF2
 night() {
     local before; before=$(answered)
     local t0; t0=$(date +%s.%N)
-    "$bin" submit job.toml --progress off >/dev/null 2>"$work/night.err" || { cat "$work/night.err" >&2; exit 1; }
+    "$bin" --log-format json submit job.toml --progress off >/dev/null 2>"$work/night.err" || { cat "$work/night.err" >&2; exit 1; }
+    [ -z "${NIGHT_LOG:-}" ] || cat "$work/night.err" >>"$NIGHT_LOG"
     local t1; t1=$(date +%s.%N)
     echo "$(( $(answered) - before )) $(python3 -c "print(f'{$t1 - $t0:.1f}')")"
 }

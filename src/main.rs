@@ -11,7 +11,7 @@ use batchrun::{Error, ExitKind};
 fn main() -> ExitCode {
     reopen_closed_standard_streams();
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, cli.log_format == "json");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -45,19 +45,25 @@ fn reopen_closed_standard_streams() {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, json: bool) {
     // The credential chain warns about each provider it tries; batchrun reports the outcome once, with a hint.
+    // sqlx warns of statements slower than a second: a large job's multi-row writes are, by design.
     let default = match verbose {
-        0 => "warn,aws_config::meta::credentials=error",
+        0 => "warn,aws_config::meta::credentials=error,sqlx::query=error",
         1 => "batchrun=debug,warn",
         _ => "batchrun=trace,debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // With --log-format json, log records are JSON lines too.
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
 }
 
 /// Prints `error: …`, each cause on a `caused by:` line, then the hint if there is one.

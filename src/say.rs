@@ -47,11 +47,15 @@ pub fn event(name: &str, fields: serde_json::Value) {
         .unwrap_or_default()
         .as_millis() as f64
         / 1000.0;
-    let mut object = serde_json::json!({ "ts": ts, "event": name });
+    // `ts` and `event` first, whatever order the fields serialize in.
+    let mut line = format!("{{\"ts\":{ts},\"event\":{}", serde_json::Value::from(name));
     if let serde_json::Value::Object(fields) = fields {
-        object.as_object_mut().expect("an object").extend(fields);
+        for (k, v) in fields {
+            line.push_str(&format!(",{}:{v}", serde_json::Value::from(k)));
+        }
     }
-    let _ = writeln!(std::io::stderr(), "{object}");
+    line.push('}');
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Writes a line to standard error, like `eprintln!`, but never panics (see [`line`]).

@@ -535,6 +535,10 @@ async fn a_json_log_is_one_object_a_line_with_the_run_s_events() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    assert!(
+        stderr.lines().all(|l| l.starts_with("{\"ts\":")),
+        "ts first: {stderr}"
+    );
     let names: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
