@@ -33,21 +33,34 @@ pub fn estimate(text: &str) -> u64 {
 /// The byte offset where each token of `text` starts, in order, counted in the same pieces as [`estimate`].
 pub fn starts(text: &str) -> Vec<usize> {
     let mut out = Vec::with_capacity(text.len() / 4);
-    let mut at = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let cut = piece_end(rest);
-        for token in encoder().encode_ordinary(&rest[..cut]) {
+    let mut piece_at = 0;
+    while piece_at < text.len() {
+        let cut = piece_end(&text[piece_at..]);
+        let mut at = piece_at;
+        for token in encoder().encode_ordinary(&text[piece_at..piece_at + cut]) {
             out.push(at);
-            at += encoder().decode_bytes(&[token]).map_or(1, |b| b.len());
+            // Byte-level tokens: their bytes add up to the piece (one may end inside a character).
+            at += token_len(token);
         }
-        // A token may end inside a character; the next piece starts on the character boundary.
-        at = at
-            .max(text.len() - rest.len() + cut)
-            .min(text.len() - rest.len() + cut);
-        rest = &rest[cut..];
+        piece_at += cut;
     }
     out
+}
+
+/// The length in bytes of token `rank`, from a table of every token's length built once (a lookup, where
+/// decoding each token would allocate).
+fn token_len(rank: tiktoken_rs::Rank) -> usize {
+    static LENGTHS: OnceLock<Vec<u16>> = OnceLock::new();
+    let lengths = LENGTHS.get_or_init(|| {
+        (0..)
+            .map_while(|r| encoder().decode_bytes(&[r]).ok())
+            .map(|bytes| bytes.len() as u16)
+            .collect()
+    });
+    match lengths.get(rank as usize) {
+        Some(&n) => usize::from(n),
+        None => encoder().decode_bytes(&[rank]).map_or(1, |b| b.len()),
+    }
 }
 
 /// Where the first piece of `rest` ends: all of it when short, else near [`PIECE`] bytes, at whitespace if

@@ -55,11 +55,11 @@ pub fn split(text: &str, size: u64, overlap: u64) -> Vec<Chunk> {
     let mut start = 0;
     let mut last_end = 0;
     loop {
-        let end = doc.end_of_chunk(start, last_end, size);
+        let (end, tokens) = doc.end_of_chunk(start, last_end, size);
         chunks.push(Chunk {
             bytes: start..end,
             chars: chars.at(text, start)..chars.at(text, end),
-            tokens: tokens::estimate(&text[start..end]),
+            tokens,
         });
         if end == text.len() {
             return chunks;
@@ -93,12 +93,14 @@ impl<'a> Doc<'a> {
 
     /// Where the chunk that starts at `start` ends: the document's end if the rest fits; else the strongest
     /// boundary after `after` (the previous chunk's end) whose text fits, preferring one in the window's second
-    /// half and then the latest; else the last character that fits.
-    fn end_of_chunk(&self, start: usize, after: usize, size: u64) -> usize {
+    /// half and then the latest; else the last character that fits. Returns the end and the chunk's tokens.
+    fn end_of_chunk(&self, start: usize, after: usize, size: u64) -> (usize, u64) {
         let len = self.text.len();
-        if self.tokens_between(start, len) <= size && tokens::estimate(&self.text[start..]) <= size
-        {
-            return len;
+        if self.tokens_between(start, len) <= size {
+            let n = tokens::estimate(&self.text[start..]);
+            if n <= size {
+                return (len, n);
+            }
         }
         let first = self
             .boundaries
@@ -113,8 +115,9 @@ impl<'a> Doc<'a> {
             let Some(end) = best(&window, |b| self.tokens_between(start, b.at) >= size / 2) else {
                 return self.cut_between_characters(start, after, size);
             };
-            if tokens::estimate(&self.text[start..end]) <= size {
-                return end;
+            let n = tokens::estimate(&self.text[start..end]);
+            if n <= size {
+                return (end, n);
             }
             // The estimate was a token short: try the boundaries before this one.
             limit = end;
@@ -123,7 +126,7 @@ impl<'a> Doc<'a> {
 
     /// The end of a chunk from `start` where no boundary fits: the last character boundary whose text fits,
     /// and at least one character past `after`.
-    fn cut_between_characters(&self, start: usize, after: usize, size: u64) -> usize {
+    fn cut_between_characters(&self, start: usize, after: usize, size: u64) -> (usize, u64) {
         let text = self.text;
         let least = text.ceil_char_boundary(start.max(after) + 1);
         let first_token = self.token_starts.partition_point(|&s| s < start);
@@ -135,8 +138,9 @@ impl<'a> Doc<'a> {
                 .copied()
                 .unwrap_or(text.len());
             let end = text.floor_char_boundary(at).max(least).min(text.len());
-            if end == least || tokens::estimate(&text[start..end]) <= size {
-                return end;
+            let n = tokens::estimate(&text[start..end]);
+            if end == least || n <= size {
+                return (end, n);
             }
             target -= 1;
         }
