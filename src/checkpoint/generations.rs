@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
-use super::outcomes::OutputRow;
+use super::outcomes::{OutputRow, output_row_select};
 use super::store::{CheckpointError, JOB_STATE, Store, delete_rows, failed_to, now};
 
 /// One generation of an incremental job.
@@ -158,14 +158,14 @@ impl Store {
         seqs: Range<u64>,
     ) -> Result<Vec<OutputRow>, CheckpointError> {
         sqlx::query_as(
-            "SELECT r.record_id, r.request, o.status, o.result, o.error_code, o.error_message, \
-             o.input_tokens, o.output_tokens, r.meta \
-             FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq \
-             WHERE r.job = ?1 AND r.seq >= ?2 AND r.seq < ?3 AND NOT (o.status = 'done' AND EXISTS ( \
+            concat!(
+                output_row_select!(),
+                "WHERE r.job = ?1 AND r.seq >= ?2 AND r.seq < ?3 AND NOT (o.status = 'done' AND EXISTS ( \
                SELECT 1 FROM records p JOIN outcomes q ON q.job = p.job AND q.seq = p.seq \
                WHERE p.job = ?4 AND p.record_id = r.record_id AND p.request_hash = r.request_hash \
                AND p.meta IS r.meta AND q.status = 'done')) \
-             ORDER BY r.seq",
+             ORDER BY r.seq"
+            ),
         )
         .bind(key)
         .bind(seqs.start as i64)

@@ -102,6 +102,16 @@ pub struct OutputRow {
     pub meta: Option<String>,
 }
 
+/// The SELECT of an [`OutputRow`] (records joined to their outcomes, `r` and `o`), for a `WHERE` to follow.
+macro_rules! output_row_select {
+    () => {
+        "SELECT r.record_id, r.request, o.status, o.result, o.error_code, o.error_message, \
+         o.input_tokens, o.output_tokens, r.meta \
+         FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq "
+    };
+}
+pub(super) use output_row_select;
+
 /// Records by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromRow)]
 pub struct Counts {
@@ -280,12 +290,10 @@ impl Store {
         job: &str,
         seqs: Range<u64>,
     ) -> Result<Vec<OutputRow>, CheckpointError> {
-        sqlx::query_as(
-            "SELECT r.record_id, r.request, o.status, o.result, o.error_code, o.error_message, \
-             o.input_tokens, o.output_tokens, r.meta \
-             FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq \
-             WHERE r.job = ? AND r.seq >= ? AND r.seq < ? ORDER BY r.seq",
-        )
+        sqlx::query_as(concat!(
+            output_row_select!(),
+            "WHERE r.job = ? AND r.seq >= ? AND r.seq < ? ORDER BY r.seq"
+        ))
         .bind(job)
         .bind(seqs.start as i64)
         .bind(seqs.end as i64)

@@ -181,18 +181,7 @@ async fn embeddings_need_no_template_for_titan_or_cohere() {
 
 /// Output lines of generation `n` by record id, as raw text.
 fn snapshot(t: &TestJob, n: u64) -> std::collections::BTreeMap<String, String> {
-    let dir = t.path().join(format!("out/gen-{n:05}"));
-    let mut parts: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("part-")
-        })
-        .collect();
-    parts.sort();
+    let parts = t.part_files(&format!("out/gen-{n:05}"));
     let mut by_id = std::collections::BTreeMap::new();
     for p in parts {
         for line in std::fs::read_to_string(p).unwrap().lines() {

@@ -129,16 +129,7 @@ impl TestJob {
 
     /// Every line of every published part in `out` (relative), in part order.
     pub fn output_lines(&self, out: &str) -> Vec<Value> {
-        let mut parts: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join(out))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                let name = p.file_name().unwrap().to_string_lossy();
-                name.starts_with("part-") && name.ends_with(".jsonl")
-            })
-            .collect();
-        parts.sort();
-        parts
+        self.part_files(out)
             .iter()
             .flat_map(|p| {
                 let text = std::fs::read_to_string(p).unwrap();
@@ -155,6 +146,20 @@ impl TestJob {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// The JSONL part files in `out` (relative), in part order.
+    pub fn part_files(&self, out: &str) -> Vec<PathBuf> {
+        let mut parts: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join(out))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with("part-") && name.ends_with(".jsonl")
+            })
+            .collect();
+        parts.sort();
+        parts
     }
 
     /// Output lines by record id, failing on any id that appears twice.
