@@ -6,6 +6,8 @@
 # night 2 killed with SIGKILL and resumed.
 #
 #   cargo build --release && bash benches/nightly.sh [target/release/batchrun] [DOCUMENTS]
+#
+# MODEL=cohere.embed-english-v3 runs the same with Cohere Embed, which packs up to 96 chunks into a call.
 set -euo pipefail
 bin=$(realpath "${1:-target/release/batchrun}")
 docs=${2:-2000}
@@ -43,14 +45,18 @@ for _ in $(seq 50); do [ -s "$work/emu.out" ] && break; sleep 0.1; done
 url=$(grep -o 'http://[0-9.:]*' "$work/emu.out" | head -1)
 answered() { curl -s "$url/_emulator/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(m["succeeded"] for m in s["models"].values()))'; }
 
+model=${MODEL:-amazon.titan-embed-text-v2:0}
+case $model in amazon.titan-embed-text-v2*) dimensions="dimensions = 256" ;; *) dimensions="" ;; esac
+echo "model: $model"
+
 cat > job.toml <<EOF2
 [job]
 name = "nightly"
 incremental = true
 [model]
-id = "amazon.titan-embed-text-v2:0"
+id = "$model"
 api = "embed"
-dimensions = 256
+$dimensions
 [input]
 path = "docs"
 format = "documents"
@@ -75,8 +81,9 @@ night() {
     echo "$(( $(answered) - before )) $(python3 -c "print(f'{$t1 - $t0:.1f}')")"
 }
 
+records() { python3 -c "import json; print(json.load(open('out/gen-0000$1/manifest.json'))['totalRecordCount'])"; }
 read -r calls1 secs1 < <(night)
-echo "night 1: $calls1 calls in ${secs1}s"
+echo "night 1: $calls1 calls for $(records 1) records in ${secs1}s"
 
 # The changes: edit 5 % (a sentence appended to one paragraph in the middle), add 2 %, delete 1 %.
 python3 - "$docs" <<'PY'
@@ -98,7 +105,7 @@ PY
 # A copy of the state and inputs, for night 2 again with a kill -9 in the middle.
 mkdir "$work/kill" && cp -r docs job.toml out .batchrun "$work/kill/"
 read -r calls2 secs2 < <(night)
-echo "night 2: $calls2 calls in ${secs2}s"
+echo "night 2: $calls2 calls for $(records 2) records in ${secs2}s"
 
 python3 - <<'PY'
 import json

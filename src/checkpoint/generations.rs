@@ -34,6 +34,9 @@ pub struct Deleted {
     pub meta: Option<String>,
 }
 
+/// Records whose earlier answers are copied in one statement.
+const REUSE_SLICE: u64 = 2_000;
+
 impl Store {
     /// The generations of `job`, oldest first.
     pub async fn generations(&self, job: &str) -> Result<Vec<Generation>, CheckpointError> {
@@ -116,29 +119,58 @@ impl Store {
 
     /// Gives each record of `key` without an outcome the answer an earlier generation (`from`) got for the same
     /// request, without a call. Returns how many were answered so. Idempotent: run it again and nothing changes.
+    ///
+    /// One statement a slice of [`REUSE_SLICE`] records: each is a short write, so that the job lock's heartbeat
+    /// (another connection's write) is not held back for the whole copy. Each answer is copied from one earlier
+    /// generation, the first found, even when several hold it.
     pub async fn reuse_answers(&self, key: &str, from: &[String]) -> Result<u64, CheckpointError> {
         if from.is_empty() {
             return Ok(0);
         }
+        let end: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM records WHERE job = ?")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed_to("reuse earlier answers"))?;
+        let (mut reused, mut start) = (0, 0u64);
+        while let Some(end) = end.filter(|&e| start <= e as u64) {
+            let slice = start..(start + REUSE_SLICE).min(end as u64 + 1);
+            reused += self.reuse_slice(key, from, slice.clone()).await?;
+            start = slice.end;
+        }
+        Ok(reused)
+    }
+
+    async fn reuse_slice(
+        &self,
+        key: &str,
+        from: &[String],
+        seqs: Range<u64>,
+    ) -> Result<u64, CheckpointError> {
         let mut b = QueryBuilder::<Sqlite>::new(
             "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, input_tokens, \
-             output_tokens, latency_ms, finished_at, reused) SELECT r.job, r.seq, 'done', 0, o.result, NULL, NULL, \
-             o.input_tokens, o.output_tokens, o.latency_ms, ",
+             output_tokens, latency_ms, finished_at, reused, call_records) SELECT r.job, r.seq, 'done', 0, o.result, \
+             NULL, NULL, o.input_tokens, o.output_tokens, o.latency_ms, ",
         );
         b.push_bind(now());
         b.push(
-            ", 1 FROM records r JOIN records p ON p.request_hash = r.request_hash \
-             JOIN outcomes o ON o.job = p.job AND o.seq = p.seq AND o.status = 'done' \
-             WHERE r.job = ",
+            ", 1, o.call_records FROM records r JOIN outcomes o ON (o.job, o.seq) = (SELECT p.job, p.seq FROM records p \
+             JOIN outcomes q ON q.job = p.job AND q.seq = p.seq \
+             WHERE p.request_hash = r.request_hash AND q.status = 'done' AND p.job IN (",
         );
-        b.push_bind(key.to_string());
-        b.push(" AND r.request_hash IS NOT NULL AND p.job IN (");
         let mut keys = b.separated(", ");
         for k in from {
             keys.push_bind(k.clone());
         }
+        b.push(") LIMIT 1) WHERE r.job = ");
+        b.push_bind(key.to_string());
+        b.push(" AND r.seq >= ");
+        b.push_bind(seqs.start as i64);
+        b.push(" AND r.seq < ");
+        b.push_bind(seqs.end as i64);
         b.push(
-            ") AND NOT EXISTS (SELECT 1 FROM outcomes x WHERE x.job = r.job AND x.seq = r.seq) \
+            " AND r.request_hash IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM outcomes x WHERE x.job = r.job AND x.seq = r.seq) \
              ON CONFLICT DO NOTHING",
         );
         let done = b
@@ -191,5 +223,76 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(failed_to("read a generation's deletions"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::outcomes::{Finished, Status};
+    use super::super::records::NewRecord;
+    use super::super::records::tests::rec;
+    use super::super::store::scratch;
+    use super::*;
+
+    fn done(seq: u64, result: &str) -> Finished {
+        Finished {
+            seq,
+            status: Status::Done,
+            attempts: 1,
+            result: Some(result.into()),
+            error_code: None,
+            error_message: None,
+            input_tokens: 7,
+            output_tokens: 0,
+            latency_ms: 5,
+            call_records: None,
+        }
+    }
+
+    /// Records 0..n of `job`, record i asking request `i`.
+    async fn generation(store: &Store, job: &str, n: u64) {
+        store.create_job(job, "fp", "{}", "[]").await.unwrap();
+        let records: Vec<_> = (0..n)
+            .map(|i| NewRecord {
+                request_hash: Some(format!("h{i}")),
+                ..rec(i, &format!("r{i}"))
+            })
+            .collect();
+        store.insert_records(job, &records).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn answers_are_reused_once_each_across_slices_and_only_when_done() {
+        let (_dir, store) = scratch().await;
+        let n = REUSE_SLICE * 2 + 5;
+        generation(&store, "j@1", n).await;
+        generation(&store, "j@2", n).await;
+        generation(&store, "j@3", n + 3).await;
+        // Generation 1 answered everything but record 4 (failed); generation 2 answered the even ones again.
+        let mut one: Vec<Finished> = (0..n).map(|i| done(i, &format!("a{i}"))).collect();
+        one[4] = Finished::failed(4, 1, "ValidationException", "no".into());
+        store.write_outcomes("j@1", &one).await.unwrap();
+        let two: Vec<Finished> = (0..n)
+            .step_by(2)
+            .map(|i| done(i, &format!("b{i}")))
+            .collect();
+        store.write_outcomes("j@2", &two).await.unwrap();
+
+        let from = ["j@1".to_string(), "j@2".to_string()];
+        let reused = store.reuse_answers("j@3", &from).await.unwrap();
+        // Record 4 is answered by generation 2; the three new requests (h{n}..) by nobody.
+        assert_eq!(reused, n);
+        assert_eq!(store.reuse_answers("j@3", &from).await.unwrap(), 0);
+        let counts = store.counts("j@3").await.unwrap();
+        assert_eq!((counts.done, counts.pending()), (n, 3));
+        let rows = store.output_rows("j@3", 0..n + 3).await.unwrap();
+        assert_eq!(rows.len() as u64, n);
+        let result = |seq: usize| rows[seq].result.clone().unwrap();
+        assert_eq!(result(4), "b4");
+        assert!(result(3) == "a3" && result(n as usize - 1).ends_with(&(n - 1).to_string()));
+        assert_eq!(
+            rows[2 * REUSE_SLICE as usize + 1].record_id,
+            format!("r{}", 2 * REUSE_SLICE + 1)
+        );
     }
 }

@@ -59,6 +59,8 @@ pub struct Finished {
     pub output_tokens: u64,
     /// Latency of the successful call.
     pub latency_ms: u64,
+    /// How many records the call that answered it carried, for a model that takes many inputs a call.
+    pub call_records: Option<u32>,
 }
 
 impl Finished {
@@ -74,6 +76,7 @@ impl Finished {
             input_tokens: 0,
             output_tokens: 0,
             latency_ms: 0,
+            call_records: None,
         }
     }
 }
@@ -100,13 +103,15 @@ pub struct OutputRow {
     pub output_tokens: u64,
     /// Where a chunk came from in its document (a JSON object), when the record is one.
     pub meta: Option<String>,
+    /// How many records the call that answered it carried, for a model that takes many inputs a call.
+    pub call_records: Option<u32>,
 }
 
 /// The SELECT of an [`OutputRow`] (records joined to their outcomes, `r` and `o`), for a `WHERE` to follow.
 macro_rules! output_row_select {
     () => {
         "SELECT r.record_id, r.request, o.status, o.result, o.error_code, o.error_message, \
-         o.input_tokens, o.output_tokens, r.meta \
+         o.input_tokens, o.output_tokens, r.meta, o.call_records \
          FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq "
     };
 }
@@ -184,6 +189,14 @@ pub struct OutcomeStats {
     /// Median latency, milliseconds.
     #[sqlx(default)]
     pub latency_p50_ms: u64,
+    /// Records answered in calls that carried several (a model that takes many inputs a call), this generation.
+    pub carried: u64,
+    /// The calls that answered them.
+    pub carrying_calls: u64,
+    /// The most records one call carried.
+    pub most_in_call: u64,
+    /// Records that took an earlier generation's answer without a call.
+    pub reused: u64,
 }
 
 impl Store {
@@ -202,7 +215,7 @@ impl Store {
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, \
-                 input_tokens, output_tokens, latency_ms, finished_at) ",
+                 input_tokens, output_tokens, latency_ms, finished_at, call_records) ",
             );
             b.push_values(chunk, |mut row, o| {
                 row.push_bind(job.to_string())
@@ -215,7 +228,8 @@ impl Store {
                     .push_bind(o.input_tokens as i64)
                     .push_bind(o.output_tokens as i64)
                     .push_bind(o.latency_ms as i64)
-                    .push_bind(t);
+                    .push_bind(t)
+                    .push_bind(o.call_records.map(i64::from));
             });
             b.push(" ON CONFLICT DO NOTHING");
             b.build()
@@ -355,7 +369,12 @@ impl Store {
              CAST(coalesce(avg(CASE WHEN status = 'done' THEN output_tokens END), 0) AS REAL) AS output_mean, \
              CAST(coalesce(max(CASE WHEN status = 'done' THEN output_tokens END), 0) AS INTEGER) AS output_max, \
              CAST(coalesce(avg(CASE WHEN status = 'done' THEN input_tokens END), 0) AS REAL) AS input_mean, \
-             CAST(coalesce(sum(status = 'done' AND output_tokens >= ?), 0) AS INTEGER) AS at_cap \
+             CAST(coalesce(sum(status = 'done' AND output_tokens >= ?), 0) AS INTEGER) AS at_cap, \
+             CAST(coalesce(sum(call_records IS NOT NULL AND reused = 0), 0) AS INTEGER) AS carried, \
+             CAST(coalesce(round(sum(CASE WHEN reused = 0 THEN 1.0 / call_records END)), 0) AS INTEGER) \
+               AS carrying_calls, \
+             CAST(coalesce(max(CASE WHEN reused = 0 THEN call_records END), 0) AS INTEGER) AS most_in_call, \
+             CAST(coalesce(sum(reused), 0) AS INTEGER) AS reused \
              FROM outcomes WHERE job = ?",
         )
         .bind(max_tokens.map_or(i64::MAX, |m| m as i64))
@@ -402,6 +421,7 @@ mod tests {
             input_tokens: 3,
             output_tokens,
             latency_ms,
+            call_records: None,
         }
     }
 
@@ -468,6 +488,7 @@ mod tests {
                 input_tokens: 3,
                 output_tokens: 4,
                 meta: None,
+                call_records: None,
             }
         );
         let rows = store.output_rows("j", 699..702).await.unwrap();
@@ -512,6 +533,7 @@ mod tests {
                 attempts: 25,
                 finished: 23,
                 latency_p50_ms: 100,
+                ..OutcomeStats::default()
             }
         );
         assert_eq!(

@@ -48,6 +48,7 @@ impl Store {
     pub async fn clear_records(&self, job: &str) -> Result<(), CheckpointError> {
         let mut tx = self.begin().await?;
         let tables = [
+            "DELETE FROM input_files WHERE job = ?",
             "DELETE FROM outcomes WHERE job = ?",
             "DELETE FROM records WHERE job = ?",
         ];

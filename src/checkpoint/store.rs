@@ -116,8 +116,9 @@ impl Store {
 
 /// The statements that delete a job's state under its key, every table but `uploads` (whose rows outlive a
 /// fresh start: the uploads they name are still to be aborted) and `locks`.
-pub(super) const JOB_STATE: [&str; 7] = [
+pub(super) const JOB_STATE: [&str; 8] = [
     "DELETE FROM parts WHERE job = ?",
+    "DELETE FROM input_files WHERE job = ?",
     "DELETE FROM throttles WHERE job = ?",
     "DELETE FROM series WHERE job = ?",
     "DELETE FROM runs WHERE job = ?",

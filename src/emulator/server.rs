@@ -28,7 +28,7 @@ use super::config::{ConfigError, EmulatorConfig, Fault, ModelProfile};
 use super::quota::{Quota, Reservation, Throttle};
 use super::stats::{Counters, ModelStats, Stats};
 use super::text::{self, Reply, mix64, unit};
-use super::wire::{self, Call, ErrorKind, ErrorReply, Operation, Outcome};
+use super::wire::{self, Call, ErrorKind, ErrorReply, Operation, Outcome, Shape};
 
 /// The path of the stats endpoint.
 pub const STATS_PATH: &str = "/_emulator/stats";
@@ -440,12 +440,22 @@ impl Routed {
                 format!("The value of temperature must be between 0 and 1, got {t}."),
             ));
         }
-        if call.input_tokens > p.context_window {
+        // Cohere Embed's limit is on each text (512 tokens for v3), whatever the number of texts in the call;
+        // other models' is on the whole input.
+        let longest = match &call.shape {
+            Shape::CohereEmbedding { texts, .. } => texts
+                .iter()
+                .map(|t| text::count_tokens(t))
+                .max()
+                .unwrap_or(0),
+            _ => call.input_tokens,
+        };
+        if longest > p.context_window {
             return Err(ErrorReply::new(
                 ErrorKind::Validation,
                 format!(
-                    "Input is too long for requested model. The input is {} tokens; the model accepts at most {}.",
-                    call.input_tokens, p.context_window
+                    "Input is too long for requested model. The input is {longest} tokens; the model accepts at most {}.",
+                    p.context_window
                 ),
             ));
         }

@@ -65,6 +65,9 @@ impl EmbedFamily {
     }
 }
 
+/// The most texts a Cohere Embed call takes (AWS's model-parameters page for Cohere Embed, cited above).
+pub const COHERE_MAX_TEXTS: usize = 96;
+
 /// Cohere's `input_type` values.
 pub const INPUT_TYPES: [&str; 4] = [
     "search_document",
@@ -119,6 +122,62 @@ impl EmbedSettings {
     }
 }
 
+impl EmbedSettings {
+    /// How many records one call may carry: Cohere takes up to [`COHERE_MAX_TEXTS`] texts a call, so a job
+    /// spends one request of its RPM quota on many chunks; Titan takes one.
+    pub fn records_per_call(&self) -> usize {
+        if self.family.cohere() {
+            COHERE_MAX_TEXTS
+        } else {
+            1
+        }
+    }
+}
+
+/// One Cohere body for several records' bodies (each as [`EmbedSettings::body`] made it for one record): the
+/// first body with every body's `texts`, in order. `None` if a body is not of that shape.
+pub fn pack(bodies: &[&str]) -> Option<String> {
+    let mut packed: Value = serde_json::from_str(bodies.first()?).ok()?;
+    let mut texts = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let v: Value = serde_json::from_str(body).ok()?;
+        texts.extend(v.get("texts")?.as_array()?.iter().cloned());
+    }
+    packed["texts"] = Value::Array(texts);
+    Some(packed.to_string())
+}
+
+/// The reply to a packed Cohere call for `n` records, as `n` replies, each shaped as the reply to that record's
+/// own call: its text and its vector (in every embedding type the reply holds), and the call's other members.
+/// `None` when the reply does not hold `n` of each.
+pub fn unpack(reply: &str, n: usize) -> Option<Vec<String>> {
+    let reply: Value = serde_json::from_str(reply).ok()?;
+    let nth = |list: &Value, i: usize| -> Option<Value> {
+        let items = list.as_array().filter(|a| a.len() == n)?;
+        Some(Value::Array(vec![items[i].clone()]))
+    };
+    (0..n)
+        .map(|i| {
+            let mut one = serde_json::Map::new();
+            for (key, value) in reply.as_object()? {
+                let part = match (key.as_str(), value) {
+                    ("texts", list) => nth(list, i)?,
+                    ("embeddings", Value::Object(by_type)) => Value::Object(
+                        by_type
+                            .iter()
+                            .map(|(t, list)| Some((t.clone(), nth(list, i)?)))
+                            .collect::<Option<_>>()?,
+                    ),
+                    ("embeddings", list) => nth(list, i)?,
+                    _ => value.clone(),
+                };
+                one.insert(key.clone(), part);
+            }
+            Some(Value::Object(one).to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +206,43 @@ mod tests {
             EmbedFamily::of("anthropic.claude-3-haiku-20240307-v1:0"),
             None
         );
+    }
+
+    #[test]
+    fn packed_calls_split_into_the_replies_of_single_calls() {
+        let cohere = EmbedSettings {
+            family: EmbedFamily::CohereV3,
+            dimensions: None,
+            normalize: None,
+            input_type: None,
+        };
+        let bodies: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|t| cohere.body(&[t]).to_string())
+            .collect();
+        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        let packed: Value = serde_json::from_str(&pack(&refs).unwrap()).unwrap();
+        assert_eq!(packed, cohere.body(&["a", "b", "c"]));
+        let reply = json!({"id": "r1", "response_type": "embeddings_by_type", "texts": ["a", "b", "c"],
+            "embeddings": {"float": [[0.1], [0.2], [0.3]], "int8": [[1], [2], [3]]}});
+        let split = unpack(&reply.to_string(), 3).unwrap();
+        let second: Value = serde_json::from_str(&split[1]).unwrap();
+        assert_eq!(
+            second,
+            json!({"id": "r1", "response_type": "embeddings_by_type", "texts": ["b"],
+                "embeddings": {"float": [[0.2]], "int8": [[2]]}})
+        );
+        let floats = json!({"id": "r2", "response_type": "embeddings_floats", "texts": ["a", "b"],
+            "embeddings": [[0.1], [0.2]]});
+        let split = unpack(&floats.to_string(), 2).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&split[0]).unwrap()["embeddings"],
+            json!([[0.1]])
+        );
+        // A reply that does not hold one vector a record is not split.
+        assert_eq!(unpack(&floats.to_string(), 3), None);
+        assert_eq!(unpack("not json", 1), None);
+        assert_eq!(pack(&["{\"inputText\": \"x\"}"]), None);
     }
 
     #[test]

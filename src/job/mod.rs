@@ -5,7 +5,7 @@
 //! It does not read inputs (that is `source`) nor open the state database (that is `checkpoint`).
 
 mod check;
-mod embed;
+pub mod embed;
 mod error;
 mod location;
 mod overlap;

@@ -502,6 +502,28 @@ fn budget_lines(t: &mut String, f: &ReportFacts, d: &Diagnosis) {
         int(s.attempts.saturating_sub(s.finished)),
         duration(Duration::from_millis(s.latency_p50_ms))
     );
+    calls_saved(t, s);
+}
+
+/// Calls not made: records packed into calls that carry many, answers reused from earlier generations.
+fn calls_saved(t: &mut String, s: &OutcomeStats) {
+    if s.carried > 0 {
+        let _ = writeln!(
+            t,
+            "  packed      {} records in {} calls ({:.1} a call, up to {}): each call is one request of the RPM quota",
+            int(s.carried),
+            int(s.carrying_calls),
+            s.carried as f64 / s.carrying_calls.max(1) as f64,
+            int(s.most_in_call)
+        );
+    }
+    if s.reused > 0 {
+        let _ = writeln!(
+            t,
+            "  reused      {} answers from earlier generations, no call made",
+            int(s.reused)
+        );
+    }
 }
 
 /// Failed records, grouped by error code with one example each.
@@ -589,6 +611,7 @@ mod tests {
                 attempts: 1100,
                 finished: 1000,
                 latency_p50_ms: 6000,
+                ..OutcomeStats::default()
             },
             throttles: (0, 40, 0),
             series: series(120, 8, 8 * 4196, 8 * 160, 0, 0),

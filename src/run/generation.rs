@@ -9,6 +9,7 @@
 //! Inside a generation, a run stops and resumes as any run does: the generation is chosen again by the inputs'
 //! fingerprint, so a resumed run finds the one it was working on.
 
+use super::ingest::Unchanged;
 use crate::checkpoint::{Generation, Store};
 use crate::error::Error;
 use crate::job::{Job, Location};
@@ -77,6 +78,32 @@ pub async fn choose(store: &Store, job: &Job, hash: &str) -> Result<Current, Err
         previous,
         reuse_from,
     })
+}
+
+/// What generation `current`'s ingest may take instead of reading: the input files' records of the latest
+/// earlier generation that read its inputs with the same `settings` (a change of template, chunking or model
+/// changes what a file gives, so then every file is read).
+pub async fn unchanged(
+    store: &Store,
+    current: &Current,
+    settings: &str,
+) -> Result<Unchanged, Error> {
+    for key in current.reuse_from.iter().rev() {
+        let Some(stored) = store.job(key).await? else {
+            continue;
+        };
+        if stored.ingested && stored.settings == settings {
+            let number = key
+                .rsplit_once('@')
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or_default();
+            return Ok(Unchanged {
+                spans: store.clean_input_spans(key).await?,
+                from: Some((key.clone(), number)),
+            });
+        }
+    }
+    Ok(Unchanged::default())
 }
 
 /// `job` as generation `current` runs it: its records under the generation's key, its output in the

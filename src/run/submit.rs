@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::connect::Endpoints;
 use super::fingerprint::{Fingerprint, describe_changes};
 use super::generation;
-use super::ingest::ingest;
+use super::ingest::{Ingested, Unchanged, ingest};
 use super::lock::{JobLock, NotLocked};
 use super::parts::Parts;
 use super::shutdown::Shutdown;
@@ -61,6 +61,8 @@ pub enum RunOutcome {
 
 // Records queued ahead of the workers: enough to keep them busy, few enough to stay small.
 const QUEUE_PER_WORKER: usize = 2;
+// At most this many records queued (a few megabytes of request bodies).
+const MAX_QUEUE: usize = 8192;
 const PAGE: u32 = 256;
 
 /// Runs (or resumes) the job in `opts`, stopping early when `shutdown` says so.
@@ -151,12 +153,9 @@ async fn locked(
     let fingerprint = Fingerprint::of(job, &files);
     reconcile(h, &fingerprint, &sink, state).await?;
     let stored = store.job(&job.name).await?.expect("the job row exists");
-    let total = if stored.ingested {
-        stored.total
-    } else {
-        let n = ingest(job, files, s3, store).await?;
-        crate::say!("read {n} records from {}", job.input.path);
-        n
+    let total = match stored.ingested {
+        true => stored.total,
+        false => read_inputs(h, files, s3, &fingerprint.settings).await?,
     };
     if let Some(g) = h.generation {
         // Before anything is sent: the answers earlier generations got to the same requests.
@@ -329,6 +328,7 @@ async fn run(
             shutdown,
             fatal: std::sync::Mutex::new(None),
             progress: opts.progress,
+            records_per_call: job.model.embed.as_ref().map_or(1, |e| e.records_per_call()),
             job: job.clone(),
         });
         say_start(job, &counts);
@@ -393,6 +393,40 @@ fn say_start(job: &Job, counts: &Counts) {
     );
 }
 
+/// Ingests the inputs (an incremental job's unchanged files from an earlier generation) and says so; returns
+/// the record count.
+async fn read_inputs(
+    h: &Held<'_>,
+    files: Vec<source::InputFile>,
+    s3: Option<&S3>,
+    settings: &str,
+) -> Result<u64, Error> {
+    // `--fresh` reads every input again.
+    let unchanged = match h.generation {
+        Some(_) if h.opts.fresh => Some(Unchanged::default()),
+        Some(g) => Some(generation::unchanged(h.store, g, settings).await?),
+        None => None,
+    };
+    let done = ingest(h.job, files, s3, h.store, unchanged.as_ref()).await?;
+    say_ingested(h.job, &done, unchanged.as_ref());
+    Ok(done.records)
+}
+
+/// Says how many records were read, and for an incremental job how many files were taken unread.
+fn say_ingested(job: &Job, done: &Ingested, unchanged: Option<&Unchanged>) {
+    let n = done.records;
+    match unchanged.and_then(|u| u.from.as_ref()) {
+        Some((_, number)) if done.taken > 0 => crate::say!(
+            "read {n} records from {}: {} of {} input files unchanged since generation {number}, their \
+             records taken from it without reading them",
+            job.input.path,
+            done.taken,
+            done.taken + done.read
+        ),
+        _ => crate::say!("read {n} records from {}", job.input.path),
+    }
+}
+
 /// The rates the job starts from: what its last run learned, or for a new generation of an incremental job,
 /// what the latest generation before it learned.
 async fn learned(h: &Held<'_>) -> Result<Option<LearnedRates>, Error> {
@@ -420,7 +454,9 @@ pub(crate) async fn s3_client(job: &Job) -> Result<Option<S3>, Error> {
 /// Feeds pending records to the workers and collects their outcomes until all are done or the run stops.
 async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Parts, Error> {
     let workers = ctx.job.budget.max_concurrency as usize;
-    let (record_tx, record_rx) = mpsc::channel::<PendingRecord>(workers * QUEUE_PER_WORKER);
+    // Where a call carries many records, enough are queued for each worker to fill its calls.
+    let queue = (workers * QUEUE_PER_WORKER * ctx.records_per_call).min(MAX_QUEUE);
+    let (record_tx, record_rx) = mpsc::channel::<PendingRecord>(queue.max(QUEUE_PER_WORKER));
     let (outcome_tx, outcome_rx) = mpsc::channel(4096);
     let writer = tokio::spawn(writer::run(
         ctx.job.name.clone(),

@@ -1,5 +1,6 @@
-//! A worker: takes pending records one at a time and sees each through admission, the call and its retries,
-//! then hands the outcome to the writer. Throttles are retried until the record succeeds; transient errors up
+//! A worker: takes pending records one at a time (or, for a model that takes many inputs a call, as many as one
+//! call carries) and sees each call through admission, the call and its retries, then hands the outcomes to the
+//! writer. Throttles are retried until the record succeeds; transient errors up
 //! to `retry.max-attempts`; permanent errors fail the record; a fatal error stops the run.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use super::shutdown::Shutdown;
 use crate::budget::Budget;
 use crate::checkpoint::{Finished, PendingRecord, Status};
 use crate::invoke::{CallError, Class, Invoker, Reply, retry};
-use crate::job::Job;
+use crate::job::{Job, embed};
 use crate::report::RunStats;
 use crate::report::progress::ProgressMode;
 
@@ -33,6 +34,8 @@ pub struct Ctx {
     pub fatal: std::sync::Mutex<Option<CallError>>,
     /// How progress is shown.
     pub progress: ProgressMode,
+    /// How many records one call may carry: 1, or more for a model that takes many inputs a call.
+    pub records_per_call: usize,
 }
 
 /// Runs one worker until the records run out or the run stops.
@@ -41,21 +44,54 @@ pub async fn run(
     records: Arc<Mutex<mpsc::Receiver<PendingRecord>>>,
     out: mpsc::Sender<Finished>,
 ) {
+    // A record taken from the queue that did not fit the last call: the first of the next.
+    let mut carried = None;
     loop {
-        let next = {
-            let mut rx = records.lock().await;
-            tokio::select! {
-                _ = ctx.shutdown.stop.cancelled() => None,
-                r = rx.recv() => r,
-            }
-        };
-        let Some(record) = next else { return };
-        if let Some(finished) = process(&ctx, record).await
-            && out.send(finished).await.is_err()
-        {
+        let Some(pack) = take(&ctx, &records, &mut carried).await else {
             return;
+        };
+        let finished = if pack.len() == 1 {
+            let record = pack.into_iter().next().expect("one record");
+            process(&ctx, record).await.into_iter().collect()
+        } else {
+            process_pack(&ctx, pack).await
+        };
+        for f in finished {
+            if out.send(f).await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// The records of the next call: one, or for a model that takes many inputs a call, as many as are queued up to
+/// its limit while the budget could ever admit their tokens together.
+async fn take(
+    ctx: &Ctx,
+    records: &Mutex<mpsc::Receiver<PendingRecord>>,
+    carried: &mut Option<PendingRecord>,
+) -> Option<Vec<PendingRecord>> {
+    let mut rx = records.lock().await;
+    let first = match carried.take() {
+        Some(r) => r,
+        None => tokio::select! {
+            _ = ctx.shutdown.stop.cancelled() => None,
+            r = rx.recv() => r,
+        }?,
+    };
+    let mut tokens = first.est_tokens;
+    let mut pack = vec![first];
+    while pack.len() < ctx.records_per_call {
+        let Ok(next) = rx.try_recv() else { break };
+        let reservation = ctx.budget.reservation(tokens + next.est_tokens, 0);
+        if !ctx.budget.can_ever_admit(reservation) {
+            *carried = Some(next);
+            break;
+        }
+        tokens += next.est_tokens;
+        pack.push(next);
+    }
+    Some(pack)
 }
 
 /// One record to its outcome, or `None` when the run stops first (the record stays pending).
@@ -63,41 +99,155 @@ async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
     if let Some(failed) = never_admitted(ctx, &record) {
         return Some(failed);
     }
+    match call(ctx, &record.request, record.est_tokens, record.max_tokens).await {
+        Called::Replied {
+            reply,
+            attempts,
+            started,
+        } => {
+            count(ctx, &reply);
+            // Where calls may carry many records, every outcome says how many its call carried.
+            let carried = (ctx.records_per_call > 1).then_some(1);
+            Some(done(record.seq, attempts, started, reply, carried))
+        }
+        Called::Failed(failure) => Some(failure.of(record.seq)),
+        Called::Stopped => None,
+    }
+}
+
+/// Several records in one call (Cohere Embed's texts), each answered by its part of the reply. A call refused
+/// for its content, or a reply that cannot be split, sends each record on its own, so that the record at fault
+/// fails with its own reason and the others succeed. Records left without an outcome (the run stopped) stay
+/// pending.
+async fn process_pack(ctx: &Ctx, pack: Vec<PendingRecord>) -> Vec<Finished> {
+    let n = pack.len();
+    let bodies: Vec<&str> = pack.iter().map(|r| r.request.as_str()).collect();
+    let Some(body) = embed::pack(&bodies) else {
+        return one_by_one(ctx, pack).await;
+    };
+    let est: u64 = pack.iter().map(|r| r.est_tokens).sum();
+    let (reply, attempts, started) = match call(ctx, &body, est, 0).await {
+        Called::Replied {
+            reply,
+            attempts,
+            started,
+        } => (reply, attempts, started),
+        Called::Failed(f) if f.permanent => return one_by_one(ctx, pack).await,
+        Called::Failed(f) => return pack.iter().map(|r| f.clone().of(r.seq)).collect(),
+        Called::Stopped => return Vec::new(),
+    };
+    let Some(outputs) = embed::unpack(&reply.output, n) else {
+        tracing::warn!(
+            records = n,
+            "a packed reply could not be split; sending its records one by one"
+        );
+        return one_by_one(ctx, pack).await;
+    };
+    count(ctx, &reply);
+    let shares = shares(reply.input_tokens, &pack);
+    pack.iter()
+        .zip(outputs)
+        .zip(shares)
+        .map(|((record, output), input_tokens)| {
+            let part = Reply {
+                output,
+                input_tokens,
+                output_tokens: 0,
+                latency_ms: reply.latency_ms,
+            };
+            done(record.seq, attempts, started, part, Some(n as u32))
+        })
+        .collect()
+}
+
+/// Each record of `pack` in a call of its own, in order, until the run stops.
+async fn one_by_one(ctx: &Ctx, pack: Vec<PendingRecord>) -> Vec<Finished> {
+    let mut finished = Vec::with_capacity(pack.len());
+    for record in pack {
+        match process(ctx, record).await {
+            Some(f) => finished.push(f),
+            None => break,
+        }
+    }
+    finished
+}
+
+/// A packed call's input tokens shared among its records in proportion to their estimates (the reply counts
+/// the call's), adding up to the call's exactly.
+fn shares(total: u64, pack: &[PendingRecord]) -> Vec<u64> {
+    let est: u64 = pack.iter().map(|r| r.est_tokens).sum::<u64>().max(1);
+    let mut given = 0;
+    let mut out: Vec<u64> = pack
+        .iter()
+        .map(|r| {
+            let share = total * r.est_tokens / est;
+            given += share;
+            share
+        })
+        .collect();
+    if let Some(last) = out.last_mut() {
+        *last += total - given;
+    }
+    out
+}
+
+/// How a call's retries ended.
+enum Called {
+    /// Answered, after `attempts` calls, the first at `started`.
+    Replied {
+        reply: Reply,
+        attempts: u32,
+        started: Instant,
+    },
+    /// Failed for good.
+    Failed(Failure),
+    /// The run stopped first.
+    Stopped,
+}
+
+/// Sends `request` through admission, the call and its retries until it is answered, fails for good, or the
+/// run stops.
+async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Called {
     let mut tries = Tries::default();
     let mut first_attempt: Option<Instant> = None;
     loop {
         let admission = tokio::select! {
-            _ = ctx.shutdown.stop.cancelled() => return None,
-            a = ctx.budget.admit(record.est_tokens, record.max_tokens) => a,
+            _ = ctx.shutdown.stop.cancelled() => return Called::Stopped,
+            a = ctx.budget.admit(est_tokens, max_tokens) => a,
         };
         tries.attempts += 1;
         let started = *first_attempt.get_or_insert_with(Instant::now);
         ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = tokio::select! {
             _ = ctx.shutdown.abort.cancelled() => None,
-            r = ctx.invoker.call(&record.request, record.est_tokens) => Some(r),
+            r = ctx.invoker.call(request, est_tokens) => Some(r),
         };
         ctx.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let error = match result? {
-            Ok(reply) => {
+        let error = match result {
+            None => return Called::Stopped,
+            Some(Ok(reply)) => {
                 admission.settle(reply.input_tokens, reply.output_tokens);
-                return Some(succeeded(ctx, &record, tries.attempts, started, reply));
+                return Called::Replied {
+                    reply,
+                    attempts: tries.attempts,
+                    started,
+                };
             }
-            Err(e) => e,
+            Some(Err(e)) => e,
         };
         if error.class == Class::Throttled {
             admission.throttled(&error.message);
         } else {
             drop(admission);
         }
-        tracing::debug!(record_id = %record.record_id, attempt = tries.attempts, code = %error.code, "call failed");
-        let wait = match tries.after(ctx, record.seq, error) {
+        tracing::debug!(attempt = tries.attempts, code = %error.code, "call failed");
+        let wait = match tries.after(ctx, error) {
             Next::Retry(wait) => wait,
-            Next::Finished(finished) => return Some(finished),
-            Next::Stop => return None,
+            Next::Failed(failure) => return Called::Failed(failure),
+            Next::Stop => return Called::Stopped,
         };
         tokio::select! {
-            _ = ctx.shutdown.stop.cancelled() => return None,
+            _ = ctx.shutdown.stop.cancelled() => return Called::Stopped,
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -122,22 +272,26 @@ fn never_admitted(ctx: &Ctx, record: &PendingRecord) -> Option<Finished> {
     ))
 }
 
-/// A reply: counted, and the record done.
-fn succeeded(
-    ctx: &Ctx,
-    record: &PendingRecord,
-    attempts: u32,
-    started: Instant,
-    reply: Reply,
-) -> Finished {
+/// A reply's tokens, counted.
+fn count(ctx: &Ctx, reply: &Reply) {
     ctx.stats
         .input_tokens
         .fetch_add(reply.input_tokens, Ordering::Relaxed);
     ctx.stats
         .output_tokens
         .fetch_add(reply.output_tokens, Ordering::Relaxed);
+}
+
+/// Record `seq` done with `reply`.
+fn done(
+    seq: u64,
+    attempts: u32,
+    started: Instant,
+    reply: Reply,
+    call_records: Option<u32>,
+) -> Finished {
     Finished {
-        seq: record.seq,
+        seq,
         status: Status::Done,
         attempts,
         result: Some(reply.output),
@@ -147,6 +301,24 @@ fn succeeded(
         output_tokens: reply.output_tokens,
         // The record's latency: from its first attempt to the reply, retries included.
         latency_ms: started.elapsed().as_millis() as u64,
+        call_records,
+    }
+}
+
+/// A call that failed for good: what each of its records fails with.
+#[derive(Debug, Clone)]
+struct Failure {
+    attempts: u32,
+    code: String,
+    message: String,
+    /// Refused for what was sent (the same request would be refused again), not for giving up on retries.
+    permanent: bool,
+}
+
+impl Failure {
+    /// Record `seq` failed so.
+    fn of(self, seq: u64) -> Finished {
+        Finished::failed(seq, self.attempts, &self.code, self.message)
     }
 }
 
@@ -162,8 +334,8 @@ struct Tries {
 enum Next {
     /// Call again after this wait.
     Retry(Duration),
-    /// The record has its outcome.
-    Finished(Finished),
+    /// The call failed for good.
+    Failed(Failure),
     /// The run stops; the record stays pending.
     Stop,
 }
@@ -171,7 +343,7 @@ enum Next {
 impl Tries {
     /// The retry policy: throttles are retried until the record succeeds, transient errors up to
     /// `retry.max-attempts`, permanent errors fail the record, and a fatal error stops the run.
-    fn after(&mut self, ctx: &Ctx, seq: u64, error: CallError) -> Next {
+    fn after(&mut self, ctx: &Ctx, error: CallError) -> Next {
         let r = ctx.job.retry;
         match error.class {
             Class::Throttled => {
@@ -190,12 +362,12 @@ impl Tries {
                         "gave up after {} attempts: {}",
                         self.attempts, error.message
                     );
-                    return Next::Finished(Finished::failed(
-                        seq,
-                        self.attempts,
-                        &error.code,
+                    return Next::Failed(Failure {
+                        attempts: self.attempts,
+                        code: error.code,
                         message,
-                    ));
+                        permanent: false,
+                    });
                 }
                 RunStats::bump(&ctx.stats.transient);
                 Next::Retry(retry::backoff(
@@ -204,12 +376,12 @@ impl Tries {
                     r.max_delay,
                 ))
             }
-            Class::Permanent => Next::Finished(Finished::failed(
-                seq,
-                self.attempts,
-                &error.code,
-                error.message,
-            )),
+            Class::Permanent => Next::Failed(Failure {
+                attempts: self.attempts,
+                code: error.code,
+                message: error.message,
+                permanent: true,
+            }),
             Class::Fatal => {
                 ctx.fatal
                     .lock()

@@ -108,6 +108,10 @@ fn jsonl(rows: &[OutputRow]) -> Vec<u8> {
             (Status::Done, Some(result)) => {
                 out.push_str(",\"modelOutput\":");
                 out.push_str(result);
+                if let Some(n) = r.call_records {
+                    out.push_str(",\"recordsInCall\":");
+                    out.push_str(&n.to_string());
+                }
             }
             _ => {
                 out.push_str(",\"error\":{\"errorCode\":");
@@ -268,6 +272,7 @@ mod tests {
             input_tokens: 3,
             output_tokens: 2,
             meta: None,
+            call_records: None,
         }
     }
 

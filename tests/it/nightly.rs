@@ -155,11 +155,29 @@ async fn embeddings_need_no_template_for_titan_or_cohere() {
         assert_eq!(run.code, Some(0), "{model}: {}", run.stderr);
         let lines = t.output_lines("out");
         assert!(lines.len() > 1, "{model}");
-        assert_eq!(
-            requests(&emu) - before,
-            lines.len() as u64,
-            "{model}: one call a chunk"
-        );
+        let calls = requests(&emu) - before;
+        if model.starts_with("amazon") {
+            assert_eq!(calls, lines.len() as u64, "{model}: one call a chunk");
+        } else {
+            // Cohere takes up to 96 texts a call: each line says how many records its call carried, and the
+            // calls those add up to are the calls the emulator answered.
+            let carried: Vec<u64> = lines
+                .iter()
+                .map(|l| l["recordsInCall"].as_u64().unwrap_or_else(|| panic!("{l}")))
+                .collect();
+            let from_lines: f64 = carried.iter().map(|&n| 1.0 / n as f64).sum();
+            assert_eq!(from_lines.round() as u64, calls, "{carried:?}");
+            assert!(
+                calls < lines.len() as u64,
+                "{model}: {calls} calls for {} chunks",
+                lines.len()
+            );
+            // The report says so too.
+            let out = t.command(&["report", "job.toml"]).output().await.unwrap();
+            let report = String::from_utf8_lossy(&out.stdout);
+            let packed = format!("packed      {} records in {calls} calls", lines.len());
+            assert!(report.contains(&packed), "{report}");
+        }
         for l in &lines {
             let input = &l["modelInput"];
             let output = &l["modelOutput"];
@@ -172,11 +190,75 @@ async fn embeddings_need_no_template_for_titan_or_cohere() {
                 assert_eq!(input["input_type"], "search_document");
                 assert_eq!(input["texts"].as_array().unwrap().len(), 1);
                 assert_eq!(output["response_type"], "embeddings_by_type");
+                // Each record has its own text's vector out of the packed reply.
+                assert_eq!(output["texts"], input["texts"]);
+                let text = input["texts"][0].as_str().unwrap();
+                let expected: Vec<f64> = batchrun::emulator::text::embedding(text, dims)
+                    .into_iter()
+                    .map(f64::from)
+                    .collect();
+                let got: Vec<f64> = output["embeddings"]["float"][0]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
+                assert!(
+                    got.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-6),
+                    "{model}: the vector of another text"
+                );
                 &output["embeddings"]["float"][0]
             };
             assert_eq!(vector.as_array().unwrap().len(), dims, "{model}: {l}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_refused_in_a_packed_call_fails_alone() {
+    // Cohere refuses a text over its limit (here 60 tokens) and with it the whole call.
+    let emu = emulator("[models.\"*\"]\ncontext-window = 60\n").await;
+    let t = TestJob::new();
+    let mut lines = String::new();
+    for i in 0..30 {
+        let prompt = if i == 17 {
+            "many words of a long passage ".repeat(20)
+        } else {
+            format!("Short passage number {i}.")
+        };
+        lines.push_str(&format!(
+            "{{\"recordId\":\"r{i}\",\"prompt\":\"{prompt}\"}}\n"
+        ));
+    }
+    t.write("in.jsonl", lines).job(
+        "[model]\nid = \"cohere.embed-english-v3\"\napi = \"embed\"\n\
+         [input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "one record fails: {}", run.stderr);
+    let out = t.output_lines("out");
+    assert_eq!(out.len(), 30);
+    let failed: Vec<&serde_json::Value> = out.iter().filter(|l| l.get("error").is_some()).collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["recordId"], "r17");
+    assert_eq!(failed[0]["error"]["errorCode"], "ValidationException");
+    assert!(
+        failed[0]["error"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("too long"),
+        "{}",
+        failed[0]
+    );
+    // The others have their vectors, each from a call that carried one record or several; those calls are the
+    // ones the emulator answered (the packed call with r17 in it was refused, and each of its records sent alone).
+    let mut calls = 0.0;
+    for l in out.iter().filter(|l| l["recordId"] != "r17") {
+        assert_eq!(l["modelOutput"]["texts"], l["modelInput"]["texts"], "{l}");
+        calls += 1.0 / l["recordsInCall"].as_u64().unwrap() as f64;
+    }
+    assert_eq!(calls.round() as u64, answered(&emu));
 }
 
 /// Output lines of generation `n` by record id, as raw text.
@@ -341,6 +423,99 @@ async fn a_second_night_sends_only_what_changed_and_writes_the_change_set() {
     );
 }
 
+/// Every line of every part in `out`, in order, as raw text.
+fn raw_lines(t: &TestJob, out: &str) -> Vec<String> {
+    t.part_files(out)
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_files_are_not_read_again_and_give_what_a_fresh_read_gives() {
+    let emu = emulator(PROFILE).await;
+    let line = |id: &str| format!("{{\"recordId\":\"{id}\",\"prompt\":\"Say {id}.\"}}\n");
+    let files = [
+        // A bad line: the file is read again every night, and fails the same way.
+        ("in/a.jsonl", format!("{}{{not json\n", line("a1"))),
+        (
+            "in/b.jsonl",
+            format!("{}{}{}", line("b1"), line("b2"), line("b3")),
+        ),
+        ("in/c.jsonl", format!("{}{}", line("c1"), line("c2"))),
+    ];
+    let job = "[model]\nid = \"m\"\nmax-tokens = 20\n\
+               [input]\npath = \"in\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n";
+    let t = TestJob::new();
+    for (path, text) in &files {
+        t.write(path, text);
+    }
+    t.job(job, &emu.endpoint());
+    let text = std::fs::read_to_string(t.path().join("job.toml")).unwrap();
+    t.write(
+        "job.toml",
+        text.replacen("[job]\n", "[job]\nincremental = true\n", 1),
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "a failed record: {}", run.stderr);
+
+    // Night 2: a new file, first in order, takes b2's id, so b.jsonl's b2 (taken unread) is the duplicate now.
+    t.write("in/0.jsonl", line("b2"));
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "a failed record: {}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("2 of 4 input files unchanged since generation 1"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("duplicate id `b2`"), "{}", run.stderr);
+    let night2 = raw_lines(&t, "out/gen-00002");
+
+    // The same inputs as a one-shot job, read from scratch: the same lines in the same order.
+    let fresh = TestJob::new();
+    for (path, text) in &files {
+        fresh.write(path, text);
+    }
+    fresh
+        .write("in/0.jsonl", line("b2"))
+        .job(job, &emu.endpoint());
+    let run = fresh.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "a failed record: {}", run.stderr);
+    assert_eq!(night2, raw_lines(&fresh, "out"));
+    assert_eq!(night2.len(), 8);
+
+    // Night 3: b.jsonl edited (same size, later modification time) is read again; 0.jsonl and c.jsonl are not.
+    t.write("in/b.jsonl", files[1].1.replace("Say b3", "Say B3"));
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(1), "a failed record: {}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("2 of 4 input files unchanged since generation 2"),
+        "{}",
+        run.stderr
+    );
+    let night3 = raw_lines(&t, "out/gen-00003");
+    assert!(night3.iter().any(|l| l.contains("Say B3")), "{night3:?}");
+
+    // --fresh reads every file again, and gives the same lines.
+    let run = t.submit(&["--fresh"]).await;
+    assert_eq!(run.code, Some(1), "a failed record: {}", run.stderr);
+    assert!(!run.stderr.contains("unchanged since"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("read 8 records from in\n"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(raw_lines(&t, "out/gen-00003"), night3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_night_killed_midway_resumes_into_the_same_generation_exactly_once() {
     // About 100 ms a call, four at a time: night 2 lasts a couple of seconds.
@@ -451,12 +626,26 @@ async fn an_s3_corpus_runs_incrementally_to_an_s3_prefix() {
     s3.put("corpus", "docs/d2.md", format!("{d2}A closing line.\n"))
         .await;
     s3.delete("corpus", "docs/d4.md").await;
+    let read_before = s3.reads_below("corpus", "docs/").len();
     let run = t.submit(&[]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(
         answered(&emu) - calls1,
         1,
         "only d2's last chunk is new: {}",
+        run.stderr
+    );
+    // Unchanged objects (same ETag and size) are not downloaded again: their records come from night 1.
+    assert_eq!(
+        s3.reads_below("corpus", "docs/")[read_before..],
+        ["/corpus/docs/d2.md"],
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("3 of 4 input files unchanged since generation 1"),
+        "{}",
         run.stderr
     );
     assert_eq!(s3.get("vectors", "nightly/CURRENT").await, b"gen-00002\n");

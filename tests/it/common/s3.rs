@@ -3,8 +3,8 @@
 //! added, as a bucket policy would: bucket `locked` refuses everyone.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -85,6 +85,8 @@ pub struct S3Server {
     pub client: Client,
     /// While set, deleting an object is denied (as without `s3:DeleteObject`); aborting uploads still works.
     pub deny_deletes: Arc<AtomicBool>,
+    /// The path (`/bucket/key`) of every object read (GetObject), in order.
+    pub reads: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -116,16 +118,24 @@ pub async fn s3_server_with_slow_uploads(buckets: &[&str], delay: Duration) -> S
     let service = builder.build();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let seen = reads.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 continue;
             };
             let service = service.clone();
+            let seen = seen.clone();
             let slow = service_fn(move |req: Request<Incoming>| {
                 let service = service.clone();
                 let piece = req.method() == Method::PUT
                     && req.uri().query().is_some_and(|q| q.contains("uploadId="));
+                // An object's path has a key after the bucket; a listing is a GET of the bucket.
+                let path = req.uri().path().to_string();
+                if req.method() == Method::GET && path.trim_start_matches('/').contains('/') {
+                    seen.lock().unwrap().push(path);
+                }
                 async move {
                     if piece {
                         tokio::time::sleep(delay).await;
@@ -154,6 +164,7 @@ pub async fn s3_server_with_slow_uploads(buckets: &[&str], delay: Duration) -> S
         root,
         client: Client::from_conf(config),
         deny_deletes,
+        reads,
         task,
     }
 }
@@ -211,6 +222,18 @@ impl S3Server {
             keys.extend(page.contents().iter().map(|o| o.key().unwrap().to_string()));
         }
         keys
+    }
+
+    /// The objects read below `/bucket/prefix` since the server started, in order.
+    #[allow(dead_code)] // Not every includer counts reads.
+    pub fn reads_below(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let below = format!("/{bucket}/{prefix}");
+        let reads = self.reads.lock().unwrap();
+        reads
+            .iter()
+            .filter(|p| p.starts_with(&below))
+            .cloned()
+            .collect()
     }
 
     /// Multipart uploads the server holds open (its `.upload-ID.json` files).
