@@ -96,6 +96,7 @@ impl Store {
         delete_rows(&mut tx, &g.key, &JOB_STATE, "forget a generation").await?;
         let uploads = ["DELETE FROM uploads WHERE job = ?"];
         delete_rows(&mut tx, &g.key, &uploads, "forget a generation").await?;
+        super::answers::forget_unused(&mut tx).await?;
         sqlx::query("DELETE FROM generations WHERE job = ? AND generation = ?")
             .bind(job)
             .bind(g.number as i64)
@@ -294,5 +295,76 @@ mod tests {
             rows[2 * REUSE_SLICE as usize + 1].record_id,
             format!("r{}", 2 * REUSE_SLICE + 1)
         );
+    }
+
+    /// The bytes of the `outcomes.result` column of `job` and the rows in `answers`.
+    async fn stored(store: &Store, job: &str) -> (i64, i64) {
+        let own: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(length(result)), 0) FROM outcomes WHERE job = ?",
+        )
+        .bind(job)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        let answers: i64 = sqlx::query_scalar("SELECT count(*) FROM answers")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        (own, answers)
+    }
+
+    #[tokio::test]
+    async fn generations_share_each_reply_once_until_no_record_asks_for_it() {
+        let (_dir, store) = scratch().await;
+        for n in 1..=2 {
+            store
+                .start_generation("j", n, &format!("j@{n}"), "fp")
+                .await
+                .unwrap();
+        }
+        generation(&store, "j@1", 4).await;
+        // Records 2 and 3 send the same request: the second reply keeps its own row.
+        sqlx::query("UPDATE records SET request_hash = 'h2' WHERE job = 'j@1' AND seq = 3")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let replies: Vec<Finished> = (0..4).map(|i| done(i, &format!("a{i}"))).collect();
+        store.write_outcomes("j@1", &replies).await.unwrap();
+        assert_eq!(
+            stored(&store, "j@1").await,
+            (2, 3),
+            "a3 kept in its row, three answers"
+        );
+        let rows = store.output_rows("j@1", 0..4).await.unwrap();
+        let results: Vec<_> = rows.iter().map(|r| r.result.clone().unwrap()).collect();
+        assert_eq!(results, ["a0", "a1", "a2", "a3"]);
+
+        // Generation 2 asks h0 and h1 again and h9 anew: reusing copies no reply.
+        store.create_job("j@2", "fp", "{}", "[]").await.unwrap();
+        let again: Vec<_> = [0, 1, 9]
+            .iter()
+            .enumerate()
+            .map(|(seq, h)| NewRecord {
+                request_hash: Some(format!("h{h}")),
+                ..rec(seq as u64, &format!("s{seq}"))
+            })
+            .collect();
+        store.insert_records("j@2", &again).await.unwrap();
+        assert_eq!(
+            store.reuse_answers("j@2", &["j@1".into()]).await.unwrap(),
+            2
+        );
+        store.write_outcomes("j@2", &[done(2, "b9")]).await.unwrap();
+        assert_eq!(stored(&store, "j@2").await, (0, 4));
+        let rows = store.output_rows("j@2", 0..3).await.unwrap();
+        let results: Vec<_> = rows.iter().map(|r| r.result.clone().unwrap()).collect();
+        assert_eq!(results, ["a0", "a1", "b9"]);
+
+        // Generation 1 pruned: h2's answer goes, the ones generation 2 reads stay.
+        let generations = store.generations("j").await.unwrap();
+        store.forget_generation("j", &generations[0]).await.unwrap();
+        assert_eq!(stored(&store, "j@2").await, (0, 3));
+        let rows = store.output_rows("j@2", 0..3).await.unwrap();
+        assert_eq!(rows[1].result.as_deref(), Some("a1"));
     }
 }

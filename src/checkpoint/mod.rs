@@ -13,12 +13,14 @@
 //! | `runs`     | `runs`               | each run's settings and how it ended                         |
 //! | `observed` | `throttles`, `series`| what the budget saw: throttles, per-second counts            |
 //! | `generations` | `generations`     | an incremental job's generations, reused answers, change sets |
+//! | `answers`  | `answers`            | replies shared by a job's generations, stored once each      |
 //! | `inputs`   | `input_files`        | which records each input file gave an incremental job        |
 //! | `lock`     | `locks`              | which process runs a job                                     |
 //!
 //! `open` creates and migrates the database; `store` holds the [`Store`] handle and the error. It stores and
 //! answers; it never calls back into the runner or the sink.
 
+mod answers;
 mod generations;
 mod inputs;
 mod jobs;

@@ -110,7 +110,8 @@ pub struct OutputRow {
 /// The SELECT of an [`OutputRow`] (records joined to their outcomes, `r` and `o`), for a `WHERE` to follow.
 macro_rules! output_row_select {
     () => {
-        "SELECT r.record_id, r.request, o.status, o.result, o.error_code, o.error_message, \
+        "SELECT r.record_id, r.request, o.status, CASE WHEN o.status = 'done' THEN coalesce(o.result, \
+         (SELECT a.result FROM answers a WHERE a.hash = r.request_hash)) END AS result, o.error_code, o.error_message, \
          o.input_tokens, o.output_tokens, r.meta, o.call_records \
          FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq "
     };
@@ -201,7 +202,7 @@ pub struct OutcomeStats {
 
 impl Store {
     /// Writes outcomes in one transaction. An outcome already written is kept, never replaced: a part may
-    /// already hold it.
+    /// already hold it. A generation's replies are stored as shared answers (see `answers`).
     pub async fn write_outcomes(
         &self,
         job: &str,
@@ -211,7 +212,9 @@ impl Store {
             return Ok(());
         }
         let t = now();
-        let mut tx = self.begin().await?;
+        // Sharing answers reads before it writes.
+        let mut tx = self.begin_immediate().await?;
+        let shared = super::answers::share(&mut tx, job, outcomes).await?;
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, \
@@ -222,7 +225,7 @@ impl Store {
                     .push_bind(o.seq as i64)
                     .push_bind(o.status.as_str())
                     .push_bind(i64::from(o.attempts))
-                    .push_bind(o.result.clone())
+                    .push_bind(o.result.clone().filter(|_| !shared.contains(&o.seq)))
                     .push_bind(o.error_code.clone())
                     .push_bind(o.error_message.clone())
                     .push_bind(o.input_tokens as i64)

@@ -112,6 +112,18 @@ impl Store {
             .await
             .map_err(failed_to("begin a transaction"))
     }
+
+    /// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`), for one that reads before it
+    /// writes: a deferred one would find, at its first write, that another connection wrote since its read, and
+    /// SQLite answers that (`SQLITE_BUSY_SNAPSHOT`) without waiting.
+    pub(super) async fn begin_immediate(
+        &self,
+    ) -> Result<Transaction<'static, Sqlite>, CheckpointError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(failed_to("begin a transaction"))
+    }
 }
 
 /// The statements that delete a job's state under its key, every table but `uploads` (whose rows outlive a
