@@ -187,6 +187,8 @@ pub struct OutcomeStats {
     pub attempts: u64,
     /// Finished records.
     pub finished: u64,
+    /// Finished records that were sent (at least one call): not bad input lines, not reused answers.
+    pub sent: u64,
     /// Median latency, milliseconds.
     #[sqlx(default)]
     pub latency_p50_ms: u64,
@@ -368,6 +370,7 @@ impl Store {
     ) -> Result<OutcomeStats, CheckpointError> {
         let mut stats: OutcomeStats = sqlx::query_as(
             "SELECT count(*) AS finished, CAST(coalesce(sum(attempts), 0) AS INTEGER) AS attempts, \
+             CAST(coalesce(sum(attempts > 0), 0) AS INTEGER) AS sent, \
              CAST(coalesce(sum(status = 'done'), 0) AS INTEGER) AS done, \
              CAST(coalesce(avg(CASE WHEN status = 'done' THEN output_tokens END), 0) AS REAL) AS output_mean, \
              CAST(coalesce(max(CASE WHEN status = 'done' THEN output_tokens END), 0) AS INTEGER) AS output_max, \
@@ -535,6 +538,7 @@ mod tests {
                 at_cap: 2,
                 attempts: 25,
                 finished: 23,
+                sent: 23,
                 latency_p50_ms: 100,
                 ..OutcomeStats::default()
             }

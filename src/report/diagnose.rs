@@ -496,10 +496,10 @@ fn budget_lines(t: &mut String, f: &ReportFacts, d: &Diagnosis) {
     );
     let _ = writeln!(
         t,
-        "  calls       {:.2} per finished record ({} beyond the first: throttles and transient errors retried); \
+        "  calls       {:.2} per record sent ({} beyond the first: throttles and transient errors retried); \
          median latency {}",
-        s.attempts as f64 / s.finished.max(1) as f64,
-        int(s.attempts.saturating_sub(s.finished)),
+        s.attempts as f64 / s.sent.max(1) as f64,
+        int(s.attempts.saturating_sub(s.sent)),
         duration(Duration::from_millis(s.latency_p50_ms))
     );
     calls_saved(t, s);
@@ -610,6 +610,7 @@ mod tests {
                 at_cap: 0,
                 attempts: 1100,
                 finished: 1000,
+                sent: 1000,
                 latency_p50_ms: 6000,
                 ..OutcomeStats::default()
             },
@@ -646,7 +647,7 @@ mod tests {
               budget      RPM not set; TPM 20,000 configured, 19,600 in force at the end; concurrency up to 32
               throttles   40: RPM 0, TPM 40, TPD 0
               max-tokens  4,096: reserved 4,028,160 tokens, charged 153,600 (26.2×); replies mean 60, p95 90, max 100, 0 at the cap
-              calls       1.10 per finished record (100 beyond the first: throttles and transient errors retried); median latency 6.0s
+              calls       1.10 per record sent (100 beyond the first: throttles and transient errors retried); median latency 6.0s
               failed      none
 
             diagnosis: tokens per minute ran out, and max-tokens is why: each request reserved input + max-tokens (4,096) while it ran (26.2× its final charge), and the reservations held in flight filled the TPM quota 2.6× faster than the charges did; 40 of 40 throttles were on TPM
