@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::checkpoint::{PartRow, Store};
+use crate::checkpoint::{PartRow, Status, Store};
 use crate::error::Error;
 use crate::job::Job;
 use crate::s3::{CompletedPart, MULTIPART_CHUNK};
@@ -90,12 +90,14 @@ impl Parts {
         let name = "changes.jsonl";
         let key = &self.job.name;
         let mut out = self.begin(name)?;
-        let mut upserts = 0;
+        let (mut upserts, mut failed) = (0, 0);
         let mut from = 0;
         while from < self.total {
             let to = (from + PAGE_ROWS).min(self.total);
             let rows = store.upserts(key, previous, from..to).await?;
-            upserts += rows.len() as u64;
+            let done = rows.iter().filter(|r| r.status == Status::Done).count() as u64;
+            upserts += done;
+            failed += rows.len() as u64 - done;
             self.write(store, &mut out, name, render_upserts(&rows))
                 .await?;
             from = to;
@@ -117,6 +119,7 @@ impl Parts {
             file: name.to_string(),
             against: previous.map(str::to_string),
             upserts,
+            failed,
             deletes,
             sha256: published.sha256,
         })

@@ -126,12 +126,17 @@ fn jsonl(rows: &[OutputRow]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Change-set lines for rows a vector store must upsert: each output line with `"op":"upsert"` first.
+/// Change-set lines for rows that are new or changed: each output line with `"op"` first, `"upsert"` for a
+/// record with its reply (a vector store takes it), `"failed"` for one without (nothing to store: its error says
+/// why; the records it replaces, if any, are deletes).
 pub fn render_upserts(rows: &[OutputRow]) -> Vec<u8> {
     let lines = jsonl(rows);
     let mut out = Vec::with_capacity(lines.len() + rows.len() * 16);
-    for line in lines.split_inclusive(|&b| b == b'\n') {
-        out.extend_from_slice(b"{\"op\":\"upsert\",");
+    for (line, row) in lines.split_inclusive(|&b| b == b'\n').zip(rows) {
+        out.extend_from_slice(match row.status {
+            Status::Done => b"{\"op\":\"upsert\",".as_slice(),
+            Status::Failed => b"{\"op\":\"failed\",".as_slice(),
+        });
         out.extend_from_slice(&line[1..]);
     }
     out
@@ -237,6 +242,8 @@ pub struct ManifestChanges {
     pub against: Option<String>,
     /// Records to upsert: new, changed, or answered now and not before.
     pub upserts: u64,
+    /// Records new or changed that failed (no reply to store).
+    pub failed: u64,
     /// Records gone.
     pub deletes: u64,
     /// SHA-256 of the file, hex.

@@ -465,6 +465,23 @@ async fn unchanged_files_are_not_read_again_and_give_what_a_fresh_read_gives() {
     let run = t.submit(&[]).await;
     assert_eq!(run.code, Some(1), "a failed record: {}", run.stderr);
 
+    // The change set holds a vector store's upserts; a record without a reply is listed as failed, not upserted.
+    let ops = changes(&t, 1);
+    let failed: Vec<&(String, String)> = ops.iter().filter(|(op, _)| op == "failed").collect();
+    assert_eq!(failed, [&("failed".to_string(), "a.jsonl:2".to_string())]);
+    assert_eq!(ops.iter().filter(|(op, _)| op == "upsert").count(), 6);
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(t.path().join("out/gen-00001/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            &manifest["changes"]["upserts"],
+            &manifest["changes"]["failed"]
+        ),
+        (&6.into(), &1.into())
+    );
+
     // Night 2: a new file, first in order, takes b2's id, so b.jsonl's b2 (taken unread) is the duplicate now.
     t.write("in/0.jsonl", line("b2"));
     let run = t.submit(&[]).await;
