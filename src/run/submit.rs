@@ -17,7 +17,7 @@ use super::lock::{JobLock, NotLocked};
 use super::parts::Parts;
 use super::shutdown::Shutdown;
 use super::{worker, writer};
-use crate::budget::{Budget, LearnedRates};
+use crate::budget::{Budget, LearnedRates, ThrottleEvent, ThrottleKind};
 use crate::checkpoint::{Counts, PendingRecord, RunRow, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
@@ -529,9 +529,9 @@ async fn record(ctx: Arc<worker::Ctx>, store: Store, done: CancellationToken) ->
             _ = tick.tick() => false,
         };
         let job = &ctx.job.name;
-        store
-            .insert_throttles(job, &ctx.budget.take_throttles())
-            .await?;
+        let throttles = ctx.budget.take_throttles();
+        say_throttles(job, &throttles, &ctx.budget.learned());
+        store.insert_throttles(job, &throttles).await?;
         store
             .insert_seconds(job, &ctx.budget.take_seconds(last))
             .await?;
@@ -540,6 +540,24 @@ async fn record(ctx: Arc<worker::Ctx>, store: Store, done: CancellationToken) ->
             return Ok(());
         }
     }
+}
+
+/// The `throttles` event of a JSON log: the throttles since the last one (every few seconds while there are
+/// any), by quota, and the rates the budget holds after them.
+fn say_throttles(job: &str, throttles: &[ThrottleEvent], learned: &LearnedRates) {
+    if throttles.is_empty() {
+        return;
+    }
+    let of = |kind: ThrottleKind| throttles.iter().filter(|t| t.kind == kind).count();
+    crate::say::event(
+        "throttles",
+        serde_json::json!({
+            "job": job, "rpm": of(ThrottleKind::Rpm), "tpm": of(ThrottleKind::Tpm), "tpd": of(ThrottleKind::Tpd),
+            "cuts": throttles.iter().filter(|t| t.cut).count(),
+            "rpm_rate": learned.rpm_rate, "tpm_rate": learned.tpm_rate,
+            "last_message": throttles.last().map(|t| t.message.as_str()),
+        }),
+    );
 }
 
 async fn feed(

@@ -764,6 +764,40 @@ async fn a_json_log_is_one_object_a_line_with_the_run_s_events() {
             .starts_with("skipped 1 file"),
         "{warning}"
     );
+    // Throttles are summed up in a `throttles` event every few seconds while they happen.
+    let busy = emulator(
+        "[models.\"*\"]\nrpm = 600\ninitial-fill = 0.0\noutput-tokens = { min = 2, max = 4 }\n",
+    )
+    .await;
+    let lines: String = (0..30)
+        .map(|i| format!("{{\"recordId\":\"r{i}\",\"prompt\":\"Say {i}.\"}}\n"))
+        .collect();
+    let throttled = TestJob::new();
+    throttled.write("in.jsonl", lines).job(
+        "[model]\nid = \"m\"\nmax-tokens = 8\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+         [output]\npath = \"out\"\n",
+        &busy.endpoint(),
+    );
+    let out = throttled
+        .command(&["--log-format", "json", "submit", "job.toml"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summed: u64 = events
+        .iter()
+        .filter(|e| e["event"] == "throttles")
+        .map(|e| e["rpm"].as_u64().unwrap() + e["tpm"].as_u64().unwrap())
+        .sum();
+    let finish = events.iter().find(|e| e["event"] == "finish").unwrap();
+    assert!(summed > 0, "{events:?}");
+    assert_eq!(summed, finish["throttled"].as_u64().unwrap(), "{events:?}");
+
     // A job file error is a JSON line too, at level error, and the exit code is unchanged.
     let out = t
         .command(&["--log-format", "json", "submit", "missing.toml"])
