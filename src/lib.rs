@@ -51,6 +51,7 @@ pub mod error;
 pub mod inspect;
 pub mod invoke;
 pub mod job;
+pub mod quotas;
 pub mod report;
 pub mod run;
 pub mod s3;

@@ -10,6 +10,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tokens", &[]),
     ("s3", &[]),
     ("emulator", &[]),
+    ("quotas", &[]),
     ("job", &["s3"]),
     ("budget", &["job"]),
     ("invoke", &["job"]),
