@@ -23,6 +23,20 @@ pub struct EmulatorConfig {
     /// The models served, keyed by model id (as the client sends it, after percent-decoding). The key `"*"`
     /// serves every id that has no table of its own; without it, unknown ids get `ResourceNotFoundException`.
     pub models: BTreeMap<String, ModelProfile>,
+    /// How the Service Quotas API the emulator also serves behaves.
+    #[serde(default)]
+    pub service_quotas: ServiceQuotasProfile,
+}
+
+/// `[service-quotas]`: the account's Service Quotas, as the emulator serves them.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServiceQuotasProfile {
+    /// Every Service Quotas call answers AccessDeniedException, as for a role without `servicequotas:*`.
+    pub access_denied: bool,
+    /// An increase request is approved this many seconds after it was made, raising the live quota; left
+    /// out, requests stay pending.
+    pub approve_after_s: Option<f64>,
 }
 
 /// How one model behaves.
@@ -58,6 +72,9 @@ pub struct ModelProfile {
     pub faults: FaultRates,
     /// Another client sharing this model's quota: it takes a share of every bucket's refill.
     pub neighbour: Option<Neighbour>,
+    /// The model's name in its Service Quotas quota names ("Anthropic Claude 3 Haiku"); left out, one is made
+    /// from the model id.
+    pub display_name: Option<String>,
 }
 
 /// A simulated second client on the same quota, taking `high` of the refill for the first half of every
@@ -107,6 +124,7 @@ impl Default for ModelProfile {
             embedding_dimensions: 1024,
             faults: FaultRates::default(),
             neighbour: None,
+            display_name: None,
         }
     }
 }
@@ -344,6 +362,7 @@ impl EmulatorConfig {
         EmulatorConfig {
             seed,
             models: BTreeMap::from([(ANY_MODEL.to_string(), profile)]),
+            service_quotas: ServiceQuotasProfile::default(),
         }
     }
 

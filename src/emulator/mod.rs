@@ -11,6 +11,7 @@
 pub mod config;
 pub mod quota;
 mod server;
+mod servicequotas;
 pub mod stats;
 pub mod text;
 pub mod wire;

@@ -203,6 +203,27 @@ impl Quota {
         }
     }
 
+    /// Makes each bucket the size `profile` gives it now (after an approved quota increase), as full as it was.
+    pub fn conform(&mut self, profile: &ModelProfile, now: Instant) {
+        let resized = |bucket: &mut Option<Bucket>, want: Option<u64>, window: Duration| match (
+            bucket.as_mut(),
+            want,
+        ) {
+            (Some(b), Some(n)) if b.capacity != n as f64 => {
+                let fill = b.level(now) / b.capacity;
+                *b = Bucket {
+                    neighbour: b.neighbour,
+                    ..Bucket::new(n, window, fill, now)
+                };
+            }
+            (None, Some(n)) => *bucket = Some(Bucket::new(n, window, 1.0, now)),
+            _ => {}
+        };
+        resized(&mut self.rpm, profile.rpm, MINUTE);
+        resized(&mut self.tpm, profile.tpm, MINUTE);
+        resized(&mut self.tpd, profile.tpd, DAY);
+    }
+
     /// Tokens available in the per-minute bucket at `now`, if there is one.
     pub fn tpm_level(&mut self, now: Instant) -> Option<f64> {
         self.tpm.as_mut().map(|b| b.level(now))

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{ConfigError, EmulatorConfig, Fault, ModelProfile};
 use super::quota::{Quota, Reservation, Throttle};
+use super::servicequotas::{self, ServiceQuotas};
 use super::stats::{Counters, ModelStats, Stats};
 use super::text::{self, Reply, mix64, unit};
 use super::wire::{self, Call, ErrorKind, ErrorReply, Operation, Outcome, Shape};
@@ -188,6 +189,8 @@ struct Shared {
     models: Mutex<BTreeMap<String, ModelState>>,
     next_request: AtomicU64,
     count_tokens_requests: AtomicU64,
+    /// The Service Quotas API's state: increase requests and the values they raised.
+    service_quotas: ServiceQuotas,
 }
 
 #[derive(Debug)]
@@ -218,6 +221,7 @@ impl Shared {
             models: Mutex::new(BTreeMap::new()),
             next_request: AtomicU64::new(0),
             count_tokens_requests: AtomicU64::new(0),
+            service_quotas: ServiceQuotas::default(),
         }
     }
 
@@ -276,7 +280,10 @@ impl Shared {
                 },
             );
         }
-        f(models.get_mut(model_id).expect("inserted above"), second)
+        let state = models.get_mut(model_id).expect("inserted above");
+        // An approved quota increase takes effect on the next request.
+        state.quota.conform(profile, now);
+        f(state, second)
     }
 }
 
@@ -301,6 +308,44 @@ fn error_response(err: &ErrorReply, request_id: &str) -> HttpReply {
     resp
 }
 
+/// A Service Quotas operation (AWS JSON 1.1), answered from the profile's quotas and the requests made.
+async fn service_quotas(
+    shared: &Shared,
+    operation: &str,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> HttpReply {
+    // The Region is the one the client signed for (`Credential=AKID/date/REGION/servicequotas/…`).
+    let region = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(2))
+        .unwrap_or("us-east-1")
+        .to_string();
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let seen: Vec<String> = shared.lock().keys().cloned().collect();
+    let (status, body) =
+        match shared
+            .service_quotas
+            .serve(&shared.config, &seen, operation, &body, &region)
+        {
+            Ok(out) => (200, out),
+            Err((status, kind, message)) => (status, json!({ "__type": kind, "message": message })),
+        };
+    let mut resp = json_response(status, request_id, body.to_string().into_bytes());
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    resp
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply, Abort> {
     let request_id = shared.request_id();
     if req.uri().path() == STATS_PATH {
@@ -310,6 +355,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply
         }
         let body = serde_json::to_vec_pretty(&shared.stats()).expect("stats serialize");
         return Ok(json_response(200, &request_id, body));
+    }
+    if let Some(operation) = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(servicequotas::TARGET_PREFIX))
+        .map(str::to_string)
+    {
+        return Ok(service_quotas(&shared, &operation, req, &request_id).await);
     }
     let Some((model_id, op)) =
         wire::route(req.uri().path()).filter(|_| req.method() == Method::POST)
@@ -331,6 +385,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply
         );
         return Ok(error_response(&err, &request_id));
     };
+    let profile = shared
+        .service_quotas
+        .live_profile(&shared.config, &model_id, profile);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {

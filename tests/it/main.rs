@@ -5,6 +5,7 @@ mod config_errors;
 mod emulator_cli;
 mod emulator_errors;
 mod emulator_quota;
+mod emulator_quotas;
 mod emulator_sdk;
 mod fuzz;
 mod inspect;

@@ -1,0 +1,236 @@
+//! The emulator's Service Quotas API through the real `aws-sdk-servicequotas` client: quotas listed under
+//! Bedrock's names for on-demand, cross-region and global ids, every page; an increase requested, approved after
+//! the profile's delay, and the higher ceiling in force for the next Bedrock call; access denied.
+
+use std::time::Duration;
+
+use aws_sdk_servicequotas::Client;
+use aws_sdk_servicequotas::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_servicequotas::types::RequestStatus;
+use batchrun::emulator::EmulatorHandle;
+use batchrun::quotas::names::{self, Measure, Scope};
+
+use crate::common::{client, emulator, max_tokens, user};
+
+const HAIKU: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+fn quotas_client(emu: &EmulatorHandle) -> Client {
+    let conf = aws_sdk_servicequotas::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .credentials_provider(Credentials::new(
+            "AKIDTEST",
+            "test-secret",
+            None,
+            None,
+            "tests",
+        ))
+        .endpoint_url(emu.endpoint())
+        .build();
+    Client::from_conf(conf)
+}
+
+const PROFILE: &str = "[service-quotas]\napprove-after-s = 0.5\n\
+    [models.\"anthropic.claude-3-haiku-20240307-v1:0\"]\ntpm = 1000\nrpm = 50\ntpd = 1440000\n\
+    output-tokens = { min = 5, max = 5 }\n\
+    [models.\"us.anthropic.claude-3-5-sonnet-20241022-v2:0\"]\ntpm = 2000\n\
+    [models.\"global.anthropic.claude-sonnet-4-5-20250929-v1:0\"]\ntpm = 3000\n\
+    display-name = \"Anthropic Claude Sonnet 4.5 V1\"\n";
+
+#[tokio::test]
+async fn quotas_are_listed_under_bedrock_names_for_every_scope() {
+    let emu = emulator(PROFILE).await;
+    let sq = quotas_client(&emu);
+    // Two to a page: every page is read.
+    let mut pages = sq
+        .list_service_quotas()
+        .service_code("bedrock")
+        .max_results(2)
+        .into_paginator()
+        .send();
+    let mut quotas = Vec::new();
+    while let Some(page) = pages.next().await {
+        quotas.extend(page.unwrap().quotas().to_vec());
+    }
+    assert_eq!(quotas.len(), 5, "{quotas:#?}");
+    let read: Vec<(String, names::QuotaName, f64)> = quotas
+        .iter()
+        .map(|q| {
+            let name = q.quota_name().unwrap();
+            (
+                q.quota_code().unwrap().to_string(),
+                names::parse(name).unwrap_or_else(|| panic!("unread: {name}")),
+                q.value().unwrap(),
+            )
+        })
+        .collect();
+    let find = |id: &str, measure: Measure| {
+        read.iter()
+            .filter(|(_, n, _)| n.measure == measure && n.scope == Scope::of(id))
+            .find(|(_, n, _)| names::matches(id, &n.model).is_some())
+            .unwrap_or_else(|| panic!("no {measure:?} quota for {id}: {read:#?}"))
+    };
+    assert_eq!(find(HAIKU, Measure::Tpm).2, 1000.0);
+    assert_eq!(find(HAIKU, Measure::Rpm).2, 50.0);
+    assert_eq!(find(HAIKU, Measure::Tpd).2, 1_440_000.0);
+    assert_eq!(
+        find("us.anthropic.claude-3-5-sonnet-20241022-v2:0", Measure::Tpm).2,
+        2000.0
+    );
+    assert_eq!(
+        find(
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            Measure::Tpm
+        )
+        .2,
+        3000.0
+    );
+    // A v2 id does not take the quota of another model, and codes are stable and in the signed Region.
+    assert!(
+        names::matches(
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            &find("us.anthropic.claude-3-5-sonnet-20241022-v2:0", Measure::Tpm)
+                .1
+                .model
+        )
+        .is_none()
+    );
+    let again = emulator(PROFILE).await;
+    let code = find(HAIKU, Measure::Tpm).0.clone();
+    let got = quotas_client(&again)
+        .get_service_quota()
+        .service_code("bedrock")
+        .quota_code(&code)
+        .send()
+        .await
+        .unwrap();
+    let q = got.quota().unwrap();
+    assert_eq!(q.value(), Some(1000.0));
+    assert!(
+        q.quota_arn()
+            .unwrap()
+            .starts_with("arn:aws:servicequotas:eu-west-1:"),
+        "{q:?}"
+    );
+    assert!(q.adjustable());
+    // An unknown code is the SDK's typed error.
+    let err = sq
+        .get_service_quota()
+        .service_code("bedrock")
+        .quota_code("L-00000000")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_no_such_resource_exception());
+}
+
+#[tokio::test]
+async fn an_approved_increase_raises_the_live_quota() {
+    let emu = emulator(PROFILE).await;
+    let sq = quotas_client(&emu);
+    let tpm = sq
+        .list_service_quotas()
+        .service_code("bedrock")
+        .send()
+        .await
+        .unwrap()
+        .quotas()
+        .iter()
+        .find(|q| {
+            let n = names::parse(q.quota_name().unwrap()).unwrap();
+            n.measure == Measure::Tpm && names::matches(HAIKU, &n.model).is_some()
+        })
+        .unwrap()
+        .clone();
+    // A call reserving 1,200 tokens does not fit a 1,000-token quota.
+    let bedrock = client(&emu);
+    let call = || {
+        bedrock
+            .converse()
+            .model_id(HAIKU)
+            .messages(user("Hello."))
+            .inference_config(max_tokens(1200))
+            .send()
+    };
+    let refused = call().await.unwrap_err();
+    assert!(refused.into_service_error().is_throttling_exception());
+
+    let requested = sq
+        .request_service_quota_increase()
+        .service_code("bedrock")
+        .quota_code(tpm.quota_code().unwrap())
+        .desired_value(5000.0)
+        .send()
+        .await
+        .unwrap();
+    let r = requested.requested_quota().unwrap();
+    assert_eq!(r.status(), Some(&RequestStatus::Pending));
+    // A second request while one is pending is refused; so is a value not above the current one.
+    let twice = sq
+        .request_service_quota_increase()
+        .service_code("bedrock")
+        .quota_code(tpm.quota_code().unwrap())
+        .desired_value(6000.0)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        twice
+            .into_service_error()
+            .is_resource_already_exists_exception()
+    );
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let history = sq
+        .list_requested_service_quota_change_history_by_quota()
+        .service_code("bedrock")
+        .quota_code(tpm.quota_code().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        history.requested_quotas()[0].status(),
+        Some(&RequestStatus::Approved)
+    );
+    let now = sq
+        .get_service_quota()
+        .service_code("bedrock")
+        .quota_code(tpm.quota_code().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(now.quota().unwrap().value(), Some(5000.0));
+    let default = sq
+        .get_aws_default_service_quota()
+        .service_code("bedrock")
+        .quota_code(tpm.quota_code().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(default.quota().unwrap().value(), Some(1000.0));
+    // The live quota is the new one: the same call now fits (the bucket grows at the new rate, so give it a
+    // moment to hold 1,200 tokens).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut answered = false;
+    for _ in 0..30 {
+        if call().await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(answered, "the raised quota never admitted the call");
+}
+
+#[tokio::test]
+async fn a_role_without_service_quotas_access_is_denied() {
+    let emu =
+        emulator("[service-quotas]\naccess-denied = true\n[models.\"*\"]\ntpm = 1000\n").await;
+    let err = quotas_client(&emu)
+        .list_service_quotas()
+        .service_code("bedrock")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_access_denied_exception());
+}
