@@ -15,7 +15,9 @@ use crate::emulator::{
     self, EmulatorConfig, Fault, FaultRates, LatencyModel, ModelProfile, OutputLength,
 };
 use crate::error::{Error, ExitKind};
-use crate::inspect::{PlanOptions, ReportOptions, Scope, plan, report, status};
+use crate::inspect::{
+    PlanOptions, QuotasOptions, ReportOptions, Scope, plan, quotas, report, status,
+};
 use crate::job::{Endpoint, Job};
 use crate::report::progress::ProgressMode;
 use crate::run::{Connection, Endpoints, Expected, RunOutcome, Shutdown, SubmitOptions, submit};
@@ -59,8 +61,18 @@ pub enum Command {
     /// A job's runs summarized and diagnosed: which quota ran out and why, what max-tokens cost, what
     /// failed, and what to change, in numbers. `--html FILE` also writes a page with charts.
     Report(ReportArgs),
+    /// The account's Bedrock quotas for the job's model, from Service Quotas: requests and tokens per minute and
+    /// tokens per day, on-demand, cross-region and global, applied and default values and quota codes.
+    Quotas(QuotasArgs),
     /// Run a local Bedrock Runtime with a simulated quota, for tests, demos and rehearsing a job.
     Emulator(EmulatorArgs),
+}
+
+/// `batchrun quotas`.
+#[derive(Debug, Args)]
+pub struct QuotasArgs {
+    /// The job file.
+    pub job: PathBuf,
 }
 
 /// `batchrun status`.
@@ -391,6 +403,14 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
             if let Some(p) = &args.html {
                 crate::say!("wrote {}", p.display());
             }
+            print(&text)
+        }
+        Command::Quotas(args) => {
+            let text = quotas(&QuotasOptions {
+                job_file: args.job,
+                endpoints: Arc::new(StandardEndpoints),
+            })
+            .await?;
             print(&text)
         }
         Command::Emulator(args) => run_emulator(args).await,

@@ -58,6 +58,9 @@ pub enum Error {
     /// The Bedrock client cannot be set up.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
+    /// Service Quotas could not be read.
+    #[error(transparent)]
+    Quotas(#[from] crate::quotas::QuotasError),
     /// A resumed job whose settings or inputs changed.
     #[error("job `{name}` changed since it was started, so it cannot be resumed:\n{}", changes.iter().map(|c| format!("  - {c}")).collect::<Vec<_>>().join("\n"))]
     JobChanged {
@@ -186,6 +189,7 @@ impl Error {
             | Error::NoJobGiven { .. }
             | Error::WriteFile { .. }
             | Error::Invoke(_)
+            | Error::Quotas(_)
             | Error::JobChanged { .. }
             | Error::Fatal { .. } => ExitKind::Config,
             Error::S3(_) => ExitKind::Config,
@@ -207,35 +211,21 @@ impl Error {
             Error::Emulator(EmulatorError::Bind { .. }) => {
                 Some("pick another port with `--port`, or `--port 0` for any free port".into())
             }
+            Error::Quotas(crate::quotas::QuotasError::AccessDenied { .. }) => Some(
+                "the credentials need servicequotas:ListServiceQuotas (and ListAWSDefaultServiceQuotas for AWS's \
+                 defaults); without them, a job without a [budget] learns its quota from throttles"
+                    .into(),
+            ),
             Error::JobChanged { path, .. } => Some(format!(
                 "to start over with the new settings, run `batchrun submit {} --fresh` (earlier results of this job are discarded); \
                  to keep them, restore the old settings or give the job a new name",
                 path.display()
             )),
-            Error::Fatal { stop, path, .. } => {
-                let what = match stop {
-                    Stop::AccessDenied => {
-                        "check that the credentials may call bedrock:InvokeModel and that access to the model is enabled in the Bedrock console"
-                    }
-                    Stop::UnknownModel => {
-                        "check model.id (a model id, inference profile id or ARN) and that the model is offered in model.region"
-                    }
-                    Stop::ExpiredCredentials => {
-                        "the credentials expired: refresh them (for SSO, run `aws sso login`)"
-                    }
-                    Stop::NoCredentials => {
-                        "no AWS credentials were found: set AWS_PROFILE (for SSO, run `aws sso login` first) or \
-                         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; to rehearse without AWS, set [endpoint] url = \"emulator\""
-                    }
-                    Stop::Other => {
-                        "check the AWS credentials and region (for SSO, run `aws sso login`)"
-                    }
-                };
-                Some(format!(
-                    "{what}; nothing was lost: run `batchrun submit {}` again to resume",
-                    path.display()
-                ))
-            }
+            Error::Fatal { stop, path, .. } => Some(format!(
+                "{}; nothing was lost: run `batchrun submit {}` again to resume",
+                what_to_check(*stop),
+                path.display()
+            )),
             Error::S3(e) | Error::Source(SourceError::S3(e)) => Some(e.hint()),
             Error::Output(e) if e.source.kind() == std::io::ErrorKind::StorageFull => Some(
                 "the output disk is full: free space there and submit the job again; answers already received \
@@ -280,6 +270,26 @@ impl Error {
             }
             _ => None,
         }
+    }
+}
+
+/// What to check after Bedrock refused every call for `stop`.
+fn what_to_check(stop: Stop) -> &'static str {
+    match stop {
+        Stop::AccessDenied => {
+            "check that the credentials may call bedrock:InvokeModel and that access to the model is enabled in the Bedrock console"
+        }
+        Stop::UnknownModel => {
+            "check model.id (a model id, inference profile id or ARN) and that the model is offered in model.region"
+        }
+        Stop::ExpiredCredentials => {
+            "the credentials expired: refresh them (for SSO, run `aws sso login`)"
+        }
+        Stop::NoCredentials => {
+            "no AWS credentials were found: set AWS_PROFILE (for SSO, run `aws sso login` first) or \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; to rehearse without AWS, set [endpoint] url = \"emulator\""
+        }
+        Stop::Other => "check the AWS credentials and region (for SSO, run `aws sso login`)",
     }
 }
 

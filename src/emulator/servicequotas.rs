@@ -25,6 +25,23 @@ use super::text::fnv1a;
 /// The `X-Amz-Target` prefix of Service Quotas operations.
 pub const TARGET_PREFIX: &str = "ServiceQuotasV20190624.";
 
+/// Model ids whose quotas a profile with `"*"` lists before any call: on-demand, cross-region and global ids of
+/// the models most jobs use.
+const WELL_KNOWN_MODELS: [&str; 12] = [
+    "anthropic.claude-3-haiku-20240307-v1:0",
+    "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+    "anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "amazon.nova-pro-v1:0",
+    "us.amazon.nova-pro-v1:0",
+    "amazon.titan-embed-text-v2:0",
+    "cohere.embed-english-v3",
+    "meta.llama3-1-70b-instruct-v1:0",
+];
+
 /// What a quota limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Measure {
@@ -177,6 +194,11 @@ impl ServiceQuotas {
             .filter(|k| *k != ANY_MODEL)
             .collect();
         ids.extend(seen.iter().map(String::as_str));
+        // As in an AWS account, every model has its quotas: under `"*"`, the models most jobs use are listed
+        // before any call is made to them.
+        if config.models.contains_key(ANY_MODEL) {
+            ids.extend(WELL_KNOWN_MODELS);
+        }
         ids.sort_unstable();
         ids.dedup();
         let mut out = Vec::new();

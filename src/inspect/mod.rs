@@ -3,7 +3,9 @@
 //! here and hands them to the pure renderers in [`crate::report`].
 
 pub mod plan;
+pub mod quotas;
 pub mod state;
 
 pub use plan::{PlanOptions, plan};
+pub use quotas::{QuotasOptions, quotas};
 pub use state::{ReportOptions, Scope, report, status};

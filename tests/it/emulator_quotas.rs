@@ -234,3 +234,61 @@ async fn a_role_without_service_quotas_access_is_denied() {
         .unwrap_err();
     assert!(err.into_service_error().is_access_denied_exception());
 }
+
+#[tokio::test]
+async fn batchrun_quotas_shows_the_job_model_s_quotas_or_says_why_not() {
+    let emu = emulator(PROFILE).await;
+    let t = crate::common::job::TestJob::new();
+    t.write("in.jsonl", "{\"recordId\":\"a\",\"prompt\":\"Hi.\"}\n").job(
+        &format!(
+            "[model]\nid = \"{HAIKU}\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+             [budget]\nrpm = 40\n[output]\npath = \"out\"\n"
+        ),
+        &emu.endpoint(),
+    );
+    let out = t.command(&["quotas", "job.toml"]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |what: &str| {
+        text.lines()
+            .find(|l| l.starts_with("* on-demand") && l.contains(what))
+            .unwrap_or_else(|| panic!("no {what} line: {text}"))
+            .to_string()
+    };
+    assert!(line(" TPM ").contains("1,000"), "{text}");
+    assert!(line(" RPM ").contains("50"), "{text}");
+    assert!(line("tokens/day").contains("1,440,000"), "{text}");
+    assert!(
+        line(" TPM ")
+            .contains("On-demand InvokeModel tokens per minute for Anthropic Claude 3 Haiku")
+    );
+    // Another model's quotas are not the job's.
+    assert!(!text.contains("Sonnet"), "{text}");
+    assert!(
+        text.contains("the job file: budget.rpm 40, budget.tpm not set"),
+        "{text}"
+    );
+
+    let denied =
+        emulator("[service-quotas]\naccess-denied = true\n[models.\"*\"]\ntpm = 1000\n").await;
+    t.job(
+        &format!(
+            "[model]\nid = \"{HAIKU}\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+             [output]\npath = \"out\"\n"
+        ),
+        &denied.endpoint(),
+    );
+    let out = t.command(&["quotas", "job.toml"]).output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no permission to read Service Quotas in us-east-1"),
+        "{err}"
+    );
+    assert!(err.contains("servicequotas:ListServiceQuotas"), "{err}");
+}

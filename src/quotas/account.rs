@@ -1,0 +1,170 @@
+//! Reading the account's Bedrock quotas from Service Quotas (`aws-sdk-servicequotas`, service code `bedrock`,
+//! every page), and picking those that apply to a model.
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_servicequotas::Client;
+use aws_sdk_servicequotas::config::Credentials;
+
+use super::names::{self, QuotaName, Scope};
+
+/// One per-model quota as the account has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountQuota {
+    /// `L-…`.
+    pub code: String,
+    /// The name as Service Quotas gives it.
+    pub name: String,
+    /// The name, read.
+    pub read: QuotaName,
+    /// The applied value.
+    pub value: f64,
+    /// AWS's default, when it could be read.
+    pub default: Option<f64>,
+    /// Whether an increase can be requested through Service Quotas.
+    pub adjustable: bool,
+}
+
+/// Reading the quotas failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotasError {
+    /// The credentials may not read Service Quotas.
+    #[error("no permission to read Service Quotas in {region}: {message}")]
+    AccessDenied {
+        /// The Region asked.
+        region: String,
+        /// The service's message.
+        message: String,
+    },
+    /// Any other failure.
+    #[error("could not read Service Quotas in {region}: {message}")]
+    Other {
+        /// The Region asked.
+        region: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A Service Quotas client in `region` (or the AWS configuration's), at `endpoint_url` when given (an emulator;
+/// `static_credentials` signs with fixed test credentials, as for the embedded one). The standard
+/// `AWS_ENDPOINT_URL_SERVICE_QUOTAS` works too.
+pub async fn client(
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+    static_credentials: bool,
+) -> (Client, String) {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_string()));
+    }
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if static_credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            "AKIDEMULATOR",
+            "emulator-secret",
+            None,
+            None,
+            "batchrun-emulator",
+        ));
+        if region.is_none() {
+            loader = loader.region(Region::new("us-east-1"));
+        }
+    }
+    let sdk = loader.load().await;
+    let region = sdk
+        .region()
+        .map_or_else(|| "(no region)".to_string(), ToString::to_string);
+    (Client::new(&sdk), region)
+}
+
+/// Every per-model inference quota of Bedrock in the client's Region, with AWS's defaults when they can be read.
+pub async fn read(client: &Client, region: &str) -> Result<Vec<AccountQuota>, QuotasError> {
+    let failed = |e: aws_sdk_servicequotas::error::SdkError<_, _>| -> QuotasError {
+        let denied = matches!(
+            &e,
+            aws_sdk_servicequotas::error::SdkError::ServiceError(s)
+                if matches!(s.err(), aws_sdk_servicequotas::operation::list_service_quotas::ListServiceQuotasError::AccessDeniedException(_))
+        );
+        let message = aws_sdk_servicequotas::error::DisplayErrorContext(&e).to_string();
+        if denied {
+            QuotasError::AccessDenied {
+                region: region.to_string(),
+                message,
+            }
+        } else {
+            QuotasError::Other {
+                region: region.to_string(),
+                message,
+            }
+        }
+    };
+    let mut pages = client
+        .list_service_quotas()
+        .service_code("bedrock")
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        for q in page.map_err(failed)?.quotas() {
+            let (Some(name), Some(code)) = (q.quota_name(), q.quota_code()) else {
+                continue;
+            };
+            let Some(read) = names::parse(name) else {
+                continue;
+            };
+            out.push(AccountQuota {
+                code: code.to_string(),
+                name: name.to_string(),
+                read,
+                value: q.value().unwrap_or(0.0),
+                default: None,
+                adjustable: q.adjustable(),
+            });
+        }
+    }
+    // AWS's defaults, where the account may read them; without them the table shows none.
+    let mut defaults = client
+        .list_aws_default_service_quotas()
+        .service_code("bedrock")
+        .into_paginator()
+        .send();
+    while let Some(Ok(page)) = defaults.next().await {
+        for d in page.quotas() {
+            if let Some(q) = out
+                .iter_mut()
+                .find(|q| Some(q.code.as_str()) == d.quota_code())
+            {
+                q.default = d.value();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The quotas of `quotas` that name `model_id`'s model, in every scope, the closest name first within each
+/// measure and scope; a variant (`1M Context Length`) after the plain quota.
+pub fn for_model<'a>(quotas: &'a [AccountQuota], model_id: &str) -> Vec<&'a AccountQuota> {
+    let mut picked: Vec<(&AccountQuota, usize)> = quotas
+        .iter()
+        .filter_map(|q| names::matches(model_id, &q.read.model).map(|score| (q, score)))
+        .collect();
+    // Only the best-matching display name counts (a v2 id matches "… V2", never also "…").
+    let best = picked.iter().map(|(_, s)| *s).max().unwrap_or(0);
+    picked.retain(|(_, s)| *s == best);
+    let mut out: Vec<&AccountQuota> = picked.into_iter().map(|(q, _)| q).collect();
+    out.sort_by_key(|q| {
+        (
+            scope_rank(q.read.scope, model_id),
+            q.read.measure,
+            q.read.variant.is_some(),
+        )
+    });
+    out
+}
+
+/// The job's own scope first.
+fn scope_rank(scope: Scope, model_id: &str) -> (bool, Scope) {
+    (scope != Scope::of(model_id), scope)
+}
