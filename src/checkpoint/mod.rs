@@ -16,10 +16,12 @@
 //! | `answers`  | `answers`            | replies shared by a job's generations, stored once each      |
 //! | `inputs`   | `input_files`        | which records each input file gave an incremental job        |
 //! | `lock`     | `locks`              | which process runs a job                                     |
+//! | `account`  | `account_quotas`     | the account's quotas as Service Quotas last gave them        |
 //!
 //! `open` creates and migrates the database; `store` holds the [`Store`] handle and the error. It stores and
 //! answers; it never calls back into the runner or the sink.
 
+mod account;
 mod answers;
 mod generations;
 mod inputs;
@@ -33,6 +35,7 @@ mod records;
 mod runs;
 mod store;
 
+pub use account::CachedQuota;
 pub use generations::{Deleted, Generation};
 pub use inputs::{InputSpan, StoredRecord};
 pub use jobs::StoredJob;

@@ -78,6 +78,28 @@ impl Store {
         Ok(())
     }
 
+    /// Notes the budget a run started at `started_at` runs with, once its quotas not set in the job file were
+    /// read from the account.
+    pub async fn note_run_budget(
+        &self,
+        job: &str,
+        started_at: i64,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+    ) -> Result<(), CheckpointError> {
+        sqlx::query(
+            "UPDATE runs SET budget_rpm = ?, budget_tpm = ? WHERE job = ? AND started_at = ?",
+        )
+        .bind(rpm.map(|v| v as i64))
+        .bind(tpm.map(|v| v as i64))
+        .bind(job)
+        .bind(started_at)
+        .execute(&self.pool)
+        .await
+        .map_err(failed_to("note a run's budget"))?;
+        Ok(())
+    }
+
     /// The job's runs, oldest first.
     pub async fn runs(&self, job: &str) -> Result<Vec<RunRow>, CheckpointError> {
         sqlx::query_as(

@@ -79,6 +79,21 @@ pub async fn client(
     (Client::new(&sdk), region)
 }
 
+/// An error and its causes, each said once (`dispatch failure: … no credentials found in chain`), without the
+/// debug dumps the SDK's own context printer adds.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
 /// Every per-model inference quota of Bedrock in the client's Region, with AWS's defaults when they can be read.
 pub async fn read(client: &Client, region: &str) -> Result<Vec<AccountQuota>, QuotasError> {
     let failed = |e: aws_sdk_servicequotas::error::SdkError<_, _>| -> QuotasError {
@@ -87,7 +102,7 @@ pub async fn read(client: &Client, region: &str) -> Result<Vec<AccountQuota>, Qu
             aws_sdk_servicequotas::error::SdkError::ServiceError(s)
                 if matches!(s.err(), aws_sdk_servicequotas::operation::list_service_quotas::ListServiceQuotasError::AccessDeniedException(_))
         );
-        let message = aws_sdk_servicequotas::error::DisplayErrorContext(&e).to_string();
+        let message = chain(&e);
         if denied {
             QuotasError::AccessDenied {
                 region: region.to_string(),

@@ -12,6 +12,7 @@
 //! done, so whatever stops the process, a resumed run sends exactly the records without an outcome and writes
 //! every record to exactly one part.
 
+mod account;
 mod connect;
 mod fingerprint;
 mod generation;

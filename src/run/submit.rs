@@ -192,7 +192,7 @@ async fn locked(
     } else {
         None
     };
-    let result = run(h, shutdown, &stats, started, counts, parts).await;
+    let result = run(h, shutdown, &stats, (started, run_key), counts, parts).await;
     if let Some(key) = run_key {
         let outcome = match &result {
             Ok(RunOutcome::Finished { .. }) => "finished".to_string(),
@@ -306,7 +306,7 @@ async fn run(
     h: &Held<'_>,
     shutdown: Shutdown,
     stats: &Arc<RunStats>,
-    started: Instant,
+    (started, run_key): (Instant, Option<i64>),
     counts: Counts,
     mut parts: Parts,
 ) -> Result<RunOutcome, Error> {
@@ -321,8 +321,14 @@ async fn run(
             connection.static_credentials,
         )
         .await?;
+        // A quota the job file leaves out starts at the account's applied value; the run notes what it ran with.
+        let budgeted = super::account::with_account_quotas(job, &connection, store).await?;
+        if let Some(key) = run_key {
+            let b = &budgeted.budget;
+            store.note_run_budget(&job.name, key, b.rpm, b.tpm).await?;
+        }
         let ctx = Arc::new(worker::Ctx {
-            budget: Budget::new(job, learned(h).await?),
+            budget: Budget::new(&budgeted, learned(h).await?),
             invoker,
             stats: stats.clone(),
             shutdown,

@@ -292,3 +292,71 @@ async fn batchrun_quotas_shows_the_job_model_s_quotas_or_says_why_not() {
     );
     assert!(err.contains("servicequotas:ListServiceQuotas"), "{err}");
 }
+
+/// A job of 30 short records without a `[budget]`, against an emulator with 6,000 TPM that others already use
+/// (5 % left at the start), its Service Quotas readable or not: `(exit code, stderr)`.
+async fn unbudgeted_run(service_quotas: &str) -> (Option<i32>, String) {
+    let emu = emulator(&format!(
+        "{service_quotas}[models.\"{HAIKU}\"]\ntpm = 6000\ninitial-fill = 0.05\n\
+         output-tokens = {{ min = 2, max = 4 }}\nlatency = {{ first-token-ms = 100 }}\n"
+    ))
+    .await;
+    let t = crate::common::job::TestJob::new();
+    let lines: String = (0..30)
+        .map(|i| format!("{{\"recordId\":\"r{i}\",\"prompt\":\"Say r{i}.\"}}\n"))
+        .collect();
+    t.write("in.jsonl", lines).job(
+        &format!(
+            "[model]\nid = \"{HAIKU}\"\nmax-tokens = 100\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+             [output]\npath = \"out\"\n"
+        ),
+        &emu.endpoint(),
+    );
+    let run = t.submit(&[]).await;
+    (run.code, run.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_a_budget_starts_at_the_service_quotas_value() {
+    let (code, known) = unbudgeted_run("").await;
+    assert_eq!(code, Some(0), "{known}");
+    let said = known
+        .lines()
+        .find(|l| l.starts_with("TPM 6,000 from Service Quotas L-"))
+        .unwrap_or_else(|| panic!("no source line: {known}"));
+    assert!(
+        said.ends_with(
+            ", applied (On-demand InvokeModel tokens per minute for Anthropic Claude 3 Haiku)"
+        ),
+        "{said}"
+    );
+    assert!(
+        known.contains(" 0 throttled calls"),
+        "no throttling phase: {known}"
+    );
+
+    // The same job where Service Quotas may not be read: a warning, and the quota is learned from throttles.
+    let (code, learned) = unbudgeted_run("[service-quotas]\naccess-denied = true\n").await;
+    assert_eq!(code, Some(0), "{learned}");
+    assert!(
+        learned.contains("warning: no permission to read Service Quotas in us-east-1"),
+        "{learned}"
+    );
+    assert!(!learned.contains("from Service Quotas"), "{learned}");
+    assert!(
+        !learned.contains(" 0 throttled calls"),
+        "learning throttles: {learned}"
+    );
+    let finished = |stderr: &str| {
+        stderr
+            .lines()
+            .find(|l| l.starts_with("finished:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    println!(
+        "from Service Quotas: {}\nlearned from throttles: {}",
+        finished(&known),
+        finished(&learned)
+    );
+}

@@ -8,7 +8,10 @@ use crate::common::emulator;
 use crate::common::job::{Run, TestJob};
 
 /// Replies of about 60 tokens from a model that takes 3 s, on an account with 30,000 tokens per minute.
-const SLOW_TPM: &str = "[models.\"*\"]\ntpm = 30000\noutput-tokens = { min = 40, max = 80 }\n\
+// The account's quotas cannot be read (no Service Quotas permission), so a run learns the TPM quota from
+// throttles, as the report's diagnosis of max-tokens is tested on.
+const SLOW_TPM: &str = "[service-quotas]\naccess-denied = true\n\
+    [models.\"*\"]\ntpm = 30000\noutput-tokens = { min = 40, max = 80 }\n\
     latency = { first-token-ms = 3000 }\n";
 
 fn tickets(n: usize) -> String {

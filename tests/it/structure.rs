@@ -40,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "invoke",
             "job",
+            "quotas",
             "report",
             "s3",
             "sink",
