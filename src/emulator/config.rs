@@ -34,6 +34,8 @@ pub struct EmulatorConfig {
 pub struct ServiceQuotasProfile {
     /// Every Service Quotas call answers AccessDeniedException, as for a role without `servicequotas:*`.
     pub access_denied: bool,
+    /// Every Service Quotas call answers 500 ServiceException, as during an outage.
+    pub unavailable: bool,
     /// An increase request is approved this many seconds after it was made, raising the live quota; left
     /// out, requests stay pending.
     pub approve_after_s: Option<f64>,

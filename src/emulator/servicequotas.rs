@@ -283,6 +283,9 @@ impl ServiceQuotas {
         body: &[u8],
         region: &str,
     ) -> Result<Value, Refusal> {
+        if config.service_quotas.unavailable {
+            return Err((500, "ServiceException", "Something went wrong.".to_string()));
+        }
         if config.service_quotas.access_denied {
             return Err((
                 400,

@@ -360,3 +360,51 @@ async fn a_job_without_a_budget_starts_at_the_service_quotas_value() {
         finished(&learned)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_read_before_are_used_when_service_quotas_is_down() {
+    let body = format!(
+        "[model]\nid = \"{HAIKU}\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+         [output]\npath = \"out\"\n"
+    );
+    let t = crate::common::job::TestJob::new();
+    t.write("in.jsonl", "{\"recordId\":\"a\",\"prompt\":\"Hi.\"}\n");
+    let profile = |sq: &str| format!("{sq}[models.\"{HAIKU}\"]\ntpm = 7000\n");
+    // With nothing read before, an outage is a warning and the quota is learned.
+    let down = emulator(&profile("[service-quotas]\nunavailable = true\n")).await;
+    t.job(&body, &down.endpoint());
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("warning: could not read Service Quotas in us-east-1: service error")
+            && run.stderr.contains("learned from throttles"),
+        "{}",
+        run.stderr
+    );
+    // Read once...
+    let up = emulator(&profile("")).await;
+    t.job(&body, &up.endpoint());
+    let run = t.submit(&["--fresh"]).await;
+    assert!(
+        run.stderr.contains("TPM 7,000 from Service Quotas L-"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(", applied ("), "{}", run.stderr);
+    // ...then down: the cached value, with the time it was read.
+    t.job(&body, &down.endpoint());
+    let run = t.submit(&["--fresh"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("using the quotas read at 20"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("TPM 7,000 from Service Quotas L-"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(", cached, read 20"), "{}", run.stderr);
+}
