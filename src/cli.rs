@@ -16,7 +16,8 @@ use crate::emulator::{
 };
 use crate::error::{Error, ExitKind};
 use crate::inspect::{
-    PlanOptions, QuotasOptions, ReportOptions, Scope, plan, quotas, report, status,
+    PlanOptions, QuotasOptions, ReportOptions, Scope, Wanted, plan, quotas, report, request_quotas,
+    status,
 };
 use crate::job::{Endpoint, Job};
 use crate::report::progress::ProgressMode;
@@ -70,9 +71,37 @@ pub enum Command {
 
 /// `batchrun quotas`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct QuotasArgs {
+    /// `request`: ask for an increase.
+    #[command(subcommand)]
+    pub action: Option<QuotasAction>,
+    /// The job file.
+    pub job: Option<PathBuf>,
+}
+
+/// What `batchrun quotas` does besides showing.
+#[derive(Debug, Subcommand)]
+pub enum QuotasAction {
+    /// Print the increase request for the quotas the job's calls count against (quota code, current and
+    /// desired value, the AWS CLI command); `--submit` sends it.
+    Request(QuotaRequestArgs),
+}
+
+/// `batchrun quotas request`.
+#[derive(Debug, Args)]
+pub struct QuotaRequestArgs {
     /// The job file.
     pub job: PathBuf,
+    /// Tokens per minute wanted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000_000))]
+    pub tpm: Option<u64>,
+    /// Requests per minute wanted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000_000))]
+    pub rpm: Option<u64>,
+    /// Send the request with RequestServiceQuotaIncrease (otherwise it is only printed).
+    #[arg(long)]
+    pub submit: bool,
 }
 
 /// `batchrun status`.
@@ -405,16 +434,47 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
             }
             print(&text)
         }
-        Command::Quotas(args) => {
-            let text = quotas(&QuotasOptions {
-                job_file: args.job,
-                endpoints: Arc::new(StandardEndpoints),
-            })
-            .await?;
-            print(&text)
-        }
+        Command::Quotas(args) => run_quotas(args).await,
         Command::Emulator(args) => run_emulator(args).await,
     }
+}
+
+async fn run_quotas(args: QuotasArgs) -> Result<ExitKind, Error> {
+    let endpoints = Arc::new(StandardEndpoints);
+    let text = match (args.action, args.job) {
+        (Some(QuotasAction::Request(r)), _) => {
+            if r.tpm.is_none() && r.rpm.is_none() {
+                return Err(Error::QuotaRequest {
+                    message: "say what to ask for: --tpm N, --rpm N or both".into(),
+                });
+            }
+            let opts = QuotasOptions {
+                job_file: r.job,
+                endpoints,
+            };
+            let wanted = Wanted {
+                rpm: r.rpm,
+                tpm: r.tpm,
+                submit: r.submit,
+            };
+            request_quotas(&opts, wanted).await?
+        }
+        (None, Some(job)) => {
+            quotas(&QuotasOptions {
+                job_file: job,
+                endpoints,
+            })
+            .await?
+        }
+        (None, None) => {
+            return Err(Error::QuotaRequest {
+                message:
+                    "which job? `batchrun quotas JOB` or `batchrun quotas request JOB --tpm N`"
+                        .into(),
+            });
+        }
+    };
+    print(&text)
 }
 
 fn print(text: &str) -> Result<ExitKind, Error> {

@@ -61,6 +61,12 @@ pub enum Error {
     /// Service Quotas could not be read.
     #[error(transparent)]
     Quotas(#[from] crate::quotas::QuotasError),
+    /// A quota increase that cannot be asked for as given.
+    #[error("{message}")]
+    QuotaRequest {
+        /// Why, naming the quota.
+        message: String,
+    },
     /// A resumed job whose settings or inputs changed.
     #[error("job `{name}` changed since it was started, so it cannot be resumed:\n{}", changes.iter().map(|c| format!("  - {c}")).collect::<Vec<_>>().join("\n"))]
     JobChanged {
@@ -190,6 +196,7 @@ impl Error {
             | Error::WriteFile { .. }
             | Error::Invoke(_)
             | Error::Quotas(_)
+            | Error::QuotaRequest { .. }
             | Error::JobChanged { .. }
             | Error::Fatal { .. } => ExitKind::Config,
             Error::S3(_) => ExitKind::Config,

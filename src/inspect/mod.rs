@@ -7,5 +7,5 @@ pub mod quotas;
 pub mod state;
 
 pub use plan::{PlanOptions, plan};
-pub use quotas::{QuotasOptions, quotas};
+pub use quotas::{QuotasOptions, Wanted, quotas, request as request_quotas};
 pub use state::{ReportOptions, Scope, report, status};

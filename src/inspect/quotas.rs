@@ -20,8 +20,29 @@ pub struct QuotasOptions {
     pub endpoints: Arc<dyn Endpoints>,
 }
 
-/// The table of the job's model's quotas.
-pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
+/// `batchrun quotas request`: the increase wanted, per quota.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Send the request (otherwise only print it).
+    pub submit: bool,
+}
+
+/// The job, a Service Quotas client for it and its Region (the connection keeps an embedded emulator alive).
+async fn open(
+    opts: &QuotasOptions,
+) -> Result<
+    (
+        Job,
+        aws_sdk_servicequotas::Client,
+        String,
+        crate::run::Connection,
+    ),
+    Error,
+> {
     let job = Job::load(&opts.job_file)?;
     let connection = opts.endpoints.connect(&job).await?;
     let (client, region) = account::client(
@@ -30,9 +51,90 @@ pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
         connection.static_credentials,
     )
     .await;
+    Ok((job, client, region, connection))
+}
+
+/// The table of the job's model's quotas, and the increase requests made for them.
+pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
+    let (job, client, region, _connection) = open(opts).await?;
     let all = account::read(&client, &region).await?;
     let mine = account::for_model(&all, &job.model.id);
-    Ok(render(&job, &region, &mine))
+    let codes: Vec<&str> = mine.iter().map(|q| q.code.as_str()).collect();
+    let requests = account::requests(&client, &region, &codes).await?;
+    let mut text = render(&job, &region, &mine);
+    for r in &requests {
+        text.push_str(&format!(
+            "increase request {} for {}: {} ({}){}\n",
+            r.id,
+            r.code,
+            r.status,
+            int(r.desired.round() as u64),
+            r.created.map_or(String::new(), |t| format!(
+                ", made {}",
+                crate::report::status::utc(t)
+            ))
+        ));
+    }
+    Ok(text)
+}
+
+/// The request for the quotas the job's calls count against: printed with the AWS CLI command that makes it,
+/// and made when `wanted.submit`.
+pub async fn request(opts: &QuotasOptions, wanted: Wanted) -> Result<String, Error> {
+    let (job, client, region, _connection) = open(opts).await?;
+    let all = account::read(&client, &region).await?;
+    let id = &job.model.id;
+    let own = Scope::of(id);
+    let mut text = String::new();
+    for (m, desired) in [(Measure::Rpm, wanted.rpm), (Measure::Tpm, wanted.tpm)] {
+        let Some(desired) = desired else { continue };
+        let quota = account::for_model(&all, id)
+            .into_iter()
+            .find(|q| q.read.scope == own && q.read.measure == m && q.read.variant.is_none())
+            .ok_or_else(|| Error::QuotaRequest {
+                message: format!(
+                    "Service Quotas in {region} lists no {} {} quota for {id}",
+                    own.label(),
+                    measure(m)
+                ),
+            })?;
+        if desired as f64 <= quota.value {
+            return Err(Error::QuotaRequest {
+                message: format!(
+                    "{} {} is already {} ({}): ask for more than that",
+                    quota.code,
+                    measure(m),
+                    int(quota.value.round() as u64),
+                    quota.name
+                ),
+            });
+        }
+        text.push_str(&format!(
+            "{} {}: {} → {} ({})\n  aws service-quotas request-service-quota-increase --service-code bedrock \
+             --quota-code {} --desired-value {desired} --region {region}\n",
+            measure(m),
+            quota.code,
+            int(quota.value.round() as u64),
+            int(desired),
+            quota.name,
+            quota.code
+        ));
+        if !quota.adjustable {
+            text.push_str(
+                "  this quota is not adjustable through Service Quotas: ask through the Bedrock limit increase form\n",
+            );
+            continue;
+        }
+        if wanted.submit {
+            let r =
+                account::request_increase(&client, &region, &quota.code, desired as f64).await?;
+            text.push_str(&format!("  requested: id {}, status {}\n", r.id, r.status));
+        }
+    }
+    if !wanted.submit && !text.is_empty() {
+        text.push_str("nothing was requested: add --submit to send the request\n");
+    }
+    Ok(text)
 }
 
 fn measure(m: Measure) -> &'static str {

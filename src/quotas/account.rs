@@ -183,3 +183,85 @@ pub fn for_model<'a>(quotas: &'a [AccountQuota], model_id: &str) -> Vec<&'a Acco
 fn scope_rank(scope: Scope, model_id: &str) -> (bool, Scope) {
     (scope != Scope::of(model_id), scope)
 }
+
+/// An increase request as Service Quotas has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncreaseRequest {
+    /// The request id.
+    pub id: String,
+    /// The quota's code.
+    pub code: String,
+    /// The value asked for.
+    pub desired: f64,
+    /// `PENDING`, `CASE_OPENED`, `APPROVED`, `DENIED`, ….
+    pub status: String,
+    /// When it was made, Unix seconds.
+    pub created: Option<i64>,
+}
+
+fn request_of(r: &aws_sdk_servicequotas::types::RequestedServiceQuotaChange) -> IncreaseRequest {
+    IncreaseRequest {
+        id: r.id().unwrap_or_default().to_string(),
+        code: r.quota_code().unwrap_or_default().to_string(),
+        desired: r.desired_value().unwrap_or(0.0),
+        status: r
+            .status()
+            .map_or("UNKNOWN".to_string(), |s| s.as_str().to_string()),
+        created: r.created().map(|t| t.secs()),
+    }
+}
+
+fn other(region: &str, e: &(dyn std::error::Error + 'static)) -> QuotasError {
+    QuotasError::Other {
+        region: region.to_string(),
+        message: chain(e),
+    }
+}
+
+/// The increase requests made for the quotas with `codes`, newest first.
+pub async fn requests(
+    client: &Client,
+    region: &str,
+    codes: &[&str],
+) -> Result<Vec<IncreaseRequest>, QuotasError> {
+    let mut pages = client
+        .list_requested_service_quota_change_history()
+        .service_code("bedrock")
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| other(region, &e))?;
+        out.extend(
+            page.requested_quotas()
+                .iter()
+                .map(request_of)
+                .filter(|r| codes.contains(&r.code.as_str())),
+        );
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.created));
+    Ok(out)
+}
+
+/// Asks Service Quotas to raise quota `code` to `desired`.
+pub async fn request_increase(
+    client: &Client,
+    region: &str,
+    code: &str,
+    desired: f64,
+) -> Result<IncreaseRequest, QuotasError> {
+    let out = client
+        .request_service_quota_increase()
+        .service_code("bedrock")
+        .quota_code(code)
+        .desired_value(desired)
+        .send()
+        .await
+        .map_err(|e| other(region, &e))?;
+    out.requested_quota()
+        .map(request_of)
+        .ok_or_else(|| QuotasError::Other {
+            region: region.to_string(),
+            message: "Service Quotas answered without the request".into(),
+        })
+}

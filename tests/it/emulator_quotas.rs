@@ -408,3 +408,66 @@ async fn quotas_read_before_are_used_when_service_quotas_is_down() {
     );
     assert!(run.stderr.contains(", cached, read 20"), "{}", run.stderr);
 }
+
+#[tokio::test]
+async fn an_increase_is_printed_then_requested_then_listed_until_approved() {
+    let emu = emulator(&format!(
+        "[service-quotas]\napprove-after-s = 0.5\n[models.\"{HAIKU}\"]\ntpm = 1000\n"
+    ))
+    .await;
+    let t = crate::common::job::TestJob::new();
+    t.write("in.jsonl", "{\"recordId\":\"a\",\"prompt\":\"Hi.\"}\n").job(
+        &format!(
+            "[model]\nid = \"{HAIKU}\"\nmax-tokens = 20\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+             [output]\npath = \"out\"\n"
+        ),
+        &emu.endpoint(),
+    );
+    let run = |args: &'static [&'static str]| {
+        let t = &t;
+        async move {
+            let out = t.command(args).output().await.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    // Printed, not sent.
+    let (code, out, err) = run(&["quotas", "request", "job.toml", "--tpm", "5000"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("TPM L-")
+            && out.contains(": 1,000 → 5,000 (On-demand InvokeModel tokens per minute"),
+        "{out}"
+    );
+    assert!(out.contains("aws service-quotas request-service-quota-increase --service-code bedrock --quota-code L-"), "{out}");
+    assert!(
+        out.contains("--desired-value 5000 --region us-east-1"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was requested"), "{out}");
+    // Not above the current value: refused, exit 2.
+    let (code, _, err) = run(&["quotas", "request", "job.toml", "--tpm", "900"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is already 1,000"), "{err}");
+    // Sent, listed as pending, then approved and in force.
+    let (code, out, err) =
+        run(&["quotas", "request", "job.toml", "--tpm", "5000", "--submit"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("requested: id ") && out.contains("status PENDING"),
+        "{out}"
+    );
+    let (_, out, _) = run(&["quotas", "job.toml"]).await;
+    assert!(out.contains(": PENDING (5,000), made 20"), "{out}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, out, _) = run(&["quotas", "job.toml"]).await;
+    assert!(out.contains(": APPROVED (5,000)"), "{out}");
+    let tpm = out.lines().find(|l| l.contains(" TPM ")).unwrap();
+    assert!(
+        tpm.contains("5,000") && tpm.contains("1,000"),
+        "applied and default: {tpm}"
+    );
+}
