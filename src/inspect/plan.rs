@@ -69,6 +69,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
     };
 
     let mut facts = PlanFacts {
+        job_file: opts.job_file.display().to_string(),
         job: job.name.clone(),
         model_id: job.model.id.clone(),
         records: 0,

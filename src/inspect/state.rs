@@ -200,6 +200,11 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
     let tokens = store.token_totals(&key).await?;
     let facts = ReportFacts {
         job: name.clone(),
+        job_file: opts
+            .scope
+            .job
+            .clone()
+            .filter(|t| t.ends_with(".toml") || Path::new(t).is_file()),
         price: runs.last().and_then(|r| {
             prices
                 .of(&r.model_id)

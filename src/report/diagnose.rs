@@ -17,6 +17,8 @@ use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow};
 pub struct ReportFacts {
     /// The job's name.
     pub job: String,
+    /// The job file as the user named it (for the command that asks for more quota), when they did.
+    pub job_file: Option<String>,
     /// Its runs, oldest first.
     pub runs: Vec<RunRow>,
     /// Records.
@@ -252,6 +254,14 @@ fn max_tokens_advice(f: &ReportFacts, g: &Signals) -> (Option<String>, Option<u6
 }
 
 /// What quota finishes the job in the deadline, or twice as fast as it went.
+/// The command that asks Service Quotas for `rpm` and `tpm` for the job in `job_file`.
+pub fn request_command(job_file: Option<&str>, rpm: u64, tpm: u64) -> String {
+    format!(
+        "batchrun quotas request {} --rpm {rpm} --tpm {tpm} --submit",
+        job_file.unwrap_or("JOB.toml")
+    )
+}
+
 fn quota_advice(f: &ReportFacts, g: &Signals, lower_max_tokens: Option<u64>) -> Option<String> {
     let z = f
         .deadline
@@ -276,13 +286,15 @@ fn quota_advice(f: &ReportFacts, g: &Signals, lower_max_tokens: Option<u64>) -> 
         }
         _ => String::new(),
     };
+    let (rpm, tpm) = (r.ceil() as u64, tpm_need(reservation));
     Some(format!(
-        "to finish all {} records in {}: request RPM ≥ {} and TPM ≥ {}{}",
+        "to finish all {} records in {}: request RPM ≥ {} and TPM ≥ {}{}; ask with `{}`",
         int(f.total),
         duration(z),
-        int(r.ceil() as u64),
-        int(tpm_need(reservation)),
-        with_lower
+        int(rpm),
+        int(tpm),
+        with_lower,
+        request_command(f.job_file.as_deref(), rpm, tpm)
     ))
 }
 
@@ -595,6 +607,7 @@ mod tests {
     fn facts() -> ReportFacts {
         ReportFacts {
             job: "j".into(),
+            job_file: Some("j.toml".into()),
             runs: vec![run(4096, None, Some(20_000))],
             total: 1000,
             succeeded: 1000,
@@ -653,7 +666,7 @@ mod tests {
             diagnosis: tokens per minute ran out, and max-tokens is why: each request reserved input + max-tokens (4,096) while it ran (26.2× its final charge), and the reservations held in flight filled the TPM quota 2.6× faster than the charges did; 40 of 40 throttles were on TPM
             recommendations:
               - lower model.max-tokens from 4,096 to 192 (replies: mean 60, p95 90, max 100 tokens): each request would reserve 3,904 fewer tokens of TPM while it runs
-              - to finish all 1,000 records in 1m00s: request RPM ≥ 1,000 and TPM ≥ 419,600 (160,000 with max-tokens 192)
+              - to finish all 1,000 records in 1m00s: request RPM ≥ 1,000 and TPM ≥ 419,600 (160,000 with max-tokens 192); ask with `batchrun quotas request j.toml --rpm 1000 --tpm 419600 --submit`
         ");
     }
 

@@ -29,6 +29,8 @@ pub struct NeverFit {
 pub struct PlanFacts {
     /// The job's name.
     pub job: String,
+    /// The job file as the user named it.
+    pub job_file: String,
     /// The model id.
     pub model_id: String,
     /// Records that can be sent.
@@ -262,12 +264,13 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         let _ = writeln!(
             t,
             "\nto finish within {}: RPM ≥ {}, TPM ≥ {} and max-concurrency ≥ {} — request the quotas in Service \
-             Quotas (Amazon Bedrock, on-demand requests / tokens per minute for {})",
+             Quotas (Amazon Bedrock, requests / tokens per minute for {}): `{}`",
             duration(d),
             int(rpm),
             int(tpm),
             conc,
-            f.model_id
+            f.model_id,
+            super::diagnose::request_command(Some(&f.job_file), rpm, tpm)
         );
     }
     t
@@ -431,6 +434,7 @@ mod tests {
 
     fn facts() -> PlanFacts {
         PlanFacts {
+            job_file: "j.toml".into(),
             job: "j".into(),
             model_id: "anthropic.claude-3-5-haiku-20241022-v1:0".into(),
             records: 1000,
@@ -534,7 +538,7 @@ mod tests {
                                doc-17 (in.jsonl:17): 204,100 tokens
                                … and 2 more
 
-            to finish within 10m00s: RPM ≥ 100, TPM ≥ 229,800 and max-concurrency ≥ 51 — request the quotas in Service Quotas (Amazon Bedrock, on-demand requests / tokens per minute for anthropic.claude-3-5-haiku-20241022-v1:0)
+            to finish within 10m00s: RPM ≥ 100, TPM ≥ 229,800 and max-concurrency ≥ 51 — request the quotas in Service Quotas (Amazon Bedrock, requests / tokens per minute for anthropic.claude-3-5-haiku-20241022-v1:0): `batchrun quotas request j.toml --rpm 100 --tpm 229800 --submit`
         ");
     }
 

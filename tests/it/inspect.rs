@@ -90,6 +90,11 @@ async fn plan_reads_everything_and_calls_no_model() {
     );
     assert!(out.contains("huge-1 (in.jsonl:201)"), "{out}");
     assert!(out.contains("to finish within 1m00s: RPM ≥ 200"), "{out}");
+    // ...and ends with the command that asks for them.
+    assert!(
+        out.contains("`batchrun quotas request job.toml --rpm 200 --tpm "),
+        "{out}"
+    );
     assert!(out.contains("expected cost    $"), "{out}");
     assert!(emu.stats().models.is_empty(), "plan sent nothing");
     assert!(
@@ -156,6 +161,10 @@ async fn report_names_max_tokens_as_the_cause_and_status_reads_the_state() {
         "{out}"
     );
     assert!(out.contains("records     24: 24 succeeded"), "{out}");
+    assert!(
+        out.contains("; ask with `batchrun quotas request job.toml --rpm "),
+        "{out}"
+    );
 
     // The page is well-formed XML with five charts and the diagnosis.
     let page = std::fs::read_to_string(t.path().join("report.html")).unwrap();
