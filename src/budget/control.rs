@@ -146,6 +146,17 @@ impl Limit {
         self.ceiling
     }
 
+    /// The quota itself changed to `ceiling` (an approved increase, or a cut, read from the account): the rate
+    /// keeps its share of the ceiling, so a run uses a raised quota at once instead of probing up to it.
+    pub fn set_ceiling(&mut self, ceiling: f64, now: Instant) {
+        let share = self.ceiling.map_or(1.0, |c| self.rate / c.max(1.0));
+        self.ceiling = Some(ceiling);
+        self.floor = ceiling * FLOOR;
+        self.rate = (ceiling * share).clamp(self.floor, ceiling);
+        self.estimate = None;
+        self.last_change = now;
+    }
+
     /// The share of the ceiling in use (1 without a ceiling): the multiplier saved for a resumed run.
     pub fn multiplier(&self) -> f64 {
         self.ceiling.map_or(1.0, |c| self.rate / c)
@@ -279,6 +290,17 @@ impl Limit {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_new_ceiling_keeps_the_rate_s_share_of_it() {
+        let now = Instant::now();
+        let mut l = Limit::configured(1000.0, Some(800.0), now);
+        l.set_ceiling(5000.0, now);
+        assert_eq!((l.ceiling(), l.rate()), (Some(5000.0), 4000.0));
+        l.set_ceiling(500.0, now);
+        assert_eq!((l.ceiling(), l.rate()), (Some(500.0), 400.0));
+    }
+
     use super::*;
 
     fn s(x: f64) -> Duration {

@@ -369,6 +369,30 @@ impl Budget {
             .is_none_or(|c| tokens as f64 <= c)
     }
 
+    /// The account's quota of `kind` (requests or tokens per minute) is now `per_minute`: the limit's ceiling
+    /// follows, and the bucket refills at the new rate from now on. A quota not limited yet gets a limit.
+    pub fn set_ceiling(&self, kind: ThrottleKind, per_minute: u64) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let slot = match kind {
+            ThrottleKind::Rpm => &mut inner.rpm,
+            ThrottleKind::Tpm => &mut inner.tpm,
+            ThrottleKind::Tpd => return,
+        };
+        match slot {
+            Some(q) => {
+                q.limit.set_ceiling(per_minute as f64, now);
+                q.bucket.set_rate(q.limit.rate(), now);
+            }
+            None => {
+                *slot = Some(Quota::new(
+                    Limit::configured(per_minute as f64, None, now),
+                    now,
+                ))
+            }
+        }
+    }
+
     /// The configured TPM budget, if any.
     pub fn tpm(&self) -> Option<u64> {
         self.lock()

@@ -400,6 +400,14 @@ impl EmulatorConfig {
             check_quota_and_tokens(m, &key)?;
             check_latency_and_faults(m, &key)?;
         }
+        if let Some(after) = self.service_quotas.approve_after_s
+            && !(after.is_finite() && after >= 0.0)
+        {
+            return Err(invalid(
+                "service-quotas.approve-after-s",
+                "must be 0 or more seconds; leave it out to keep requests pending",
+            ));
+        }
         Ok(())
     }
 

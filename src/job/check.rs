@@ -25,6 +25,9 @@ use crate::s3::{S3Settings, S3Uri};
 // 16 in flight is enough to fill a typical on-demand quota at Bedrock latencies without flooding a small one.
 const DEFAULT_CONCURRENCY: u32 = 16;
 const MAX_CONCURRENCY: u32 = 4096;
+// Service Quotas is read again this often while a run's quotas come from it: an approved increase is in force
+// within a minute, and the read costs one API call a minute.
+const DEFAULT_QUOTA_REFRESH_SECS: u64 = 60;
 // The AWS SDK's own backoff defaults: 1 s base would waste a small quota's recovery; 250 ms reacts sooner.
 const DEFAULT_BASE_DELAY_MS: u64 = 250;
 const DEFAULT_MAX_DELAY_MS: u64 = 20_000;
@@ -491,10 +494,25 @@ fn budget_table(
             ));
         }
     }
+    let quota_refresh = match &b.quota_refresh_secs {
+        Some(t) if !(*t.get_ref() >= 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS) => {
+            return Err(c.at(
+                t.span(),
+                format!(
+                    "budget.quota-refresh-secs must be from 0 (never) to {MAX_TIMEOUT_SECS} (a day), got {}",
+                    t.get_ref()
+                ),
+            ));
+        }
+        Some(t) if *t.get_ref() == 0.0 => None,
+        Some(t) => Some(Duration::from_secs_f64(*t.get_ref())),
+        None => Some(Duration::from_secs(DEFAULT_QUOTA_REFRESH_SECS)),
+    };
     let budget = BudgetSettings {
         rpm,
         tpm,
         max_concurrency,
+        quota_refresh,
     };
     Ok(budget)
 }

@@ -109,6 +109,8 @@ pub struct BudgetSettings {
     pub tpm: Option<u64>,
     /// Most requests in flight.
     pub max_concurrency: u32,
+    /// How often a run whose quotas came from Service Quotas reads them again; `None` never.
+    pub quota_refresh: Option<Duration>,
 }
 
 /// `[retry]`, checked.

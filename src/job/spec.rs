@@ -177,6 +177,9 @@ pub struct BudgetTable {
     pub tpm: Option<Spanned<u64>>,
     /// Most requests in flight at once.
     pub max_concurrency: Option<Spanned<u32>>,
+    /// How often, in seconds, a run whose quotas came from Service Quotas reads them again (an increase
+    /// approved mid-run takes effect); 0 never.
+    pub quota_refresh_secs: Option<Spanned<f64>>,
 }
 
 /// `[retry]`.

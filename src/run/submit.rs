@@ -313,41 +313,7 @@ async fn run(
     let (job, store, opts) = (h.job, h.store, h.opts);
     let job_file = opts.job_file.display().to_string();
     if counts.pending() > 0 {
-        // Held until the calls are done: it may keep what serves them alive.
-        let connection = opts.endpoints.connect(job).await?;
-        let invoker = Invoker::connect(
-            job,
-            connection.url.as_deref(),
-            connection.static_credentials,
-        )
-        .await?;
-        // A quota the job file leaves out starts at the account's applied value; the run notes what it ran with.
-        let budgeted = super::account::with_account_quotas(job, &connection, store).await?;
-        if let Some(key) = run_key {
-            let b = &budgeted.budget;
-            store.note_run_budget(&job.name, key, b.rpm, b.tpm).await?;
-        }
-        let ctx = Arc::new(worker::Ctx {
-            budget: Budget::new(&budgeted, learned(h).await?),
-            invoker,
-            stats: stats.clone(),
-            shutdown,
-            fatal: std::sync::Mutex::new(None),
-            progress: opts.progress,
-            records_per_call: job.model.embed.as_ref().map_or(1, |e| e.records_per_call()),
-            job: job.clone(),
-        });
-        say_start(job, &counts);
-        parts = send(&ctx, store.clone(), parts).await?;
-        if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return Err(Error::Fatal {
-                model: job.model.id.clone(),
-                stop: e.stop(),
-                code: e.code,
-                message: e.message,
-                path: opts.job_file.clone(),
-            });
-        }
+        parts = send_pending(h, shutdown, stats, run_key, &counts, parts).await?;
     }
 
     let counts = store.counts(&job.name).await?;
@@ -379,6 +345,69 @@ async fn run(
     Ok(RunOutcome::Finished {
         failed: counts.failed,
     })
+}
+
+/// Sends the pending records: connects, sets the budget (quotas the job file leaves out from the account),
+/// runs the workers, and returns the parts; a fatal error from Bedrock is returned as one.
+async fn send_pending(
+    h: &Held<'_>,
+    shutdown: Shutdown,
+    stats: &Arc<RunStats>,
+    run_key: Option<i64>,
+    counts: &Counts,
+    parts: Parts,
+) -> Result<Parts, Error> {
+    let (job, store, opts) = (h.job, h.store, h.opts);
+    // Held until the calls are done: it may keep what serves them alive.
+    let connection = opts.endpoints.connect(job).await?;
+    let invoker = Invoker::connect(
+        job,
+        connection.url.as_deref(),
+        connection.static_credentials,
+    )
+    .await?;
+    // A quota the job file leaves out starts at the account's applied value; the run notes what it ran with.
+    let (budgeted, sourced) = super::account::with_account_quotas(job, &connection, store).await?;
+    if let Some(key) = run_key {
+        let b = &budgeted.budget;
+        store.note_run_budget(&job.name, key, b.rpm, b.tpm).await?;
+    }
+    let ctx = Arc::new(worker::Ctx {
+        budget: Budget::new(&budgeted, learned(h).await?),
+        invoker,
+        stats: stats.clone(),
+        shutdown,
+        fatal: std::sync::Mutex::new(None),
+        progress: opts.progress,
+        records_per_call: job.model.embed.as_ref().map_or(1, |e| e.records_per_call()),
+        job: job.clone(),
+    });
+    say_start(job, counts);
+    // Quotas taken from the account are read again while the run sends.
+    let refreshing = CancellationToken::new();
+    if let (false, Some(every)) = (sourced.is_empty(), job.budget.quota_refresh) {
+        tokio::spawn(super::account::refresh(
+            ctx.budget.clone(),
+            budgeted.clone(),
+            (connection.url.clone(), connection.static_credentials),
+            sourced,
+            every,
+            refreshing.clone(),
+        ));
+    }
+    let sent = send(&ctx, store.clone(), parts).await;
+    refreshing.cancel();
+    let parts = sent?;
+    if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(Error::Fatal {
+            model: job.model.id.clone(),
+            stop: e.stop(),
+            code: e.code,
+            message: e.message,
+            path: opts.job_file.clone(),
+        });
+    }
+    Ok(parts)
 }
 
 /// Says what this run sends: a line, and a `start` event for a JSON log.

@@ -471,3 +471,69 @@ async fn an_increase_is_printed_then_requested_then_listed_until_approved() {
         "applied and default: {tpm}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increase_approved_mid_run_is_picked_up_by_the_run() {
+    let emu = emulator(&format!(
+        "[service-quotas]\napprove-after-s = 0.5\n\
+         [models.\"{HAIKU}\"]\ntpm = 3000\noutput-tokens = {{ min = 2, max = 4 }}\nlatency = {{ first-token-ms = 50 }}\n"
+    ))
+    .await;
+    let t = crate::common::job::TestJob::new();
+    let lines: String = (0..80)
+        .map(|i| format!("{{\"recordId\":\"r{i}\",\"prompt\":\"Say r{i}.\"}}\n"))
+        .collect();
+    t.write("in.jsonl", lines).job(
+        &format!(
+            "[model]\nid = \"{HAIKU}\"\nmax-tokens = 100\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+             [budget]\nquota-refresh-secs = 0.3\n[output]\npath = \"out\"\n"
+        ),
+        &emu.endpoint(),
+    );
+    let child = t.spawn_submit();
+    // Once the run is sending at the 3,000 TPM quota, ask for ten times as much.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while emu
+        .stats()
+        .models
+        .get(HAIKU)
+        .is_none_or(|m| m.totals.succeeded < 5)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = t
+        .command(&[
+            "quotas", "request", "job.toml", "--tpm", "30000", "--submit",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answered_at_request = emu.stats().models[HAIKU].totals.succeeded;
+    let ended = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("TPM 3,000 from Service Quotas L-"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("TPM 30,000 from Service Quotas L-")
+            && stderr.contains("applied (was 3,000: the account's quota changed)"),
+        "{stderr}"
+    );
+    assert!(
+        answered_at_request < 80,
+        "the run ended before the request: {stderr}"
+    );
+    assert!(stderr.contains(" 0 throttled calls"), "{stderr}");
+}

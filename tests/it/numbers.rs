@@ -21,6 +21,7 @@ const JOB_KEYS: &[(&str, &str)] = &[
     ("budget", "rpm"),
     ("budget", "tpm"),
     ("budget", "max-concurrency"),
+    ("budget", "quota-refresh-secs"),
     ("retry", "base-delay-ms"),
     ("retry", "max-delay-ms"),
     ("retry", "max-attempts"),
