@@ -16,8 +16,8 @@ use crate::emulator::{
 };
 use crate::error::{Error, ExitKind};
 use crate::inspect::{
-    PlanOptions, QuotasOptions, ReportOptions, Scope, Wanted, plan, quotas, report, request_quotas,
-    status,
+    PlanOptions, QuotasOptions, ReportOptions, Scope, Wanted, plan, quotas, quotas_of_model,
+    report, request_quotas, status,
 };
 use crate::job::{Endpoint, Job};
 use crate::report::progress::ProgressMode;
@@ -78,6 +78,12 @@ pub struct QuotasArgs {
     pub action: Option<QuotasAction>,
     /// The job file.
     pub job: Option<PathBuf>,
+    /// Without a job: the model id or inference profile id whose quotas to show.
+    #[arg(long, value_name = "ID", conflicts_with = "job")]
+    pub model: Option<String>,
+    /// With --model: the Region [default: the AWS configuration's].
+    #[arg(long, value_name = "REGION", requires = "model")]
+    pub region: Option<String>,
 }
 
 /// What `batchrun quotas` does besides showing.
@@ -465,6 +471,10 @@ async fn run_quotas(args: QuotasArgs) -> Result<ExitKind, Error> {
                 endpoints,
             })
             .await?
+        }
+        (None, None) if args.model.is_some() => {
+            let model = args.model.unwrap_or_default();
+            quotas_of_model(&model, args.region.as_deref()).await?
         }
         (None, None) => {
             return Err(Error::QuotaRequest {

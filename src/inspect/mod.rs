@@ -7,5 +7,7 @@ pub mod quotas;
 pub mod state;
 
 pub use plan::{PlanOptions, plan};
-pub use quotas::{QuotasOptions, Wanted, quotas, request as request_quotas};
+pub use quotas::{
+    QuotasOptions, Wanted, of_model as quotas_of_model, quotas, request as request_quotas,
+};
 pub use state::{ReportOptions, Scope, report, status};

@@ -78,6 +78,15 @@ pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
     Ok(text)
 }
 
+/// The quotas of `model_id` in `region` (or the AWS configuration's), without a job: from Service Quotas by
+/// the standard AWS configuration (`AWS_ENDPOINT_URL_SERVICE_QUOTAS` reaches an emulator).
+pub async fn of_model(model_id: &str, region: Option<&str>) -> Result<String, Error> {
+    let (client, region) = account::client(region, None, false).await;
+    let all = account::read(&client, &region).await?;
+    let mine = account::for_model(&all, model_id);
+    Ok(table(model_id, &region, &mine))
+}
+
 /// The request for the quotas the job's calls count against: printed with the AWS CLI command that makes it,
 /// and made when `wanted.submit`.
 pub async fn request(opts: &QuotasOptions, wanted: Wanted) -> Result<String, Error> {
@@ -145,9 +154,20 @@ fn measure(m: Measure) -> &'static str {
     }
 }
 
-/// The table: one line a quota, the scope the job's calls count against first (marked `*`).
+/// The table, and what the job file sets.
 fn render(job: &Job, region: &str, quotas: &[&AccountQuota]) -> String {
-    let id = &job.model.id;
+    let mut t = table(&job.model.id, region, quotas);
+    let setting = |v: Option<u64>| v.map_or("not set".to_string(), int);
+    t.push_str(&format!(
+        "the job file: budget.rpm {}, budget.tpm {}\n",
+        setting(job.budget.rpm),
+        setting(job.budget.tpm)
+    ));
+    t
+}
+
+/// The table: one line a quota, the scope the calls of `id` count against first (marked `*`).
+fn table(id: &str, region: &str, quotas: &[&AccountQuota]) -> String {
     let own = Scope::of(id);
     let mut t = format!("Bedrock quotas for {id} in {region} (Service Quotas, applied values):\n");
     if quotas.is_empty() {
@@ -174,15 +194,9 @@ fn render(job: &Job, region: &str, quotas: &[&AccountQuota]) -> String {
             ));
         }
         t.push_str(&format!(
-            "  * the quotas this job's calls count against ({} use of {id})\n",
+            "  * the quotas these calls count against ({} use of {id})\n",
             own.label()
         ));
     }
-    let setting = |v: Option<u64>| v.map_or("not set".to_string(), int);
-    t.push_str(&format!(
-        "the job file: budget.rpm {}, budget.tpm {}\n",
-        setting(job.budget.rpm),
-        setting(job.budget.tpm)
-    ));
     t
 }

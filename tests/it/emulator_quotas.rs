@@ -537,3 +537,43 @@ async fn an_increase_approved_mid_run_is_picked_up_by_the_run() {
     );
     assert!(stderr.contains(" 0 throttled calls"), "{stderr}");
 }
+
+#[tokio::test]
+async fn quotas_of_a_model_without_a_job_come_the_standard_way() {
+    let emu = emulator(PROFILE).await;
+    let t = crate::common::job::TestJob::new();
+    let out = t
+        .command(&[
+            "quotas",
+            "--model",
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "--region",
+            "eu-west-1",
+        ])
+        .env("AWS_ENDPOINT_URL_SERVICE_QUOTAS", emu.endpoint())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with(
+            "Bedrock quotas for us.anthropic.claude-3-5-sonnet-20241022-v2:0 in eu-west-1"
+        ),
+        "{text}"
+    );
+    let tpm = text
+        .lines()
+        .find(|l| l.starts_with("* cross-region"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        tpm.contains("2,000") && tpm.contains("Anthropic Claude 3.5 Sonnet V2"),
+        "{tpm}"
+    );
+    assert!(!text.contains("Haiku"), "{text}");
+}
