@@ -57,7 +57,7 @@ async fn open(
 /// The table of the job's model's quotas, and the increase requests made for them.
 pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
     let (job, client, region, _connection) = open(opts).await?;
-    let all = account::read(&client, &region).await?;
+    let all = account::read(&client, &region, true).await?;
     let mine = account::for_model(&all, &job.model.id);
     let codes: Vec<&str> = mine.iter().map(|q| q.code.as_str()).collect();
     let requests = account::requests(&client, &region, &codes).await?;
@@ -82,7 +82,7 @@ pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
 /// the standard AWS configuration (`AWS_ENDPOINT_URL_SERVICE_QUOTAS` reaches an emulator).
 pub async fn of_model(model_id: &str, region: Option<&str>) -> Result<String, Error> {
     let (client, region) = account::client(region, None, false).await;
-    let all = account::read(&client, &region).await?;
+    let all = account::read(&client, &region, true).await?;
     let mine = account::for_model(&all, model_id);
     Ok(table(model_id, &region, &mine))
 }
@@ -91,7 +91,7 @@ pub async fn of_model(model_id: &str, region: Option<&str>) -> Result<String, Er
 /// and made when `wanted.submit`.
 pub async fn request(opts: &QuotasOptions, wanted: Wanted) -> Result<String, Error> {
     let (job, client, region, _connection) = open(opts).await?;
-    let all = account::read(&client, &region).await?;
+    let all = account::read(&client, &region, true).await?;
     let id = &job.model.id;
     let own = Scope::of(id);
     let mut text = String::new();

@@ -94,8 +94,13 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Every per-model inference quota of Bedrock in the client's Region, with AWS's defaults when they can be read.
-pub async fn read(client: &Client, region: &str) -> Result<Vec<AccountQuota>, QuotasError> {
+/// Every per-model inference quota of Bedrock in the client's Region; with `defaults`, AWS's defaults too
+/// (another listing), where they can be read.
+pub async fn read(
+    client: &Client,
+    region: &str,
+    defaults: bool,
+) -> Result<Vec<AccountQuota>, QuotasError> {
     let failed = |e: aws_sdk_servicequotas::error::SdkError<_, _>| -> QuotasError {
         let denied = matches!(
             &e,
@@ -138,6 +143,9 @@ pub async fn read(client: &Client, region: &str) -> Result<Vec<AccountQuota>, Qu
                 adjustable: q.adjustable(),
             });
         }
+    }
+    if !defaults {
+        return Ok(out);
     }
     // AWS's defaults, where the account may read them; without them the table shows none.
     let mut defaults = client

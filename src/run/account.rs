@@ -48,8 +48,11 @@ pub async fn with_account_quotas(
     )
     .await;
     let id = &job.model.id;
-    let (quotas, source) = match tokio::time::timeout(READ_TIMEOUT, account::read(&client, &region))
-        .await
+    let (quotas, source) = match tokio::time::timeout(
+        READ_TIMEOUT,
+        account::read(&client, &region, false),
+    )
+    .await
     {
         Ok(Ok(all)) => {
             let own = own_quotas(&all, id);
@@ -141,7 +144,8 @@ pub async fn refresh(
             _ = tokio::time::sleep(every) => {}
         }
         // A failed read changes nothing: the next one may succeed.
-        let Ok(Ok(all)) = tokio::time::timeout(READ_TIMEOUT, account::read(&client, &region)).await
+        let Ok(Ok(all)) =
+            tokio::time::timeout(READ_TIMEOUT, account::read(&client, &region, false)).await
         else {
             continue;
         };
