@@ -28,6 +28,9 @@ pub struct RunRow {
     pub max_concurrency: u64,
     /// Records pending when it started.
     pub pending: u64,
+    /// Which budget values came from Service Quotas (`rpm`, `tpm`, `rpm,tpm`), not the job file.
+    #[sqlx(default)]
+    pub budget_from: Option<String>,
 }
 
 impl Store {
@@ -86,12 +89,14 @@ impl Store {
         started_at: i64,
         rpm: Option<u64>,
         tpm: Option<u64>,
+        from: Option<&str>,
     ) -> Result<(), CheckpointError> {
         sqlx::query(
-            "UPDATE runs SET budget_rpm = ?, budget_tpm = ? WHERE job = ? AND started_at = ?",
+            "UPDATE runs SET budget_rpm = ?, budget_tpm = ?, budget_from = ? WHERE job = ? AND started_at = ?",
         )
         .bind(rpm.map(|v| v as i64))
         .bind(tpm.map(|v| v as i64))
+        .bind(from)
         .bind(job)
         .bind(started_at)
         .execute(&self.pool)
@@ -104,7 +109,7 @@ impl Store {
     pub async fn runs(&self, job: &str) -> Result<Vec<RunRow>, CheckpointError> {
         sqlx::query_as(
             "SELECT started_at, ended_at, outcome, model_id, max_tokens, burndown, budget_rpm, budget_tpm, \
-             max_concurrency, pending FROM runs WHERE job = ? ORDER BY started_at",
+             max_concurrency, pending, budget_from FROM runs WHERE job = ? ORDER BY started_at",
         )
         .bind(job)
         .fetch_all(&self.pool)
@@ -133,6 +138,7 @@ mod tests {
             budget_tpm: None,
             max_concurrency: 4,
             pending: 3,
+            budget_from: None,
         };
         let first = store.start_run("j", &run).await.unwrap();
         let second = store.start_run("j", &run).await.unwrap();
@@ -142,6 +148,10 @@ mod tests {
             "two runs in one second keep distinct keys"
         );
         store.end_run("j", first, "interrupted").await.unwrap();
+        store
+            .note_run_budget("j", second, Some(60), Some(9000), Some("tpm"))
+            .await
+            .unwrap();
         let runs = store.runs("j").await.unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(
@@ -156,6 +166,10 @@ mod tests {
         assert!(runs[0].ended_at.is_some_and(|e| e >= first));
         assert_eq!(runs[1].ended_at, None);
         assert_eq!(runs[1].max_tokens, Some(10));
+        assert_eq!(
+            (runs[1].budget_tpm, runs[1].budget_from.as_deref()),
+            (Some(9000), Some("tpm"))
+        );
         store.create_job("j", "fp2", "{}", "[]").await.unwrap();
         assert!(store.runs("j").await.unwrap().is_empty());
     }

@@ -454,14 +454,24 @@ fn budget_lines(t: &mut String, f: &ReportFacts, d: &Diagnosis) {
         int(d.peak_rpm),
         int(d.peak_tpm)
     );
+    // A value the account gave (Service Quotas) is not one the job file configured.
+    let origin = |name: &str| {
+        let from = last.and_then(|r| r.budget_from.as_deref()).unwrap_or("");
+        if from.split(',').any(|m| m.eq_ignore_ascii_case(name)) {
+            "from Service Quotas"
+        } else {
+            "configured"
+        }
+    };
     let budget =
         |name: &str, configured: Option<u64>, learned: Option<f64>| match (configured, learned) {
             (Some(b), Some(l)) => format!(
-                "{name} {} configured, {} in force at the end",
+                "{name} {} {}, {} in force at the end",
                 int(b),
+                origin(name),
                 int(l.round() as u64)
             ),
-            (Some(b), None) => format!("{name} {} configured", int(b)),
+            (Some(b), None) => format!("{name} {} {}", int(b), origin(name)),
             (None, Some(l)) => format!(
                 "{name} not set, {} measured from throttles",
                 int(l.round() as u64)
@@ -576,6 +586,7 @@ mod tests {
             budget_tpm: tpm,
             max_concurrency: 32,
             pending: 1000,
+            budget_from: None,
         }
     }
 

@@ -274,6 +274,7 @@ fn run_row(job: &Job, counts: &Counts) -> RunRow {
         budget_tpm: job.budget.tpm,
         max_concurrency: u64::from(job.budget.max_concurrency),
         pending: counts.pending(),
+        budget_from: None,
     }
 }
 
@@ -370,7 +371,10 @@ async fn send_pending(
     let (budgeted, sourced) = super::account::with_account_quotas(job, &connection, store).await?;
     if let Some(key) = run_key {
         let b = &budgeted.budget;
-        store.note_run_budget(&job.name, key, b.rpm, b.tpm).await?;
+        let from = (!sourced.is_empty()).then(|| sourced.join(","));
+        store
+            .note_run_budget(&job.name, key, b.rpm, b.tpm, from.as_deref())
+            .await?;
     }
     let ctx = Arc::new(worker::Ctx {
         budget: Budget::new(&budgeted, learned(h).await?),

@@ -536,6 +536,10 @@ async fn an_increase_approved_mid_run_is_picked_up_by_the_run() {
         "the run ended before the request: {stderr}"
     );
     assert!(stderr.contains(" 0 throttled calls"), "{stderr}");
+    // The report says where the budget came from.
+    let out = t.command(&["report", "job.toml"]).output().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("TPM 3,000 from Service Quotas"), "{report}");
 }
 
 #[tokio::test]
