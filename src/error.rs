@@ -22,6 +22,8 @@ pub enum ExitKind {
     Config = 2,
     /// Something unexpected failed (I/O, the state database, a bug).
     Internal = 70,
+    /// The model's daily token quota ran out; the job stopped resumably (sysexits' EX_UNAVAILABLE).
+    DailyQuota = 69,
     /// The job is already running in another process (sysexits' EX_TEMPFAIL: try again later).
     Busy = 75,
     /// Interrupted by Ctrl-C.
@@ -88,6 +90,16 @@ pub enum Error {
         message: String,
         /// Why no call can succeed.
         stop: Stop,
+        /// The job file, to say how to resume.
+        path: PathBuf,
+    },
+    /// The model's daily token quota ran out: waiting seconds does not help, so the run stopped.
+    #[error("stopped: the daily token quota of {model} is used up (Bedrock: {message})")]
+    DailyQuota {
+        /// The model id.
+        model: String,
+        /// Bedrock's message.
+        message: String,
         /// The job file, to say how to resume.
         path: PathBuf,
     },
@@ -201,6 +213,7 @@ impl Error {
             | Error::Fatal { .. } => ExitKind::Config,
             Error::S3(_) => ExitKind::Config,
             Error::AlreadyRunning { .. } => ExitKind::Busy,
+            Error::DailyQuota { .. } => ExitKind::DailyQuota,
             Error::Checkpoint(CheckpointError::Newer { .. } | CheckpointError::Older { .. }) => {
                 ExitKind::Config
             }
@@ -231,6 +244,12 @@ impl Error {
             Error::Fatal { stop, path, .. } => Some(format!(
                 "{}; nothing was lost: run `batchrun submit {}` again to resume",
                 what_to_check(*stop),
+                path.display()
+            )),
+            Error::DailyQuota { path, .. } => Some(format!(
+                "nothing was lost: the records not answered stay pending; run `batchrun submit {}` again once the \
+                 quota has refilled (Bedrock refills it over a day); `batchrun quotas {}` shows the daily quota",
+                path.display(),
                 path.display()
             )),
             Error::S3(e) | Error::Source(SourceError::S3(e)) => Some(e.hint()),

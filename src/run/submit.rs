@@ -382,6 +382,7 @@ async fn send_pending(
         stats: stats.clone(),
         shutdown,
         fatal: std::sync::Mutex::new(None),
+        daily: std::sync::Mutex::new(None),
         progress: opts.progress,
         records_per_call: job.model.embed.as_ref().map_or(1, |e| e.records_per_call()),
         job: job.clone(),
@@ -408,6 +409,13 @@ async fn send_pending(
             stop: e.stop(),
             code: e.code,
             message: e.message,
+            path: opts.job_file.clone(),
+        });
+    }
+    if let Some(message) = ctx.daily.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(Error::DailyQuota {
+            model: job.model.id.clone(),
+            message,
             path: opts.job_file.clone(),
         });
     }

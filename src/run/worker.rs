@@ -32,6 +32,8 @@ pub struct Ctx {
     pub shutdown: Shutdown,
     /// The first fatal error, which stops the run.
     pub fatal: std::sync::Mutex<Option<CallError>>,
+    /// Bedrock's message when the daily token quota ran out, which stops the run.
+    pub daily: std::sync::Mutex<Option<String>>,
     /// How progress is shown.
     pub progress: ProgressMode,
     /// How many records one call may carry: 1, or more for a model that takes many inputs a call.
@@ -346,6 +348,16 @@ impl Tries {
     fn after(&mut self, ctx: &Ctx, error: CallError) -> Next {
         let r = ctx.job.retry;
         match error.class {
+            // The daily token quota is not met by waiting seconds: the run stops, resumably.
+            Class::Throttled if error.message.to_ascii_lowercase().contains("per day") => {
+                RunStats::bump(&ctx.stats.throttled);
+                ctx.daily
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(error.message);
+                ctx.shutdown.stop.cancel();
+                Next::Stop
+            }
             Class::Throttled => {
                 RunStats::bump(&ctx.stats.throttled);
                 self.throttles += 1;

@@ -581,3 +581,63 @@ async fn quotas_of_a_model_without_a_job_come_the_standard_way() {
     );
     assert!(!text.contains("Haiku"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_token_quota_stops_the_run_resumably_with_its_own_exit_code() {
+    // 1,500 tokens a day, about 56 charged a record: the day's quota runs out after some 26 of 60 records.
+    let profile = format!(
+        "[service-quotas]\naccess-denied = true\n\
+         [models.\"{HAIKU}\"]\ntpd = 1500\noutput-tokens = {{ min = 50, max = 50 }}\n\
+         latency = {{ first-token-ms = 20 }}\n"
+    );
+    let emu = emulator(&profile).await;
+    let t = crate::common::job::TestJob::new();
+    let lines: String = (0..60)
+        .map(|i| format!("{{\"recordId\":\"r{i}\",\"prompt\":\"Say r{i}.\"}}\n"))
+        .collect();
+    let body = format!(
+        "[model]\nid = \"{HAIKU}\"\nmax-tokens = 60\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+         [budget]\nmax-concurrency = 4\n[output]\npath = \"out\"\n"
+    );
+    t.write("in.jsonl", lines).job(&body, &emu.endpoint());
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(69), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the daily token quota of anthropic.claude-3-haiku-20240307-v1:0 is used up"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("hint: nothing was lost"),
+        "{}",
+        run.stderr
+    );
+    let (done, pending) = t.done_in_state().await;
+    assert!(
+        done > 0 && pending > 0 && done + pending == 60,
+        "{done} done, {pending} pending"
+    );
+    // Not retried for seconds on end: each call in flight met the daily throttle once at most.
+    let m = &emu.stats().models[HAIKU].totals;
+    assert!(
+        m.throttled_tpd >= 1 && m.throttled_tpd <= 4,
+        "{} daily throttles",
+        m.throttled_tpd
+    );
+
+    // The next day (a fresh quota), the run resumes and finishes: every record once.
+    let next_day = emulator(&profile.replace("tpd = 1500", "tpd = 100000")).await;
+    t.job(&body, &next_day.endpoint());
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.output_lines("out");
+    let mut ids: Vec<&str> = out
+        .iter()
+        .map(|l| l["recordId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((out.len(), ids.len()), (60, 60));
+    assert_eq!(next_day.stats().models[HAIKU].totals.succeeded, pending);
+}
