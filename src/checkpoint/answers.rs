@@ -6,16 +6,15 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use super::outcomes::{Finished, Status};
 use super::store::{CheckpointError, ROWS_PER_STATEMENT, failed_to};
 
-/// Stores the replies among `outcomes` of `job` as shared answers when `job` is a generation of an incremental
+/// Stores `replies` (position, reply) of `job` as shared answers when `job` is a generation of an incremental
 /// job, and returns the positions whose reply went there (their outcome is written without it). A reply to a
 /// request that already has an answer is not shared: its outcome keeps it.
 pub(super) async fn share(
     conn: &mut SqliteConnection,
     job: &str,
-    outcomes: &[Finished],
+    replies: &[(u64, &str)],
 ) -> Result<HashSet<u64>, CheckpointError> {
     let generation: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM generations WHERE key = ?)")
@@ -23,33 +22,28 @@ pub(super) async fn share(
             .fetch_one(&mut *conn)
             .await
             .map_err(failed_to("look up the job's generation"))?;
-    let done: Vec<&Finished> = outcomes
-        .iter()
-        .filter(|o| o.status == Status::Done && o.result.is_some())
-        .collect();
     let mut shared = HashSet::new();
-    if !generation || done.is_empty() {
+    if !generation || replies.is_empty() {
         return Ok(shared);
     }
-    for chunk in done.chunks(ROWS_PER_STATEMENT) {
+    for chunk in replies.chunks(ROWS_PER_STATEMENT) {
         let hashes = request_hashes(conn, job, chunk).await?;
         // The first reply to each request in the batch is the one offered.
-        let mut offered: Vec<(&str, &Finished)> = Vec::new();
+        let mut offered: Vec<(&str, u64, &str)> = Vec::new();
         let mut seen = HashSet::new();
-        for o in chunk {
-            if let Some(h) = hashes.get(&o.seq)
+        for &(seq, reply) in chunk {
+            if let Some(h) = hashes.get(&seq)
                 && seen.insert(h.as_str())
             {
-                offered.push((h.as_str(), o));
+                offered.push((h.as_str(), seq, reply));
             }
         }
         if offered.is_empty() {
             continue;
         }
         let mut b = QueryBuilder::<Sqlite>::new("INSERT INTO answers (hash, result) ");
-        b.push_values(&offered, |mut row, (hash, o)| {
-            row.push_bind(hash.to_string())
-                .push_bind(o.result.clone().expect("a reply"));
+        b.push_values(&offered, |mut row, (hash, _, reply)| {
+            row.push_bind(hash.to_string()).push_bind(reply.to_string());
         });
         b.push(" ON CONFLICT DO NOTHING RETURNING hash");
         let stored: HashSet<String> = b
@@ -62,25 +56,25 @@ pub(super) async fn share(
         shared.extend(
             offered
                 .iter()
-                .filter(|(h, _)| stored.contains(*h))
-                .map(|(_, o)| o.seq),
+                .filter(|(h, _, _)| stored.contains(*h))
+                .map(|(_, seq, _)| *seq),
         );
     }
     Ok(shared)
 }
 
-/// The request hashes of the records of `job` at the positions of `outcomes`.
+/// The request hashes of the records of `job` at the positions of `replies`.
 async fn request_hashes(
     conn: &mut SqliteConnection,
     job: &str,
-    outcomes: &[&Finished],
+    replies: &[(u64, &str)],
 ) -> Result<HashMap<u64, String>, CheckpointError> {
     let mut b = QueryBuilder::<Sqlite>::new("SELECT seq, request_hash FROM records WHERE job = ");
     b.push_bind(job.to_string());
     b.push(" AND request_hash IS NOT NULL AND seq IN (");
     let mut seqs = b.separated(", ");
-    for o in outcomes {
-        seqs.push_bind(o.seq as i64);
+    for (seq, _) in replies {
+        seqs.push_bind(*seq as i64);
     }
     b.push(")");
     let rows: Vec<(i64, String)> = b

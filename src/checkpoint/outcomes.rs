@@ -216,7 +216,12 @@ impl Store {
         let t = now();
         // Sharing answers reads before it writes.
         let mut tx = self.begin_immediate().await?;
-        let shared = super::answers::share(&mut tx, job, outcomes).await?;
+        let replies: Vec<(u64, &str)> = outcomes
+            .iter()
+            .filter(|o| o.status == Status::Done)
+            .filter_map(|o| Some((o.seq, o.result.as_deref()?)))
+            .collect();
+        let shared = super::answers::share(&mut tx, job, &replies).await?;
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, \

@@ -54,6 +54,36 @@ pub struct Invoker {
 // Connecting to a regional endpoint takes milliseconds; a connect that hangs is a network problem to retry.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The AWS configuration a client of batchrun's is built from: the standard chain (environment, profiles, SSO,
+/// instance roles), in `region` when given, at `endpoint_url` when given. `static_credentials` signs with fixed
+/// test credentials instead (an embedded emulator checks none), in us-east-1 unless a region is given.
+pub async fn sdk_config(
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+    static_credentials: bool,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_string()));
+    }
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if static_credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            "AKIDEMULATOR",
+            "emulator-secret",
+            None,
+            None,
+            "batchrun-emulator",
+        ));
+        if region.is_none() {
+            loader = loader.region(Region::new("us-east-1"));
+        }
+    }
+    loader.load().await
+}
+
 impl Invoker {
     /// A client for `job` against `endpoint_url` (None: the standard AWS endpoint). `static_credentials`
     /// gives fixed test credentials (for the embedded emulator, which checks none) instead of the standard AWS
@@ -63,26 +93,12 @@ impl Invoker {
         endpoint_url: Option<&str>,
         static_credentials: bool,
     ) -> Result<Invoker, InvokeError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &job.model.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if static_credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                "AKIDEMULATOR",
-                "emulator-secret",
-                None,
-                None,
-                "batchrun-emulator",
-            ));
-            if job.model.region.is_none() {
-                loader = loader.region(Region::new("us-east-1"));
-            }
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_config(
+            job.model.region.as_deref(),
+            endpoint_url,
+            static_credentials,
+        )
+        .await;
         if sdk.region().is_none() {
             return Err(InvokeError::NoRegion {
                 model: job.model.id.clone(),

@@ -1,9 +1,7 @@
 //! Reading the account's Bedrock quotas from Service Quotas (`aws-sdk-servicequotas`, service code `bedrock`,
 //! every page), and picking those that apply to a model.
 
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_servicequotas::Client;
-use aws_sdk_servicequotas::config::Credentials;
 
 use super::names::{self, QuotaName, Scope};
 
@@ -53,26 +51,7 @@ pub async fn client(
     endpoint_url: Option<&str>,
     static_credentials: bool,
 ) -> (Client, String) {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(r) = region {
-        loader = loader.region(Region::new(r.to_string()));
-    }
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    if static_credentials {
-        loader = loader.credentials_provider(Credentials::new(
-            "AKIDEMULATOR",
-            "emulator-secret",
-            None,
-            None,
-            "batchrun-emulator",
-        ));
-        if region.is_none() {
-            loader = loader.region(Region::new("us-east-1"));
-        }
-    }
-    let sdk = loader.load().await;
+    let sdk = crate::invoke::sdk_config(region, endpoint_url, static_credentials).await;
     let region = sdk
         .region()
         .map_or_else(|| "(no region)".to_string(), ToString::to_string);
