@@ -138,9 +138,10 @@ pub struct ReportArgs {
     /// Say what RPM and TPM finish the job within this time [default: twice as fast as it ran].
     #[arg(long, value_parser = parse_duration, value_name = "TIME")]
     pub deadline: Option<Duration>,
-    /// A price table (TOML, as jobs/prices.toml) instead of the built-in one; BATCHRUN_PRICES also works.
-    #[arg(long, value_name = "FILE")]
-    pub prices: Option<PathBuf>,
+    /// A model table (TOML, as jobs/models.toml: burndown, context, prices) laid over the built-in one;
+    /// BATCHRUN_MODELS also works.
+    #[arg(long, alias = "prices", value_name = "FILE")]
+    pub models: Option<PathBuf>,
 }
 
 /// `batchrun plan`.
@@ -158,9 +159,10 @@ pub struct PlanArgs {
     /// Say what RPM and TPM finish the job within this time, e.g. 6h, 90m, 45s.
     #[arg(long, value_parser = parse_duration, value_name = "TIME")]
     pub deadline: Option<Duration>,
-    /// A price table (TOML, as jobs/prices.toml) instead of the built-in one; BATCHRUN_PRICES also works.
-    #[arg(long, value_name = "FILE")]
-    pub prices: Option<PathBuf>,
+    /// A model table (TOML, as jobs/models.toml: burndown, context, prices) laid over the built-in one;
+    /// BATCHRUN_MODELS also works.
+    #[arg(long, alias = "prices", value_name = "FILE")]
+    pub models: Option<PathBuf>,
     /// Expected output tokens per record [default: observed by an earlier run, or from the emulator profile,
     /// or half of max-tokens].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=2_147_483_647))]
@@ -406,7 +408,7 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
                 state: args.state,
                 exact: args.exact,
                 deadline: args.deadline,
-                prices: args.prices,
+                models: args.models,
                 output_tokens: args.output_tokens,
                 latency: args.latency,
                 endpoints: Arc::new(StandardEndpoints),
@@ -433,7 +435,7 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
                 },
                 html: args.html.clone(),
                 deadline: args.deadline,
-                prices: args.prices,
+                models: args.models,
             })
             .await?;
             if let Some(p) = &args.html {

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
+use crate::catalogue::CatalogueError;
 use crate::checkpoint::CheckpointError;
 use crate::emulator::{ConfigError, EmulatorError};
 use crate::invoke::{InvokeError, Stop};
 use crate::job::JobError;
-use crate::report::prices::PricesError;
 use crate::s3::{S3Error, S3ErrorKind};
 use crate::sink::OutputError;
 use crate::source::SourceError;
@@ -54,9 +54,9 @@ pub enum Error {
     /// An S3 output (or the S3 client) failed.
     #[error(transparent)]
     S3(#[from] S3Error),
-    /// The price table cannot be read.
+    /// The model table cannot be read.
     #[error(transparent)]
-    Prices(#[from] PricesError),
+    Catalogue(#[from] CatalogueError),
     /// The Bedrock client cannot be set up.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
@@ -201,7 +201,7 @@ impl Error {
             Error::EmulatorConfig(_)
             | Error::Job(_)
             | Error::Source(_)
-            | Error::Prices(_)
+            | Error::Catalogue(_)
             | Error::NoState { .. }
             | Error::UnknownJob { .. }
             | Error::NoJobGiven { .. }

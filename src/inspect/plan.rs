@@ -10,12 +10,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::budget::{LearnedRates, quota};
+use crate::catalogue::Catalogue;
 use crate::checkpoint::{CheckpointError, OutcomeStats, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
 use crate::job::Job;
 use crate::report::plan::{NeverFit, PlanFacts, compute, render};
-use crate::report::prices::Prices;
 use crate::run::submit::s3_client;
 use crate::run::{Endpoints, Expected};
 use crate::source::{self, Item, Record, read_in_batches};
@@ -31,8 +31,8 @@ pub struct PlanOptions {
     pub exact: bool,
     /// Also say what quota finishes the job within this time.
     pub deadline: Option<Duration>,
-    /// A price table instead of the built-in one.
-    pub prices: Option<PathBuf>,
+    /// A model table laid over the built-in one.
+    pub models: Option<PathBuf>,
     /// Expected output tokens per record, instead of what is observed or assumed.
     pub output_tokens: Option<u64>,
     /// Expected seconds per request, instead of what is observed or assumed.
@@ -48,8 +48,8 @@ const COUNT_CONCURRENCY: usize = 8;
 
 /// Reads the job's inputs and returns the plan as text.
 pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
-    let job = Job::load(&opts.job_file)?;
-    let prices = Prices::chosen(opts.prices.as_deref())?;
+    let prices = Catalogue::chosen(opts.models.as_deref())?;
+    let job = Job::load_with(&opts.job_file, &prices)?;
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
     let (learned, observed) = earlier_run(opts, &job).await?;
@@ -93,9 +93,11 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
         ),
         max_concurrency: u64::from(job.budget.max_concurrency),
         price: prices
-            .of(&job.model.id)
+            .price(&job.model.id)
             .map(|p| (p, prices.currency.clone(), prices.as_of.clone())),
         deadline: opts.deadline,
+        model_notes: crate::report::plan::model_notes(&job.model),
+        over_context: (0, job.model.facts.context),
     };
     // Every record, read as ingest reads it.
     let (mut rx, reader) = read_in_batches(&job, files, s3.as_ref());
@@ -192,6 +194,9 @@ fn tally(facts: &mut PlanFacts, records: &[Record], tokens: Vec<u64>) {
     for (r, input) in records.iter().zip(tokens) {
         facts.records += 1;
         let reservation = quota::reserved(input, r.max_tokens);
+        if facts.over_context.1.is_some_and(|c| reservation > c) {
+            facts.over_context.0 += 1;
+        }
         if facts.tpm.is_none_or(|t| reservation <= t) {
             // The averages are over what will be sent.
             facts.input_tokens += input;

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::catalogue::Catalogue;
 use crate::checkpoint::{CheckpointError, Store, unix_now};
 use crate::error::Error;
 use crate::job::Job;
 use crate::report::diagnose::{self, ReportFacts};
 use crate::report::html;
-use crate::report::prices::Prices;
 use crate::report::status::{self, JobStatus, LastError};
 use crate::run::lock;
 
@@ -178,8 +178,8 @@ pub struct ReportOptions {
     pub html: Option<PathBuf>,
     /// Say what quota finishes the job in this time.
     pub deadline: Option<Duration>,
-    /// A price table instead of the built-in one.
-    pub prices: Option<PathBuf>,
+    /// A model table laid over the built-in one.
+    pub models: Option<PathBuf>,
 }
 
 /// `batchrun report`: the text; the HTML page is written to `opts.html` when given.
@@ -191,7 +191,7 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
     let (Some(store), _) = open(&state, Some(&name)).await? else {
         unreachable!("a job was found, so the database has a schema");
     };
-    let prices = Prices::chosen(opts.prices.as_deref())?;
+    let prices = Catalogue::chosen(opts.models.as_deref())?;
     // An incremental job is reported by its current generation.
     let key = store.current_key(&name).await?;
     let runs = store.runs(&key).await?;
@@ -207,7 +207,7 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
             .filter(|t| t.ends_with(".toml") || Path::new(t).is_file()),
         price: runs.last().and_then(|r| {
             prices
-                .of(&r.model_id)
+                .price(&r.model_id)
                 .map(|p| (p, prices.currency.clone(), prices.as_of.clone()))
         }),
         runs,

@@ -12,13 +12,14 @@ use super::embed::{EmbedFamily, EmbedSettings, INPUT_TYPES};
 use super::error::JobError;
 use super::location::Location;
 use super::settings::{
-    BudgetSettings, ChunkSettings, Endpoint, InputSettings, Job, ModelSettings, OutputSettings,
-    RetrySettings,
+    BudgetSettings, BurndownFrom, ChunkSettings, Endpoint, InputSettings, Job, ModelSettings,
+    OutputSettings, RetrySettings,
 };
 use super::spec::{
     Api, BudgetTable, ChunkTable, EndpointTable, InputFormat, InputTable, JobFile, JobTable,
     ModelTable, OutputTable, RetryTable,
 };
+use crate::catalogue::{Catalogue, MAX_BURNDOWN};
 use crate::s3::{S3Settings, S3Uri};
 
 // Defaults, with their reasons.
@@ -36,7 +37,6 @@ const DEFAULT_RECORDS_PER_PART: u64 = 1000;
 // Bounds on numbers, so that no value in a job file can overflow the arithmetic built on it.
 /// The largest `maxTokens` Bedrock takes (a 32-bit integer).
 pub const MAX_TOKENS: u32 = i32::MAX as u32;
-const MAX_BURNDOWN: u32 = 100;
 const MAX_RATE: u64 = 1_000_000_000_000;
 const MAX_DELAY_MS: u64 = 3_600_000;
 const MAX_RECORDS_PER_PART: u64 = 1_000_000_000;
@@ -203,7 +203,11 @@ fn has_glob(s: &str) -> bool {
 }
 
 /// `[model]`, checked.
-fn model_table(c: &Checker<'_>, m: &ModelTable) -> Result<ModelSettings, JobError> {
+fn model_table(
+    c: &Checker<'_>,
+    m: &ModelTable,
+    catalogue: &Catalogue,
+) -> Result<ModelSettings, JobError> {
     if m.id.get_ref().trim().is_empty() {
         return Err(c.at(
             m.id.span(),
@@ -220,10 +224,10 @@ fn model_table(c: &Checker<'_>, m: &ModelTable) -> Result<ModelSettings, JobErro
     )?;
     at_most(
         c,
-        Some(&m.output_burndown),
+        m.output_burndown.as_ref(),
         MAX_BURNDOWN,
         "model.output-burndown",
-        "Bedrock charges at most 5 quota tokens per output token today",
+        "no model is charged more than a few quota tokens per output token",
     )?;
     if m.api == Api::Converse && max_tokens.is_none() {
         return Err(c.plain(
@@ -232,15 +236,24 @@ fn model_table(c: &Checker<'_>, m: &ModelTable) -> Result<ModelSettings, JobErro
              longest reply you expect, e.g. `max-tokens = 512`",
         ));
     }
-    let output_burndown = *m.output_burndown.get_ref();
-    if output_burndown == 0 {
+    if let Some(b) = &m.output_burndown
+        && *b.get_ref() == 0
+    {
         return Err(c.at(
-            m.output_burndown.span(),
-            "model.output-burndown must be at least 1 (5 for the newer Claude Sonnet / Opus models, 1 elsewhere)",
+            b.span(),
+            "model.output-burndown must be at least 1 (5 for the Claude models AWS lists, 1 elsewhere); leave it \
+             out to take the model table's value",
         ));
     }
+    let id = m.id.get_ref().trim().to_string();
+    let (facts, listed) = catalogue.facts(&id);
+    let (output_burndown, burndown_from) = match (&m.output_burndown, facts.burndown) {
+        (Some(b), _) => (*b.get_ref(), BurndownFrom::JobFile),
+        (None, Some(b)) if listed => (b, BurndownFrom::Table),
+        (None, b) => (b.unwrap_or(1), BurndownFrom::Default),
+    };
     let model = ModelSettings {
-        id: m.id.get_ref().trim().to_string(),
+        id,
         region: m.region.clone(),
         api: m.api,
         max_tokens,
@@ -248,6 +261,9 @@ fn model_table(c: &Checker<'_>, m: &ModelTable) -> Result<ModelSettings, JobErro
         top_p: within_unit(c, &m.top_p, "model.top-p")?,
         system: m.system.clone(),
         output_burndown,
+        burndown_from,
+        facts,
+        listed,
         embed: embed_settings(c, m)?,
     };
     Ok(model)
@@ -667,17 +683,28 @@ fn endpoint_table(
 }
 
 impl Job {
-    /// Reads and checks a job file.
+    /// Reads and checks a job file, with the model table the user chose (`BATCHRUN_MODELS`, else built in).
     pub fn load(path: &Path) -> Result<Job, JobError> {
+        Job::load_with(path, &Catalogue::chosen(None)?)
+    }
+
+    /// Reads and checks a job file, taking what it leaves out about the model from `catalogue`.
+    pub fn load_with(path: &Path, catalogue: &Catalogue) -> Result<Job, JobError> {
         let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Job::parse(&text, path)
+        Job::parse_with(&text, path, catalogue)
     }
 
-    /// Checks a job file's text; `path` names it in errors and anchors relative paths.
+    /// Checks a job file's text with the built-in model table; `path` names it in errors and anchors relative
+    /// paths.
     pub fn parse(text: &str, path: &Path) -> Result<Job, JobError> {
+        Job::parse_with(text, path, &Catalogue::built_in())
+    }
+
+    /// Checks a job file's text, taking what it leaves out about the model from `catalogue`.
+    pub fn parse_with(text: &str, path: &Path, catalogue: &Catalogue) -> Result<Job, JobError> {
         let file: JobFile = toml::from_str(text).map_err(|e| JobError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
@@ -694,7 +721,7 @@ impl Job {
             return Err(c.at(file.job.name.span(), "job.name must not be empty"));
         }
 
-        let model = model_table(&c, &file.model)?;
+        let model = model_table(&c, &file.model, catalogue)?;
         let mut input = input_table(&c, &file.input, &model, &dir)?;
         input.chunk = chunk_table(&c, file.chunk.as_ref(), &file.input)?;
         let budget = budget_table(&c, &file.budget, &model)?;

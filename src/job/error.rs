@@ -22,6 +22,9 @@ pub enum JobError {
         /// The parser's message.
         message: String,
     },
+    /// The model table (`BATCHRUN_MODELS`) cannot be used.
+    #[error(transparent)]
+    Catalogue(#[from] crate::catalogue::CatalogueError),
     /// A value that parses but cannot work.
     #[error("invalid job file {}:\n{message}", path.display())]
     Invalid {

@@ -16,5 +16,7 @@ pub use check::{MAX_TOKENS, MIN_CHUNK_TOKENS};
 pub use embed::{EmbedFamily, EmbedSettings};
 pub use error::JobError;
 pub use location::Location;
-pub use settings::{ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings};
+pub use settings::{
+    BurndownFrom, ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings,
+};
 pub use spec::{Api, InputFormat, OutputFormat};

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::embed::EmbedSettings;
 use super::location::Location;
 use super::spec::{Api, InputFormat, OutputFormat};
+use crate::catalogue::ModelFacts;
 use crate::s3::S3Settings;
 
 /// A checked job.
@@ -58,11 +59,34 @@ pub struct ModelSettings {
     pub top_p: Option<f64>,
     /// System prompt.
     pub system: Option<String>,
-    /// Quota tokens per output token.
+    /// Quota tokens per output token: the job file's, else the model table's. Not part of the fingerprint: it
+    /// shapes the budget, not the requests.
+    #[serde(skip)]
     pub output_burndown: u32,
+    /// Where `output_burndown` came from.
+    #[serde(skip)]
+    pub burndown_from: BurndownFrom,
+    /// What the model table says about the model (its defaults for a model it does not list).
+    #[serde(skip)]
+    pub facts: ModelFacts,
+    /// Whether the model table lists the model.
+    #[serde(skip)]
+    pub listed: bool,
     /// `api = "embed"`: the family and what is asked of it. Left out of the fingerprint for other APIs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embed: Option<EmbedSettings>,
+}
+
+/// Where a model's output burndown came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BurndownFrom {
+    /// `model.output-burndown`.
+    JobFile,
+    /// The model table's entry for the model.
+    Table,
+    /// Neither: the table's default, with a warning.
+    #[default]
+    Default,
 }
 
 /// `[input]`, checked.

@@ -117,14 +117,8 @@ pub struct ModelTable {
     pub top_p: Option<Spanned<f64>>,
     /// System prompt sent with every Converse request.
     pub system: Option<String>,
-    /// Quota tokens charged per output token: 5 for the newer Claude Sonnet / Opus models, 1 elsewhere.
-    // Bedrock's published rule; a per-model value because it changes with model generations.
-    #[serde(default = "one")]
-    pub output_burndown: Spanned<u32>,
-}
-
-fn one() -> Spanned<u32> {
-    Spanned::new(0..0, 1)
+    /// Quota tokens charged per output token [default: the model table's value for the model, else 1].
+    pub output_burndown: Option<Spanned<u32>>,
 }
 
 /// How input records are read.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::format::duration;
 use super::format::{int, money, round_up};
-use super::prices::Price;
 use crate::budget::LearnedRates;
 use crate::budget::Second;
+use crate::catalogue::Price;
 use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow};
 
 /// Everything the report is made from.

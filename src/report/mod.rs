@@ -1,7 +1,7 @@
 //! What the user sees: live counters shared by the runner ([`RunStats`]), a progress bar on a terminal or
 //! periodic lines elsewhere ([`progress`]), the end-of-run text ([`summary`]), and the texts of `plan`
 //! ([`plan`]), `status` ([`status`]) and `report` ([`diagnose`], and [`html`] for its page), all rendered by
-//! pure functions; numbers and times are formatted in one place ([`format`](mod@format)); prices in [`prices`].
+//! pure functions; numbers and times are formatted in one place ([`format`](mod@format)).
 //!
 //! It reads the counters; it never changes what the runner does.
 
@@ -9,7 +9,6 @@ pub mod diagnose;
 pub mod format;
 pub mod html;
 pub mod plan;
-pub mod prices;
 pub mod progress;
 pub mod status;
 pub mod summary;

@@ -10,8 +10,9 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::format::{duration, int, money, round_up};
-use super::prices::Price;
 use crate::budget::quota;
+use crate::catalogue::Price;
+use crate::job::{Api, BurndownFrom, ModelSettings};
 
 /// A record whose reservation can never fit the TPM budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,57 @@ pub struct PlanFacts {
     pub price: Option<(Price, String, String)>,
     /// `--deadline`.
     pub deadline: Option<Duration>,
+    /// What the model table adds ([`model_notes`]).
+    pub model_notes: Vec<String>,
+    /// Records whose input and `max-tokens` together exceed the model's context window, and that window.
+    pub over_context: (u64, Option<u64>),
+}
+
+/// What the model table adds to the job file, as lines to show before a run or in a plan: warnings first (a
+/// model the table does not know, a `max-tokens` above what the model can write), then where a burndown other
+/// than 1 came from.
+pub fn model_notes(m: &ModelSettings) -> Vec<String> {
+    let mut lines = Vec::new();
+    let name = m.facts.name.as_deref().unwrap_or(&m.id);
+    let tell_burndown = m.api != Api::Embed;
+    match m.burndown_from {
+        BurndownFrom::Default if tell_burndown => lines.push(format!(
+            "warning: model `{}` is not in the model table: output burndown {} assumed and no price known; set \
+             model.output-burndown (5 for the Claude models AWS lists, 1 elsewhere), or describe the model in a \
+             file given with BATCHRUN_MODELS (format: jobs/models.toml)",
+            m.id, m.output_burndown
+        )),
+        BurndownFrom::Default => lines.push(format!(
+            "warning: model `{}` is not in the model table: no price known; describe it in a file given with \
+             BATCHRUN_MODELS (format: jobs/models.toml)",
+            m.id
+        )),
+        BurndownFrom::JobFile if m.listed && m.facts.burndown != Some(m.output_burndown) => {
+            lines.push(format!(
+                "note: model.output-burndown {} differs from the model table's {} for {name}; the job file's is used",
+                m.output_burndown,
+                m.facts.burndown.unwrap_or(1)
+            ));
+        }
+        _ => {}
+    }
+    if let (Some(asked), Some(most)) = (m.max_tokens, m.facts.max_output)
+        && u64::from(asked) > most
+    {
+        lines.push(format!(
+            "warning: model.max-tokens {} is more than the {} output tokens {name} can write (model table): \
+             Bedrock is likely to refuse every request; lower it",
+            int(u64::from(asked)),
+            int(most)
+        ));
+    }
+    if m.burndown_from == BurndownFrom::Table && m.output_burndown != 1 && tell_burndown {
+        lines.push(format!(
+            "output burndown {} from the model table ({name}): each output token counts {} tokens against TPM",
+            m.output_burndown, m.output_burndown
+        ));
+    }
+    lines
 }
 
 /// Which limit sets the pace.
@@ -233,6 +285,12 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         "plan for job `{}` (model {}); no model calls were made\n",
         f.job, f.model_id
     );
+    for line in &f.model_notes {
+        let _ = writeln!(t, "{line}");
+    }
+    if !f.model_notes.is_empty() {
+        t.push('\n');
+    }
     request_lines(&mut t, f, p);
     limit_lines(&mut t, f, p);
     let _ = writeln!(
@@ -254,7 +312,7 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         _ => {
             let _ = writeln!(
                 t,
-                "expected cost    unknown: {} is not in the price table (add it with --prices FILE)",
+                "expected cost    unknown: {} has no price in the model table (add one with --models FILE)",
                 f.model_id
             );
         }
@@ -426,6 +484,15 @@ fn never_fit_lines(t: &mut String, f: &PlanFacts) {
             );
         }
     }
+    if let (n @ 1.., Some(window)) = f.over_context {
+        let _ = writeln!(
+            t,
+            "too long         {} records need more than the model's context window of {} tokens (input + \
+             max-tokens, model table); Bedrock will refuse them",
+            int(n),
+            int(window)
+        );
+    }
 }
 
 #[cfg(test)]
@@ -463,6 +530,8 @@ mod tests {
                 "2025-11".into(),
             )),
             deadline: Some(Duration::from_secs(600)),
+            model_notes: Vec::new(),
+            over_context: (0, Some(200_000)),
         }
     }
 

@@ -25,6 +25,30 @@ impl Fingerprint {
     pub fn of(job: &Job, files: &[InputFile]) -> Fingerprint {
         let settings = serde_json::to_string(&job.settings()).expect("settings serialize");
         let inputs = serde_json::to_string(files).expect("input identities serialize");
+        Fingerprint::hashed(settings, inputs)
+    }
+
+    /// Whether `stored` (as the state database keeps it) names the same job as `self`: the same hash, or the
+    /// same once the keys that earlier versions of batchrun put in the settings and this one leaves out are
+    /// taken from them (`model.output_burndown`, which shapes the budget, not the requests).
+    pub fn matches(&self, stored: &Fingerprint) -> bool {
+        if stored.hash == self.hash {
+            return true;
+        }
+        let key = ",\"output_burndown\":";
+        let Some(at) = stored.settings.find(key) else {
+            return false;
+        };
+        let digits = stored.settings[at + key.len()..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let mut settings = stored.settings.clone();
+        settings.replace_range(at..at + key.len() + digits, "");
+        Fingerprint::hashed(settings, stored.inputs.clone()).hash == self.hash
+    }
+
+    fn hashed(settings: String, inputs: String) -> Fingerprint {
         let mut h = Sha256::new();
         h.update(settings.as_bytes());
         h.update([0]);
@@ -122,6 +146,39 @@ pub fn describe_changes(before: &Fingerprint, now: &Fingerprint) -> Vec<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fingerprint_from_before_burndown_left_it_still_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.jsonl"), "").unwrap();
+        let job = Job::parse(
+            "[job]\nname = \"t\"\n[model]\nid = \"m\"\nmax-tokens = 10\n[input]\npath = \"in.jsonl\"\n\
+             format = \"jsonl\"\n[output]\npath = \"out/\"\n",
+            &dir.path().join("t.toml"),
+        )
+        .unwrap();
+        let now = Fingerprint::of(&job, &[]);
+        assert!(!now.settings.contains("burndown"), "{}", now.settings);
+        // As batchrun wrote it before: the burndown after the system prompt.
+        let legacy = |b: &str| {
+            let settings = now.settings.replacen(
+                "\"system\":null",
+                &format!("\"system\":null,\"output_burndown\":{b}"),
+                1,
+            );
+            assert_ne!(settings, now.settings);
+            Fingerprint::hashed(settings, now.inputs.clone())
+        };
+        assert!(now.matches(&legacy("1")));
+        assert!(now.matches(&legacy("15")));
+        // Anything else that differs still differs.
+        let mut other = legacy("1");
+        other.settings = other
+            .settings
+            .replace("\"max_tokens\":10", "\"max_tokens\":11");
+        other.hash = Fingerprint::hashed(other.settings.clone(), other.inputs.clone()).hash;
+        assert!(!now.matches(&other));
+    }
 
     #[test]
     fn changes_are_named() {

@@ -232,20 +232,15 @@ async fn reconcile(
             );
             start_over(job, fingerprint, sink, store).await?;
         }
-        Some(stored) if stored.fingerprint == fingerprint.hash && !opts.fresh => {
+        Some(stored) if !opts.fresh && fingerprint.matches(&stored_fingerprint(&stored)) => {
             crate::say!("resuming job `{}` (state {})", job.name, state.display());
         }
         // A job whose inputs were never all read has sent nothing: it starts over with its new settings.
         Some(stored) if !opts.fresh && stored.ingested => {
-            let before = Fingerprint {
-                hash: stored.fingerprint,
-                settings: stored.settings,
-                inputs: stored.inputs,
-            };
             return Err(Error::JobChanged {
                 name: job.name.clone(),
                 path: opts.job_file.clone(),
-                changes: describe_changes(&before, fingerprint),
+                changes: describe_changes(&stored_fingerprint(&stored), fingerprint),
             });
         }
         existing => {
@@ -259,6 +254,14 @@ async fn reconcile(
         }
     }
     Ok(())
+}
+
+fn stored_fingerprint(stored: &crate::checkpoint::StoredJob) -> Fingerprint {
+    Fingerprint {
+        hash: stored.fingerprint.clone(),
+        settings: stored.settings.clone(),
+        inputs: stored.inputs.clone(),
+    }
 }
 
 /// The run as the state database keeps it: the settings it ran with.
@@ -367,6 +370,9 @@ async fn send_pending(
         connection.static_credentials,
     )
     .await?;
+    for line in crate::report::plan::model_notes(&job.model) {
+        crate::say!("{line}");
+    }
     // A quota the job file leaves out starts at the account's applied value; the run notes what it ran with.
     let (budgeted, sourced) = super::account::with_account_quotas(job, &connection, store).await?;
     if let Some(key) = run_key {

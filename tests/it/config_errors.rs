@@ -39,8 +39,8 @@ fn every_example_job_is_valid() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        // prices.toml is the price table, not a job.
-        if path.extension().is_some_and(|e| e == "toml") && !path.ends_with("prices.toml") {
+        // models.toml is the model table, not a job.
+        if path.extension().is_some_and(|e| e == "toml") && !path.ends_with("models.toml") {
             batchrun::job::Job::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             checked += 1;
         }

@@ -37,6 +37,118 @@ async fn run(t: &TestJob, args: &[&str]) -> (Run, String) {
     (Run::from(out), stdout)
 }
 
+/// The model table fills in what the job file leaves out about the model, warns about what Bedrock would refuse,
+/// and a user's table laid over it changes one key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_table_sets_burndown_prices_and_limits() {
+    let emu = emulator(SLOW_TPM).await;
+    let t = TestJob::new();
+    let sonnet = |max_tokens: u32| {
+        format!(
+            "[model]\nid = \"global.anthropic.claude-sonnet-4-5-20250929-v1:0\"\nmax-tokens = {max_tokens}\n\
+             [input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[budget]\ntpm = 1000000\n[output]\npath = \"out\"\n"
+        )
+    };
+    t.write("in.jsonl", tickets(20))
+        .job(&sonnet(100_000), &emu.endpoint());
+    let args = [
+        "plan",
+        "job.toml",
+        "--output-tokens",
+        "60",
+        "--latency",
+        "1s",
+    ];
+    let (r, out) = run(&t, &args).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for want in [
+        "output burndown 5 from the model table (Claude Sonnet 4.5)",
+        "warning: model.max-tokens 100,000 is more than the 64,000 output tokens Claude Sonnet 4.5 can write",
+        "(input + output × burndown 5)",
+        "expected cost    $",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("too long"), "{out}");
+
+    // A user's table: a price and a context window changed, the rest kept.
+    t.write(
+        "my-models.toml",
+        "[models.\"anthropic.claude-sonnet-4-5-20250929-v1:0\"]\ncontext = 300\ninput = 300.0\n",
+    )
+    .job(&sonnet(500), &emu.endpoint());
+    let (r, with_file) = run(&t, &[&args[..], &["--models", "my-models.toml"]].concat()).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        with_file.contains(
+            "too long         20 records need more than the model's context window of 300 tokens"
+        ),
+        "{with_file}"
+    );
+    assert!(
+        with_file.contains("(input + output × burndown 5)"),
+        "{with_file}"
+    );
+    let input_cost = |text: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("expected cost"))
+            .unwrap()
+            .to_string();
+        line.split("input $")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let (_, built_in) = run(&t, &args).await;
+    assert!(
+        (input_cost(&with_file) / input_cost(&built_in) - 100.0).abs() < 1.0,
+        "a price of 300 instead of 3 per million: {with_file}\n{built_in}"
+    );
+    // The same file through the environment, and a bad one named with its key.
+    t.env("BATCHRUN_MODELS", Some("my-models.toml"));
+    let (_, from_env) = run(&t, &args).await;
+    assert_eq!(input_cost(&from_env), input_cost(&with_file));
+    t.write("my-models.toml", "[models.\"x\"]\nburndown = 0\n");
+    let (r, _) = run(&t, &args).await;
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("my-models.toml: x: burndown = 0"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A model the table does not know is sent with burndown 1 and one warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_model_gets_one_warning() {
+    let emu = emulator("[models.\"*\"]\ntpm = 1000000\n").await;
+    let t = TestJob::new();
+    t.write("in.jsonl", tickets(30)).job(
+        "[model]\nid = \"acme.unknown-v1\"\nmax-tokens = 50\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+         [budget]\nrpm = 6000\ntpm = 1000000\n[output]\npath = \"out\"\n",
+        &emu.endpoint(),
+    );
+    let r = t.submit(&[]).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let warnings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not in the model table"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", r.stderr);
+    assert!(
+        warnings[0].contains("output burndown 1 assumed"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(t.output_lines("out").len(), 30);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reads_everything_and_calls_no_model() {
     let emu = emulator(SLOW_TPM).await;

@@ -81,6 +81,8 @@ impl TestJob {
             .env_remove("AWS_ENDPOINT_URL")
             .env_remove("AWS_ENDPOINT_URL_S3")
             .env_remove("RUST_LOG")
+            .env_remove("BATCHRUN_MODELS")
+            .env_remove("BATCHRUN_PRICES")
             .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
             .env("AWS_SECRET_ACCESS_KEY", "test-secret")
             .env("AWS_REGION", "us-east-1")
