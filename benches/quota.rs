@@ -43,6 +43,8 @@ struct Scenario {
     name: &'static str,
     /// Emulator profile for the model (without the table header).
     profile: String,
+    /// Top-level emulator tables before the model's (e.g. `[service-quotas]`).
+    account: &'static str,
     /// Job `[budget]` lines.
     budget: &'static str,
     max_tokens: u32,
@@ -74,7 +76,27 @@ fn long_prompt(i: usize) -> String {
     s
 }
 
+fn tpm_bound() -> Scenario {
+    Scenario {
+        name: "tpm-bound",
+        profile: "tpm = 300000\ninitial-fill = 0.0\noutput-tokens = { min = 100, max = 200 }\n\
+                  latency = { first-token-ms = 300, per-token-ms = 3, jitter = 0.2 }\n"
+            .to_string(),
+        account: "",
+        budget: "tpm = 300000",
+        max_tokens: 300,
+        burndown: 1,
+        output: OutputLength { min: 100, max: 200 },
+        rpm: None,
+        tpm: Some(300_000.0),
+        neighbour_mean: 0.0,
+        prompt: long_prompt,
+        ceiling_records: None,
+    }
+}
+
 fn scenarios() -> Vec<Scenario> {
+    let tpm_profile = tpm_bound().profile;
     let latency = "latency = { first-token-ms = 200, per-token-ms = 2, jitter = 0.2 }";
     let rpm_profile = format!(
         "rpm = 600\ninitial-fill = 0.0\noutput-tokens = {{ min = 20, max = 60 }}\n{latency}\n"
@@ -82,6 +104,7 @@ fn scenarios() -> Vec<Scenario> {
     let base = |name, budget, profile: String, neighbour_mean| Scenario {
         name,
         profile,
+        account: "",
         budget,
         max_tokens: 100,
         burndown: 1,
@@ -94,27 +117,14 @@ fn scenarios() -> Vec<Scenario> {
     };
     vec![
         base("rpm-bound", "rpm = 600", rpm_profile.clone(), 0.0),
-        Scenario {
-            name: "tpm-bound",
-            profile: "tpm = 300000\ninitial-fill = 0.0\noutput-tokens = { min = 100, max = 200 }\n\
-                      latency = { first-token-ms = 300, per-token-ms = 3, jitter = 0.2 }\n"
-                .to_string(),
-            budget: "tpm = 300000",
-            max_tokens: 300,
-            burndown: 1,
-            output: OutputLength { min: 100, max: 200 },
-            rpm: None,
-            tpm: Some(300_000.0),
-            neighbour_mean: 0.0,
-            prompt: long_prompt,
-            ceiling_records: None,
-        },
+        tpm_bound(),
         Scenario {
             name: "max-tokens-trap",
             profile: format!(
                 "tpm = 400000\nburndown = 5\ninitial-fill = 0.0\nmax-output-tokens = 8192\n\
                  output-tokens = {{ min = 180, max = 220 }}\n{latency}\n"
             ),
+            account: "",
             budget: "tpm = 400000",
             max_tokens: 4096,
             burndown: 5,
@@ -124,6 +134,22 @@ fn scenarios() -> Vec<Scenario> {
             neighbour_mean: 0.0,
             prompt: short_prompt,
             ceiling_records: None,
+        },
+        // The tpm-bound job with no [budget]: started at the account's quota read from Service Quotas, and
+        // (no permission to read it) learned from throttles.
+        Scenario {
+            name: "tpm-from-account",
+            profile: tpm_profile.clone(),
+            account: "",
+            budget: "",
+            ..tpm_bound()
+        },
+        Scenario {
+            name: "tpm-learned",
+            profile: tpm_profile,
+            account: "[service-quotas]\naccess-denied = true\n",
+            budget: "",
+            ..tpm_bound()
         },
         base(
             "noisy-neighbour",
@@ -136,6 +162,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "runner-ceiling",
             profile: "output-tokens = { min = 5, max = 10 }\n".into(),
+            account: "",
             budget: "max-concurrency = 64",
             max_tokens: 20,
             burndown: 1,
@@ -217,7 +244,7 @@ struct Run {
 }
 
 async fn start_emulator(s: &Scenario) -> EmulatorHandle {
-    let profile = format!("seed = 1\n[models.\"*\"]\n{}", s.profile);
+    let profile = format!("seed = 1\n{}[models.\"*\"]\n{}", s.account, s.profile);
     let config =
         EmulatorConfig::from_toml(&profile, Path::new("bench.toml")).expect("bench profile");
     emulator::start(config, "127.0.0.1:0".parse().unwrap())

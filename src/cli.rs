@@ -29,6 +29,7 @@ Exit codes:
   1    the job finished and some records failed
   2    usage, job file or configuration error
   69   the model's daily token quota is used up; run the same command again once it has refilled
+       (or set budget.on-daily-quota = \"wait\")
   70   internal error
   75   the job is already running in another process (submit without --wait)
   130  interrupted (Ctrl-C); run the same command again to resume";

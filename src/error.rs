@@ -248,7 +248,8 @@ impl Error {
             )),
             Error::DailyQuota { path, .. } => Some(format!(
                 "nothing was lost: the records not answered stay pending; run `batchrun submit {}` again once the \
-                 quota has refilled (Bedrock refills it over a day); `batchrun quotas {}` shows the daily quota",
+                 quota has refilled (Bedrock refills it over a day), or let the run wait for it with \
+                 `on-daily-quota = \"wait\"` under [budget]; `batchrun quotas {}` shows the daily quota",
                 path.display(),
                 path.display()
             )),

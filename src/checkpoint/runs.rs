@@ -31,6 +31,12 @@ pub struct RunRow {
     /// Which budget values came from Service Quotas (`rpm`, `tpm`, `rpm,tpm`), not the job file.
     #[sqlx(default)]
     pub budget_from: Option<String>,
+    /// While the run waits for the daily token quota: its next try (Unix seconds) and Bedrock's message.
+    #[sqlx(default)]
+    pub waiting_until: Option<i64>,
+    /// See `waiting_until`.
+    #[sqlx(default)]
+    pub waiting_reason: Option<String>,
 }
 
 impl Store {
@@ -105,11 +111,33 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that run `started_at` of `job` waits for the daily token quota until `until` (Unix seconds)
+    /// because of `reason`, or (`None`) sends again.
+    pub async fn note_run_waiting(
+        &self,
+        job: &str,
+        started_at: i64,
+        waiting: Option<(i64, &str)>,
+    ) -> Result<(), CheckpointError> {
+        sqlx::query(
+            "UPDATE runs SET waiting_until = ?, waiting_reason = ? WHERE job = ? AND started_at = ?",
+        )
+        .bind(waiting.map(|w| w.0))
+        .bind(waiting.map(|w| w.1))
+        .bind(job)
+        .bind(started_at)
+        .execute(&self.pool)
+        .await
+        .map_err(failed_to("note a run's wait for the daily quota"))?;
+        Ok(())
+    }
+
     /// The job's runs, oldest first.
     pub async fn runs(&self, job: &str) -> Result<Vec<RunRow>, CheckpointError> {
         sqlx::query_as(
             "SELECT started_at, ended_at, outcome, model_id, max_tokens, burndown, budget_rpm, budget_tpm, \
-             max_concurrency, pending, budget_from FROM runs WHERE job = ? ORDER BY started_at",
+             max_concurrency, pending, budget_from, waiting_until, waiting_reason FROM runs WHERE job = ? \
+             ORDER BY started_at",
         )
         .bind(job)
         .fetch_all(&self.pool)
@@ -139,6 +167,8 @@ mod tests {
             max_concurrency: 4,
             pending: 3,
             budget_from: None,
+            waiting_until: None,
+            waiting_reason: None,
         };
         let first = store.start_run("j", &run).await.unwrap();
         let second = store.start_run("j", &run).await.unwrap();

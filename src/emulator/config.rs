@@ -51,6 +51,9 @@ pub struct ModelProfile {
     pub tpm: Option<u64>,
     /// Tokens per day, charged like `tpm` over a 24 hour window.
     pub tpd: Option<u64>,
+    /// How many seconds the `tpd` window lasts [default: 86,400]: shorter in tests, so that a used-up daily
+    /// quota refills while a run waits for it.
+    pub day_secs: Option<f64>,
     /// How full the quota buckets are at start, 0 to 1: below 1 simulates a quota already in use by other
     /// clients when the run begins.
     pub initial_fill: f64,
@@ -114,6 +117,7 @@ impl Default for ModelProfile {
             rpm: None,
             tpm: None,
             tpd: None,
+            day_secs: None,
             initial_fill: 1.0,
             burndown: 1,
             // Claude-sized defaults: a 200k context and 4096 output tokens unless the profile says otherwise.
@@ -434,6 +438,9 @@ fn check_quota_and_tokens(
     }
     if !(0.0..=1.0).contains(&m.initial_fill) {
         return Err(invalid(&key("initial-fill"), "must be between 0 and 1"));
+    }
+    if m.day_secs.is_some_and(|d| !(1.0..=86_400.0).contains(&d)) {
+        return Err(invalid(&key("day-secs"), "must be from 1 to 86400 seconds"));
     }
     let bad_neighbour = |n: &Neighbour| {
         !((0.0..1.0).contains(&n.low)

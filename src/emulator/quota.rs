@@ -126,6 +126,11 @@ pub struct Quota {
 const MINUTE: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// How long the profile's day lasts.
+fn day(profile: &ModelProfile) -> Duration {
+    profile.day_secs.map_or(DAY, Duration::from_secs_f64)
+}
+
 impl Quota {
     /// Buckets for the quotas the profile sets, filled as far as its `initial-fill` says.
     pub fn new(profile: &ModelProfile, now: Instant) -> Self {
@@ -137,7 +142,7 @@ impl Quota {
         Quota {
             rpm: profile.rpm.map(|n| bucket(n, MINUTE)),
             tpm: profile.tpm.map(|n| bucket(n, MINUTE)),
-            tpd: profile.tpd.map(|n| bucket(n, DAY)),
+            tpd: profile.tpd.map(|n| bucket(n, day(profile))),
             burndown: u64::from(profile.burndown),
         }
     }
@@ -221,7 +226,7 @@ impl Quota {
         };
         resized(&mut self.rpm, profile.rpm, MINUTE);
         resized(&mut self.tpm, profile.tpm, MINUTE);
-        resized(&mut self.tpd, profile.tpd, DAY);
+        resized(&mut self.tpd, profile.tpd, day(profile));
     }
 
     /// Tokens available in the per-minute bucket at `now`, if there is one.

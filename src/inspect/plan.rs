@@ -17,7 +17,7 @@ use crate::invoke::Invoker;
 use crate::job::Job;
 use crate::report::plan::{NeverFit, PlanFacts, compute, render};
 use crate::run::submit::s3_client;
-use crate::run::{Endpoints, Expected};
+use crate::run::{Connection, Endpoints, Expected, Unread, read_own};
 use crate::source::{self, Item, Record, read_in_batches};
 
 /// What `batchrun plan` was asked.
@@ -50,13 +50,14 @@ const COUNT_CONCURRENCY: usize = 8;
 pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
     let prices = Catalogue::chosen(opts.models.as_deref())?;
     let job = Job::load_with(&opts.job_file, &prices)?;
+    let connection = opts.endpoints.connect(&job).await?;
+    let (job, account_notes, tpd) = with_account_quotas(&connection, job).await;
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
     let (learned, observed) = earlier_run(opts, &job).await?;
     let ratio = learned.map_or(1.0, |l| l.token_ratio);
     let profile = opts.endpoints.expected(&job)?;
     let counter = if opts.exact {
-        let connection = opts.endpoints.connect(&job).await?;
         let invoker = Invoker::connect(
             &job,
             connection.url.as_deref(),
@@ -96,7 +97,8 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
             .price(&job.model.id)
             .map(|p| (p, prices.currency.clone(), prices.as_of.clone())),
         deadline: opts.deadline,
-        model_notes: crate::report::plan::model_notes(&job.model),
+        model_notes: [crate::report::plan::model_notes(&job.model), account_notes].concat(),
+        tpd,
         over_context: (0, job.model.facts.context),
     };
     // Every record, read as ingest reads it.
@@ -124,6 +126,51 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
     drop(counter);
     let plan = compute(&facts);
     Ok(render(&facts, &plan))
+}
+
+/// `job` with the budget values it leaves out taken from the account's applied quotas, as `submit` would;
+/// lines saying where each came from (or why none could be read); and the daily token quota, if the account
+/// has one for the model.
+async fn with_account_quotas(
+    connection: &Connection,
+    mut job: Job,
+) -> (Job, Vec<String>, Option<(u64, String)>) {
+    let (region, read) = read_own(&job, connection).await;
+    let quotas = match read {
+        Ok(q) => q,
+        Err(Unread::Denied) => {
+            let line = format!(
+                "note: no permission to read Service Quotas in {region}: quotas not set in [budget] are unknown \
+                 here and learned from throttles by submit"
+            );
+            return (job, vec![line], None);
+        }
+        Err(Unread::Failed(why)) => return (job, vec![format!("note: {why}")], None),
+    };
+    let mut notes = Vec::new();
+    let mut tpd = None;
+    for q in quotas {
+        let value = q.value.round() as u64;
+        let slot = match q.measure.as_str() {
+            "rpm" => &mut job.budget.rpm,
+            "tpm" => &mut job.budget.tpm,
+            _ => {
+                tpd = Some((value, q.code));
+                continue;
+            }
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+            notes.push(format!(
+                "{} {} from Service Quotas {}, applied ({})",
+                q.measure.to_uppercase(),
+                crate::report::format::int(value),
+                q.code,
+                q.name
+            ));
+        }
+    }
+    (job, notes, tpd)
 }
 
 /// What an earlier run of this job saw: the rates it learned and its outcomes, if the state database exists

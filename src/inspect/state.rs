@@ -129,6 +129,10 @@ async fn job_status(store: &Store, name: &str) -> Result<JobStatus, Error> {
         last_run_seconds: last.map(|r| (r.ended_at.unwrap_or(now) - r.started_at).max(0) as u64),
         last_run_outcome: last.and_then(|r| r.outcome.clone()),
         run_by: holder.as_ref().map(lock::describe),
+        daily_wait: last.filter(|_| alive).and_then(|r| {
+            r.waiting_until
+                .map(|at| (at, r.waiting_reason.clone().unwrap_or_default()))
+        }),
         last_errors: store
             .last_errors(job, 5)
             .await?

@@ -29,6 +29,9 @@ const MAX_CONCURRENCY: u32 = 4096;
 // Service Quotas is read again this often while a run's quotas come from it: an approved increase is in force
 // within a minute, and the read costs one API call a minute.
 const DEFAULT_QUOTA_REFRESH_SECS: u64 = 60;
+// While the daily quota is used up, one call every ten minutes: cheap, and soon enough for a quota that
+// refills over a day.
+const DEFAULT_DAILY_RETRY_SECS: u64 = 600;
 // The AWS SDK's own backoff defaults: 1 s base would waste a small quota's recovery; 250 ms reacts sooner.
 const DEFAULT_BASE_DELAY_MS: u64 = 250;
 const DEFAULT_MAX_DELAY_MS: u64 = 20_000;
@@ -510,27 +513,50 @@ fn budget_table(
             ));
         }
     }
-    let quota_refresh = match &b.quota_refresh_secs {
-        Some(t) if !(*t.get_ref() >= 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS) => {
-            return Err(c.at(
-                t.span(),
-                format!(
-                    "budget.quota-refresh-secs must be from 0 (never) to {MAX_TIMEOUT_SECS} (a day), got {}",
-                    t.get_ref()
-                ),
-            ));
-        }
-        Some(t) if *t.get_ref() == 0.0 => None,
-        Some(t) => Some(Duration::from_secs_f64(*t.get_ref())),
-        None => Some(Duration::from_secs(DEFAULT_QUOTA_REFRESH_SECS)),
-    };
+    let quota_refresh = seconds(
+        c,
+        &b.quota_refresh_secs,
+        "budget.quota-refresh-secs",
+        "0 (never)",
+    )?
+    .map_or(Some(Duration::from_secs(DEFAULT_QUOTA_REFRESH_SECS)), |d| {
+        (!d.is_zero()).then_some(d)
+    });
+    let daily_retry = seconds(c, &b.daily_retry_secs, "budget.daily-retry-secs", "0.1")?
+        .unwrap_or(Duration::from_secs(DEFAULT_DAILY_RETRY_SECS));
+    if daily_retry < Duration::from_millis(100) {
+        let span = b.daily_retry_secs.as_ref().expect("set").span();
+        return Err(c.at(span, "budget.daily-retry-secs must be at least 0.1"));
+    }
     let budget = BudgetSettings {
         rpm,
         tpm,
         max_concurrency,
         quota_refresh,
+        on_daily_quota: b.on_daily_quota.unwrap_or_default(),
+        daily_retry,
     };
     Ok(budget)
+}
+
+/// A number of seconds from 0 to a day, as a duration; `lowest` says the smallest value that means something.
+fn seconds(
+    c: &Checker<'_>,
+    value: &Option<Spanned<f64>>,
+    key: &str,
+    lowest: &str,
+) -> Result<Option<Duration>, JobError> {
+    match value {
+        Some(t) if !(*t.get_ref() >= 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS) => Err(c.at(
+            t.span(),
+            format!(
+                "{key} must be from {lowest} to {MAX_TIMEOUT_SECS} (a day), got {}",
+                t.get_ref()
+            ),
+        )),
+        Some(t) => Ok(Some(Duration::from_secs_f64(*t.get_ref()))),
+        None => Ok(None),
+    }
 }
 
 /// `[retry]`, checked.

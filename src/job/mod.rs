@@ -19,4 +19,4 @@ pub use location::Location;
 pub use settings::{
     BurndownFrom, ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings,
 };
-pub use spec::{Api, InputFormat, OutputFormat};
+pub use spec::{Api, InputFormat, OnDailyQuota, OutputFormat};

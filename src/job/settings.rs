@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::embed::EmbedSettings;
 use super::location::Location;
-use super::spec::{Api, InputFormat, OutputFormat};
+use super::spec::{Api, InputFormat, OnDailyQuota, OutputFormat};
 use crate::catalogue::ModelFacts;
 use crate::s3::S3Settings;
 
@@ -135,6 +135,10 @@ pub struct BudgetSettings {
     pub max_concurrency: u32,
     /// How often a run whose quotas came from Service Quotas reads them again; `None` never.
     pub quota_refresh: Option<Duration>,
+    /// What a run does when the daily token quota is used up.
+    pub on_daily_quota: OnDailyQuota,
+    /// Between tries while it waits for the daily quota.
+    pub daily_retry: Duration,
 }
 
 /// `[retry]`, checked.

@@ -174,6 +174,22 @@ pub struct BudgetTable {
     /// How often, in seconds, a run whose quotas came from Service Quotas reads them again (an increase
     /// approved mid-run takes effect); 0 never.
     pub quota_refresh_secs: Option<Spanned<f64>>,
+    /// When Bedrock says the model's tokens per day are used up: `stop` the run, resumably, with exit 69
+    /// (the default), or `wait` and try again every `daily-retry-secs`.
+    pub on_daily_quota: Option<OnDailyQuota>,
+    /// `on-daily-quota = "wait"`: seconds between tries while the daily quota is used up [default: 600].
+    pub daily_retry_secs: Option<Spanned<f64>>,
+}
+
+/// `budget.on-daily-quota`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDailyQuota {
+    /// Stop the run, resumably, with exit 69.
+    #[default]
+    Stop,
+    /// Stop sending, try one call every `daily-retry-secs`, and go on when one is answered.
+    Wait,
 }
 
 /// `[retry]`.

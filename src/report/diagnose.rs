@@ -587,6 +587,8 @@ mod tests {
             max_concurrency: 32,
             pending: 1000,
             budget_from: None,
+            waiting_until: None,
+            waiting_reason: None,
         }
     }
 

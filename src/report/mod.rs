@@ -34,6 +34,8 @@ pub struct RunStats {
     pub input_tokens: AtomicU64,
     /// Output tokens reported.
     pub output_tokens: AtomicU64,
+    /// While sending waits for the daily token quota: when the next try goes, Unix seconds; 0 otherwise.
+    pub daily_wait_until: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -55,6 +57,8 @@ pub struct Snapshot {
     pub input_tokens: u64,
     /// See [`RunStats::output_tokens`].
     pub output_tokens: u64,
+    /// See [`RunStats::daily_wait_until`].
+    pub daily_wait_until: u64,
 }
 
 impl RunStats {
@@ -75,6 +79,7 @@ impl RunStats {
             in_flight: l(&self.in_flight),
             input_tokens: l(&self.input_tokens),
             output_tokens: l(&self.output_tokens),
+            daily_wait_until: l(&self.daily_wait_until),
         }
     }
 }

@@ -72,8 +72,10 @@ pub struct PlanFacts {
     pub price: Option<(Price, String, String)>,
     /// `--deadline`.
     pub deadline: Option<Duration>,
-    /// What the model table adds ([`model_notes`]).
+    /// What the model table adds ([`model_notes`]), and where budget values came from.
     pub model_notes: Vec<String>,
+    /// The account's daily token quota for the model, and its quota code.
+    pub tpd: Option<(u64, String)>,
     /// Records whose input and `max-tokens` together exceed the model's context window, and that window.
     pub over_context: (u64, Option<u64>),
 }
@@ -318,6 +320,7 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         }
     }
     never_fit_lines(&mut t, f);
+    daily_lines(&mut t, f, p);
     if let (Some((rpm, tpm, conc)), Some(d)) = (p.needed, f.deadline) {
         let _ = writeln!(
             t,
@@ -388,6 +391,32 @@ fn request_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
         "latency          {:.1}s per request ({})",
         f.latency_s, f.latency_source
     );
+}
+
+/// The job's tokens against the account's daily token quota: the share of a day, or the days it takes.
+fn daily_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
+    let Some((tpd, code)) = &f.tpd else { return };
+    let needed = (p.charge * p.sendable as f64).ceil() as u64;
+    let share = needed as f64 / (*tpd).max(1) as f64;
+    if share <= 1.0 {
+        let _ = writeln!(
+            t,
+            "daily quota      {} tokens a day (Service Quotas {code}); the job charges about {}, {:.0} % of it",
+            int(*tpd),
+            int(needed),
+            share * 100.0
+        );
+    } else {
+        let _ = writeln!(
+            t,
+            "daily quota      warning: the job charges about {} tokens, more than the {} a day the account allows \
+             (Service Quotas {code}): it takes at least {} days. Each day's run stops when the quota is used up \
+             (exit 69, resumable), or waits for it with budget.on-daily-quota = \"wait\"",
+            int(needed),
+            int(*tpd),
+            share.ceil() as u64
+        );
+    }
 }
 
 /// Requests per minute each limit allows, and which one binds.
@@ -531,6 +560,7 @@ mod tests {
             )),
             deadline: Some(Duration::from_secs(600)),
             model_notes: Vec::new(),
+            tpd: None,
             over_context: (0, Some(200_000)),
         }
     }

@@ -38,6 +38,7 @@ fn progress_line(stats: &RunStats, budget: &Budget, elapsed: Duration) {
                 "failed": s.failed, "in_flight": s.in_flight, "throttled": s.throttled,
                 "transient": s.transient, "rpm_used": u.rpm_used.round(), "tpm_used": u.tpm_used.round(),
                 "rpm_rate": u.rpm_rate.map(f64::round), "tpm_rate": u.tpm_rate.map(f64::round),
+                "daily_wait_until": (s.daily_wait_until > 0).then_some(s.daily_wait_until),
             }),
         );
     } else {

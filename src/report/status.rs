@@ -57,6 +57,9 @@ pub struct JobStatus {
     pub last_errors: Vec<LastError>,
     /// The process running the job now (`process 1234 on host h (since …)`), if one is.
     pub run_by: Option<String>,
+    /// While the running job waits for the daily token quota: its next try (Unix seconds) and Bedrock's
+    /// message.
+    pub daily_wait: Option<(i64, String)>,
 }
 
 /// `2026-11-26 01:02:03 UTC` from Unix seconds (no time zone database needed).
@@ -161,6 +164,13 @@ pub fn render_one(s: &JobStatus) -> String {
     if let Some(who) = &s.run_by {
         let _ = writeln!(t, "  run by    {who}");
     }
+    if let Some((next_try, message)) = &s.daily_wait {
+        let _ = writeln!(
+            t,
+            "  waiting   {} ({message})",
+            super::summary::daily_wait(*next_try)
+        );
+    }
     let _ = writeln!(
         t,
         "  records   {} total: {} succeeded, {} failed, {} pending",
@@ -244,6 +254,7 @@ mod tests {
                 message: "Input is too long for requested model.".into(),
             }],
             run_by: Some("process 4242 on host worker-1 (since 2026-11-18 11:06:40 UTC)".into()),
+            daily_wait: None,
         }
     }
 

@@ -42,7 +42,7 @@ pub fn status_line(s: &Snapshot, elapsed: Duration, live: &Usage) -> String {
     } else {
         "?".to_string()
     };
-    format!(
+    let line = format!(
         "progress: {}/{} records ({} failed), {:.1} records/s, eta {}; {}; {} retried",
         s.finished(),
         s.planned,
@@ -51,13 +51,29 @@ pub fn status_line(s: &Snapshot, elapsed: Duration, live: &Usage) -> String {
         eta,
         budget_text(live),
         s.transient
+    );
+    match s.daily_wait_until {
+        0 => line,
+        at => format!("{line}; {}", daily_wait(at as i64)),
+    }
+}
+
+/// What a run waiting for the daily token quota is doing.
+pub fn daily_wait(next_try: i64) -> String {
+    format!(
+        "waiting for the daily token quota: no calls until the next try at {}",
+        super::status::utc(next_try)
     )
 }
 
 /// The bar's message: what the bar itself does not show.
 pub fn bar_message(s: &Snapshot, elapsed: Duration, live: &Usage) -> String {
     let rate = s.finished() as f64 / elapsed.as_secs_f64().max(1e-9);
-    format!("{rate:.1}/s, {} failed; {}", s.failed, budget_text(live))
+    let line = format!("{rate:.1}/s, {} failed; {}", s.failed, budget_text(live));
+    match s.daily_wait_until {
+        0 => line,
+        at => format!("{line}; {}", daily_wait(at as i64)),
+    }
 }
 
 /// The summary after a run that finished every record.
@@ -102,6 +118,7 @@ mod tests {
             in_flight: 4,
             input_tokens: 1000,
             output_tokens: 2000,
+            daily_wait_until: 0,
         };
         let live = Usage {
             rpm_used: 1188.0,
@@ -119,6 +136,14 @@ mod tests {
             status_line(&s, Duration::from_secs(6), &live),
             "progress: 42/100 records (2 failed), 7.0 records/s, eta 8.3s; RPM 1.2k/1.2k (×0.49 of budget 2.4k), \
              TPM 152k, in flight 4/16, throttled 6 RPM / 1 TPM; 1 retried"
+        );
+        let waiting = Snapshot {
+            daily_wait_until: 1_795_000_000,
+            ..s
+        };
+        assert!(
+            status_line(&waiting, Duration::from_secs(6), &live)
+                .ends_with("; waiting for the daily token quota: no calls until the next try at 2026-11-18 11:06:40 UTC")
         );
         assert_eq!(
             bar_message(&s, Duration::from_secs(6), &live),

@@ -41,39 +41,21 @@ pub async fn with_account_quotas(
     if job.budget.rpm.is_some() && job.budget.tpm.is_some() {
         return Ok((job.clone(), Vec::new()));
     }
-    let (client, region) = account::client(
-        job.model.region.as_deref(),
-        connection.url.as_deref(),
-        connection.static_credentials,
-    )
-    .await;
     let id = &job.model.id;
-    let (quotas, source) = match tokio::time::timeout(
-        READ_TIMEOUT,
-        account::read(&client, &region, false),
-    )
-    .await
-    {
-        Ok(Ok(all)) => {
-            let own = own_quotas(&all, id);
+    let (region, read) = read_own(job, connection).await;
+    let (quotas, source) = match read {
+        Ok(own) => {
             store.cache_quotas(&region, id, &own).await?;
             (own, "applied".to_string())
         }
-        Ok(Err(QuotasError::AccessDenied { .. })) => {
+        Err(Unread::Denied) => {
             crate::say!(
                 "warning: no permission to read Service Quotas in {region} (servicequotas:ListServiceQuotas): \
                  quotas not set in [budget] are learned from throttles"
             );
             return Ok((job.clone(), Vec::new()));
         }
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!(
-                    "Service Quotas did not answer within {}s",
-                    READ_TIMEOUT.as_secs()
-                ),
-            };
+        Err(Unread::Failed(why)) => {
             let cached = store.cached_quotas(&region, id).await?;
             if cached.is_empty() {
                 crate::say!(
@@ -107,6 +89,40 @@ pub async fn with_account_quotas(
         }
     }
     Ok((out, sourced))
+}
+
+/// Why the account's quotas could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unread {
+    /// No permission.
+    Denied,
+    /// Anything else, said.
+    Failed(String),
+}
+
+/// The region whose quotas apply to `job`, and the applied quotas its calls count against
+/// ([`own_quotas`]), read from Service Quotas within a few seconds.
+pub async fn read_own(
+    job: &Job,
+    connection: &Connection,
+) -> (String, Result<Vec<CachedQuota>, Unread>) {
+    let (client, region) = account::client(
+        job.model.region.as_deref(),
+        connection.url.as_deref(),
+        connection.static_credentials,
+    )
+    .await;
+    let read =
+        match tokio::time::timeout(READ_TIMEOUT, account::read(&client, &region, false)).await {
+            Ok(Ok(all)) => Ok(own_quotas(&all, &job.model.id)),
+            Ok(Err(QuotasError::AccessDenied { .. })) => Err(Unread::Denied),
+            Ok(Err(e)) => Err(Unread::Failed(e.to_string())),
+            Err(_) => Err(Unread::Failed(format!(
+                "Service Quotas did not answer within {}s",
+                READ_TIMEOUT.as_secs()
+            ))),
+        };
+    (region, read)
 }
 
 /// While the run sends, reads the quotas in `sourced` again every `every` and moves the budget's ceilings to
@@ -175,12 +191,27 @@ pub async fn refresh(
     }
 }
 
-/// The quotas of `all` that the calls of `model_id` count against: its own scope, no variant.
-fn own_quotas(all: &[AccountQuota], model_id: &str) -> Vec<CachedQuota> {
+/// The quotas of `all` that the calls of `model_id` count against: its own scope, no variant. The daily quota
+/// is named without a scope ("Model invocation max tokens per day for …") and counts every call of the model:
+/// one of the call's own scope is taken first, else any.
+pub fn own_quotas(all: &[AccountQuota], model_id: &str) -> Vec<CachedQuota> {
     let scope = Scope::of(model_id);
-    account::for_model(all, model_id)
+    let quotas = account::for_model(all, model_id);
+    let plain: Vec<_> = quotas.iter().filter(|q| q.read.variant.is_none()).collect();
+    let daily_in_scope = plain
+        .iter()
+        .any(|q| q.read.measure == Measure::Tpd && q.read.scope == scope);
+    let mut daily_taken = false;
+    plain
         .into_iter()
-        .filter(|q| q.read.scope == scope && q.read.variant.is_none())
+        .filter(|q| {
+            if q.read.measure != Measure::Tpd {
+                return q.read.scope == scope;
+            }
+            let take = (q.read.scope == scope || !daily_in_scope) && !daily_taken;
+            daily_taken |= take;
+            take
+        })
         .map(|q| CachedQuota {
             measure: measure_key(q.read.measure).to_string(),
             code: q.code.clone(),
@@ -189,4 +220,56 @@ fn own_quotas(all: &[AccountQuota], model_id: &str) -> Vec<CachedQuota> {
             read_at: 0,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quotas::names;
+
+    fn quota(code: &str, name: &str, value: f64) -> AccountQuota {
+        AccountQuota {
+            code: code.into(),
+            name: name.into(),
+            read: names::parse(name).unwrap(),
+            value,
+            default: None,
+            adjustable: true,
+        }
+    }
+
+    #[test]
+    fn the_daily_quota_counts_for_every_scope() {
+        let all = [
+            quota(
+                "L-1",
+                "On-demand InvokeModel tokens per minute for Anthropic Claude 3.5 Haiku",
+                1.0,
+            ),
+            quota(
+                "L-2",
+                "Cross-Region InvokeModel tokens per minute for Anthropic Claude 3.5 Haiku",
+                2.0,
+            ),
+            quota(
+                "L-3",
+                "Model invocation max tokens per day for Anthropic Claude 3.5 Haiku",
+                3.0,
+            ),
+        ];
+        let codes = |id: &str| -> Vec<String> {
+            own_quotas(&all, id)
+                .into_iter()
+                .map(|q| format!("{} {}", q.measure, q.code))
+                .collect()
+        };
+        assert_eq!(
+            codes("us.anthropic.claude-3-5-haiku-20241022-v1:0"),
+            ["tpm L-2", "tpd L-3"]
+        );
+        assert_eq!(
+            codes("anthropic.claude-3-5-haiku-20241022-v1:0"),
+            ["tpm L-1", "tpd L-3"]
+        );
+    }
 }

@@ -14,6 +14,7 @@
 
 mod account;
 mod connect;
+mod daily;
 mod fingerprint;
 mod generation;
 mod ingest;
@@ -24,6 +25,7 @@ pub(crate) mod submit;
 mod worker;
 mod writer;
 
+pub use account::{Unread, read_own};
 pub use connect::{Connection, Endpoints, Expected};
 pub use fingerprint::{Fingerprint, describe_changes};
 pub use shutdown::Shutdown;

@@ -278,6 +278,8 @@ fn run_row(job: &Job, counts: &Counts) -> RunRow {
         max_concurrency: u64::from(job.budget.max_concurrency),
         pending: counts.pending(),
         budget_from: None,
+        waiting_until: None,
+        waiting_reason: None,
     }
 }
 
@@ -389,6 +391,8 @@ async fn send_pending(
         shutdown,
         fatal: std::sync::Mutex::new(None),
         daily: std::sync::Mutex::new(None),
+        daily_gate: (job.budget.on_daily_quota == crate::job::OnDailyQuota::Wait)
+            .then(|| super::daily::DailyGate::new(job.budget.daily_retry)),
         progress: opts.progress,
         records_per_call: job.model.embed.as_ref().map_or(1, |e| e.records_per_call()),
         job: job.clone(),
@@ -406,26 +410,68 @@ async fn send_pending(
             refreshing.clone(),
         ));
     }
+    if let (Some(key), Some(_)) = (run_key, &ctx.daily_gate) {
+        tokio::spawn(note_daily_waits(
+            ctx.clone(),
+            store.clone(),
+            key,
+            refreshing.clone(),
+        ));
+    }
     let sent = send(&ctx, store.clone(), parts).await;
     refreshing.cancel();
     let parts = sent?;
+    stopped_by(&ctx, &opts.job_file)?;
+    Ok(parts)
+}
+
+/// What stopped the run, if Bedrock did: a fatal error, or the daily token quota.
+fn stopped_by(ctx: &worker::Ctx, job_file: &std::path::Path) -> Result<(), Error> {
+    let model = ctx.job.model.id.clone();
     if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(Error::Fatal {
-            model: job.model.id.clone(),
+            model,
             stop: e.stop(),
             code: e.code,
             message: e.message,
-            path: opts.job_file.clone(),
+            path: job_file.to_path_buf(),
         });
     }
     if let Some(message) = ctx.daily.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(Error::DailyQuota {
-            model: job.model.id.clone(),
+            model,
             message,
-            path: opts.job_file.clone(),
+            path: job_file.to_path_buf(),
         });
     }
-    Ok(parts)
+    Ok(())
+}
+
+/// Keeps the run's row saying whether it waits for the daily token quota (and until when), for `status`,
+/// until `stop`.
+async fn note_daily_waits(ctx: Arc<worker::Ctx>, store: Store, key: i64, stop: CancellationToken) {
+    let Some(gate) = &ctx.daily_gate else { return };
+    let mut noted = None;
+    loop {
+        let now = gate.waiting().map(|w| {
+            let at = w.next_try.duration_since(std::time::UNIX_EPOCH);
+            (at.map_or(0, |d| d.as_secs() as i64), w.message)
+        });
+        if now != noted {
+            let waiting = now.as_ref().map(|(at, m)| (*at, m.as_str()));
+            if let Err(e) = store.note_run_waiting(&ctx.job.name, key, waiting).await {
+                tracing::warn!("could not note the daily-quota wait: {e}");
+            }
+            noted = now;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    if noted.is_some() {
+        let _ = store.note_run_waiting(&ctx.job.name, key, None).await;
+    }
 }
 
 /// Says what this run sends: a line, and a `start` event for a JSON log.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc};
 
+use super::daily::{DailyGate, Pass};
 use super::shutdown::Shutdown;
 use crate::budget::Budget;
 use crate::checkpoint::{Finished, PendingRecord, Status};
@@ -34,6 +35,8 @@ pub struct Ctx {
     pub fatal: std::sync::Mutex<Option<CallError>>,
     /// Bedrock's message when the daily token quota ran out, which stops the run.
     pub daily: std::sync::Mutex<Option<String>>,
+    /// `budget.on-daily-quota = "wait"`: the gate calls wait at while the daily quota is used up.
+    pub daily_gate: Option<DailyGate>,
     /// How progress is shown.
     pub progress: ProgressMode,
     /// How many records one call may carry: 1, or more for a model that takes many inputs a call.
@@ -213,6 +216,13 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
     let mut tries = Tries::default();
     let mut first_attempt: Option<Instant> = None;
     loop {
+        let pass = match &ctx.daily_gate {
+            Some(gate) => match gate.pass(&ctx.shutdown.stop).await {
+                Some(pass) => Some(pass),
+                None => return Called::Stopped,
+            },
+            None => None,
+        };
         let admission = tokio::select! {
             _ = ctx.shutdown.stop.cancelled() => return Called::Stopped,
             a = ctx.budget.admit(est_tokens, max_tokens) => a,
@@ -229,6 +239,7 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
             None => return Called::Stopped,
             Some(Ok(reply)) => {
                 admission.settle(reply.input_tokens, reply.output_tokens);
+                daily_answered(ctx, pass, true);
                 return Called::Replied {
                     reply,
                     attempts: tries.attempts,
@@ -242,6 +253,13 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
         } else {
             drop(admission);
         }
+        if let (Some(gate), Some(pass), true) = (&ctx.daily_gate, pass, is_daily(&error)) {
+            // The gate does the waiting; the record is tried again when it opens.
+            RunStats::bump(&ctx.stats.throttled);
+            daily_closed(ctx, gate, pass, &error.message);
+            continue;
+        }
+        daily_answered(ctx, pass, false);
         tracing::debug!(attempt = tries.attempts, code = %error.code, "call failed");
         let wait = match tries.after(ctx, error) {
             Next::Retry(wait) => wait,
@@ -252,6 +270,50 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
             _ = ctx.shutdown.stop.cancelled() => return Called::Stopped,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Bedrock's "Too many tokens per day".
+fn is_daily(error: &CallError) -> bool {
+    error.class == Class::Throttled && error.message.to_ascii_lowercase().contains("per day")
+}
+
+/// A call met the daily throttle: the gate closes (or stays closed); the first closing says so.
+fn daily_closed(ctx: &Ctx, gate: &DailyGate, pass: Pass, message: &str) {
+    let closed_now = gate.throttled(pass, message);
+    let Some(waiting) = gate.waiting() else {
+        return;
+    };
+    let at = waiting
+        .next_try
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    ctx.stats.daily_wait_until.store(at, Ordering::Relaxed);
+    if closed_now {
+        crate::say!(
+            "the daily token quota of {} is used up ({message}): sending stops, and one call every {} tries \
+             again (budget.on-daily-quota = \"wait\"); next try at {}",
+            ctx.job.model.id,
+            crate::report::format::duration(ctx.job.budget.daily_retry),
+            crate::report::status::utc(at as i64)
+        );
+    }
+}
+
+/// A call that passed the daily gate ended otherwise than with the daily throttle: a probe that was answered
+/// opens sending again.
+fn daily_answered(ctx: &Ctx, pass: Option<Pass>, answered: bool) {
+    let (Some(gate), Some(pass)) = (&ctx.daily_gate, pass) else {
+        return;
+    };
+    let was_waiting = gate.waiting().is_some();
+    gate.answered(pass, answered);
+    if was_waiting && gate.waiting().is_none() {
+        ctx.stats.daily_wait_until.store(0, Ordering::Relaxed);
+        crate::say!(
+            "the daily token quota of {} has room again: sending resumes",
+            ctx.job.model.id
+        );
     }
 }
 
@@ -349,7 +411,7 @@ impl Tries {
         let r = ctx.job.retry;
         match error.class {
             // The daily token quota is not met by waiting seconds: the run stops, resumably.
-            Class::Throttled if error.message.to_ascii_lowercase().contains("per day") => {
+            Class::Throttled if is_daily(&error) => {
                 RunStats::bump(&ctx.stats.throttled);
                 ctx.daily
                     .lock()

@@ -582,24 +582,35 @@ async fn quotas_of_a_model_without_a_job_come_the_standard_way() {
     assert!(!text.contains("Haiku"), "{text}");
 }
 
+/// An account whose Service Quotas cannot be read, with 1,500 tokens a day for Haiku and 50-token replies.
+fn daily_profile(extra: &str) -> String {
+    format!(
+        "[service-quotas]\naccess-denied = true\n\
+         [models.\"{HAIKU}\"]\ntpd = 1500\n{extra}output-tokens = {{ min = 50, max = 50 }}\n\
+         latency = {{ first-token-ms = 20 }}\n"
+    )
+}
+
+/// `n` short records in `in.jsonl`, and the body of a job over them with 4 calls at once and `budget` lines.
+fn daily_job(t: &crate::common::job::TestJob, n: usize, budget: &str) -> String {
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"recordId\":\"r{i}\",\"prompt\":\"Say r{i}.\"}}\n"))
+        .collect();
+    t.write("in.jsonl", lines);
+    format!(
+        "[model]\nid = \"{HAIKU}\"\nmax-tokens = 60\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+         [budget]\nmax-concurrency = 4\n{budget}[output]\npath = \"out\"\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_token_quota_stops_the_run_resumably_with_its_own_exit_code() {
     // 1,500 tokens a day, about 56 charged a record: the day's quota runs out after some 26 of 60 records.
-    let profile = format!(
-        "[service-quotas]\naccess-denied = true\n\
-         [models.\"{HAIKU}\"]\ntpd = 1500\noutput-tokens = {{ min = 50, max = 50 }}\n\
-         latency = {{ first-token-ms = 20 }}\n"
-    );
+    let profile = daily_profile("");
     let emu = emulator(&profile).await;
     let t = crate::common::job::TestJob::new();
-    let lines: String = (0..60)
-        .map(|i| format!("{{\"recordId\":\"r{i}\",\"prompt\":\"Say r{i}.\"}}\n"))
-        .collect();
-    let body = format!(
-        "[model]\nid = \"{HAIKU}\"\nmax-tokens = 60\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
-         [budget]\nmax-concurrency = 4\n[output]\npath = \"out\"\n"
-    );
-    t.write("in.jsonl", lines).job(&body, &emu.endpoint());
+    let body = daily_job(&t, 60, "");
+    t.job(&body, &emu.endpoint());
     let run = t.submit(&[]).await;
     assert_eq!(run.code, Some(69), "{}", run.stderr);
     assert!(
@@ -640,4 +651,126 @@ async fn the_daily_token_quota_stops_the_run_resumably_with_its_own_exit_code() 
     ids.dedup();
     assert_eq!((out.len(), ids.len()), (60, 60));
     assert_eq!(next_day.stats().models[HAIKU].totals.succeeded, pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_on_daily_quota_wait_the_run_waits_for_the_daily_quota_and_finishes() {
+    // 1,500 tokens a day, but a day of 20 s: the bucket refills 75 tokens a second. 30 records charge some
+    // 1,700 tokens, so the day's quota runs out before the end and comes back while the run waits.
+    let emu = emulator(&daily_profile("day-secs = 20\n")).await;
+    let t = crate::common::job::TestJob::new();
+    let body = daily_job(&t, 30, "on-daily-quota = \"wait\"\ndaily-retry-secs = 4\n");
+    t.job(&body, &emu.endpoint());
+    let child = t
+        .command(&["submit", "job.toml", "--progress", "off"])
+        .spawn()
+        .unwrap();
+    // While it waits, `status` says so and when the next try goes.
+    let mut seen = None;
+    for _ in 0..300 {
+        let out = t.command(&["status", "job.toml"]).output().await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("waiting for the daily token quota") {
+            seen = Some(text);
+            break;
+        }
+        if text.contains(": finished") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let seen =
+        seen.unwrap_or_else(|| panic!("status never showed the wait; the run said:\n{stderr}"));
+    assert!(
+        seen.contains("no calls until the next try at") && seen.contains("Too many tokens per day"),
+        "{seen}"
+    );
+    assert!(
+        stderr.contains("is used up") && stderr.contains("has room again: sending resumes"),
+        "{stderr}"
+    );
+    // Every record once; the daily throttles were few: at each closing the 4 calls in flight at most, and a
+    // probe that found no room.
+    let out = t.output_lines("out");
+    let mut ids: Vec<&str> = out
+        .iter()
+        .map(|l| l["recordId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((out.len(), ids.len()), (30, 30));
+    let m = &emu.stats().models[HAIKU].totals;
+    assert_eq!(m.succeeded, 30);
+    let closings = stderr.matches("is used up").count() as u64;
+    assert!(
+        closings >= 1 && m.throttled_tpd <= closings * 5,
+        "{} daily throttles over {closings} waits",
+        m.throttled_tpd
+    );
+    // Once done, status no longer shows a wait.
+    let after = t.command(&["status", "job.toml"]).output().await.unwrap();
+    assert!(!String::from_utf8_lossy(&after.stdout).contains("waiting"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_says_how_many_days_the_daily_quota_makes_a_job_take() {
+    let profile = |tpd: u64| {
+        format!(
+            "[models.\"{HAIKU}\"]\ntpm = 100000\ntpd = {tpd}\noutput-tokens = {{ min = 50, max = 50 }}\n\
+             latency = {{ first-token-ms = 20 }}\n"
+        )
+    };
+    let t = crate::common::job::TestJob::new();
+    let lines: String = (0..60)
+        .map(|i| format!("{{\"recordId\":\"r{i}\",\"prompt\":\"Say r{i}.\"}}\n"))
+        .collect();
+    let body = format!(
+        "[model]\nid = \"{HAIKU}\"\nmax-tokens = 60\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+         [output]\npath = \"out\"\n"
+    );
+    let plan = async |emu: &EmulatorHandle| {
+        t.write("in.jsonl", &lines).job(&body, &emu.endpoint());
+        let out = t.command(&["plan", "job.toml"]).output().await.unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let small = emulator(&profile(1500)).await;
+    let text = plan(&small).await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("daily quota"))
+        .unwrap_or_else(|| panic!("{text}"));
+    // The days follow from the tokens the plan says the job charges.
+    let charged: f64 = line
+        .split("charges about ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(charged > 1500.0, "{line}");
+    let days = (charged / 1500.0).ceil() as u64;
+    assert!(
+        line.contains(&format!("it takes at least {days} days"))
+            && line.contains("Service Quotas L-"),
+        "{line}"
+    );
+    assert!(text.contains("TPM 100,000 from Service Quotas"), "{text}");
+
+    let ample = emulator(&profile(1_000_000)).await;
+    let text = plan(&ample).await;
+    let line = text.lines().find(|l| l.starts_with("daily quota")).unwrap();
+    assert!(
+        line.contains("1,000,000 tokens a day") && line.contains("% of it"),
+        "{line}"
+    );
 }
