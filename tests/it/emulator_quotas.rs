@@ -582,6 +582,18 @@ async fn quotas_of_a_model_without_a_job_come_the_standard_way() {
     assert!(!text.contains("Haiku"), "{text}");
 }
 
+/// The job's output holds `n` lines, each record once.
+fn assert_each_once(t: &crate::common::job::TestJob, n: usize) {
+    let out = t.output_lines("out");
+    let mut ids: Vec<&str> = out
+        .iter()
+        .map(|l| l["recordId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((out.len(), ids.len()), (n, n));
+}
+
 /// An account whose Service Quotas cannot be read, with 1,500 tokens a day for Haiku and 50-token replies.
 fn daily_profile(extra: &str) -> String {
     format!(
@@ -642,14 +654,7 @@ async fn the_daily_token_quota_stops_the_run_resumably_with_its_own_exit_code() 
     t.job(&body, &next_day.endpoint());
     let run = t.submit(&[]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let out = t.output_lines("out");
-    let mut ids: Vec<&str> = out
-        .iter()
-        .map(|l| l["recordId"].as_str().unwrap())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!((out.len(), ids.len()), (60, 60));
+    assert_each_once(&t, 60);
     assert_eq!(next_day.stats().models[HAIKU].totals.succeeded, pending);
 }
 
@@ -694,14 +699,7 @@ async fn with_on_daily_quota_wait_the_run_waits_for_the_daily_quota_and_finishes
     );
     // Every record once; the daily throttles were few: at each closing the 4 calls in flight at most, and a
     // probe that found no room.
-    let out = t.output_lines("out");
-    let mut ids: Vec<&str> = out
-        .iter()
-        .map(|l| l["recordId"].as_str().unwrap())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!((out.len(), ids.len()), (30, 30));
+    assert_each_once(&t, 30);
     let m = &emu.stats().models[HAIKU].totals;
     assert_eq!(m.succeeded, 30);
     let closings = stderr.matches("is used up").count() as u64;
