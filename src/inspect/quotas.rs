@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::catalogue::Catalogue;
 use crate::error::Error;
 use crate::job::Job;
 use crate::quotas::account::{self, AccountQuota};
@@ -62,6 +63,11 @@ pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
     let codes: Vec<&str> = mine.iter().map(|q| q.code.as_str()).collect();
     let requests = account::requests(&client, &region, &codes).await?;
     let mut text = render(&job, &region, &mine);
+    text.push_str(&model_lines(
+        &Catalogue::chosen(None)?,
+        &job.model.id,
+        &mine,
+    ));
     for r in &requests {
         text.push_str(&format!(
             "increase request {} for {}: {} ({}){}\n",
@@ -84,7 +90,9 @@ pub async fn of_model(model_id: &str, region: Option<&str>) -> Result<String, Er
     let (client, region) = account::client(region, None, false).await;
     let all = account::read(&client, &region, true).await?;
     let mine = account::for_model(&all, model_id);
-    Ok(table(model_id, &region, &mine))
+    let mut text = table(model_id, &region, &mine);
+    text.push_str(&model_lines(&Catalogue::chosen(None)?, model_id, &mine));
+    Ok(text)
 }
 
 /// The request for the quotas the job's calls count against: printed with the AWS CLI command that makes it,
@@ -151,6 +159,80 @@ fn measure(m: Measure) -> &'static str {
         Measure::Rpm => "RPM",
         Measure::Tpm => "TPM",
         Measure::Tpd => "tokens/day",
+    }
+}
+
+/// What the model table says about `id`, beside the account's quotas.
+fn model_lines(catalogue: &Catalogue, id: &str, quotas: &[&AccountQuota]) -> String {
+    let (f, listed) = catalogue.facts(id);
+    if !listed {
+        return format!(
+            "model table: {id} is not listed: output burndown {} assumed, no price known (add it with \
+             BATCHRUN_MODELS=FILE, format: jobs/models.toml)\n",
+            f.burndown.unwrap_or(1)
+        );
+    }
+    let mut facts = vec![format!("output burndown {}", f.burndown.unwrap_or(1))];
+    if let Some(c) = f.context {
+        facts.push(format!("context window {} tokens", int(c)));
+    }
+    if let Some(m) = f.max_output {
+        facts.push(format!("max-tokens up to {}", int(m)));
+    }
+    let cur = &catalogue.currency;
+    let price = |p: Option<crate::catalogue::Price>, what: &str| {
+        p.map(|p| {
+            format!(
+                "{what} {} / {}",
+                unit_price(p.input, cur),
+                unit_price(p.output, cur)
+            )
+        })
+    };
+    let prices: Vec<String> = [
+        price(catalogue.price(id), "on-demand"),
+        price(catalogue.batch_price(id), "batch"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !prices.is_empty() {
+        facts.push(format!(
+            "{} per million tokens in / out (as of {})",
+            prices.join(", "),
+            catalogue.as_of
+        ));
+    }
+    let mut t = format!(
+        "model table: {}: {}\n",
+        f.name.as_deref().unwrap_or(id),
+        facts.join("; ")
+    );
+    let own = Scope::of(id);
+    let lists_rpm = quotas
+        .iter()
+        .any(|q| q.read.measure == Measure::Rpm && q.read.scope == own);
+    if f.rpm_quota == Some(false) && lists_rpm {
+        t.push_str(
+            "  AWS no longer enforces requests-per-minute quotas on bedrock-runtime (model table); this account \
+             still lists one, and batchrun keeps to it\n",
+        );
+    }
+    t
+}
+
+/// A price per million tokens with as many decimals as it has, two to four: `$0.125`, `$3.00`.
+fn unit_price(v: f64, currency: &str) -> String {
+    let places = (2..=4)
+        .find(|&d| {
+            format!("{v:.d$}")
+                .parse::<f64>()
+                .is_ok_and(|r| (r - v).abs() < 1e-9)
+        })
+        .unwrap_or(4);
+    match currency {
+        "USD" => format!("${v:.places$}"),
+        other => format!("{v:.places$} {other}"),
     }
 }
 

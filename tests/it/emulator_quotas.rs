@@ -273,6 +273,18 @@ async fn batchrun_quotas_shows_the_job_model_s_quotas_or_says_why_not() {
         text.contains("the job file: budget.rpm 40, budget.tpm not set"),
         "{text}"
     );
+    // What the model table adds: the burndown, limits and prices, and that AWS no longer enforces RPM.
+    assert!(
+        text.contains(
+            "model table: Claude 3 Haiku: output burndown 1; context window 200,000 tokens; max-tokens up to 4,096; \
+             on-demand $0.25 / $1.25, batch $0.125 / $0.625 per million tokens in / out"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("AWS no longer enforces requests-per-minute quotas"),
+        "{text}"
+    );
 
     let denied =
         emulator("[service-quotas]\naccess-denied = true\n[models.\"*\"]\ntpm = 1000\n").await;
