@@ -118,6 +118,15 @@ fn sending_time(f: &ReportFacts) -> Duration {
         .sum::<Duration>()
 }
 
+/// Calls in flight over the concurrency cap, over the seconds in which something was in flight or admitted.
+fn in_flight_share(series: &[Second]) -> Option<f64> {
+    let busy = series
+        .iter()
+        .filter(|s| s.concurrency_cap > 0 && (s.in_flight > 0 || s.admitted > 0));
+    let (used, cap) = busy.fold((0, 0), |(u, c), s| (u + s.in_flight, c + s.concurrency_cap));
+    (cap > 0).then(|| used as f64 / cap as f64)
+}
+
 /// The figures every finding is judged on, gathered once from the facts.
 struct Signals {
     sending: Duration,
@@ -142,6 +151,9 @@ struct Signals {
     tpm_above: Option<(u64, f64)>,
     /// Median latency in minutes.
     l_min: f64,
+    /// Calls in flight over the concurrency cap in force, averaged over the seconds that sent; low means
+    /// calls waited for the budget, not for a free slot.
+    in_flight_share: Option<f64>,
 }
 
 impl Signals {
@@ -177,6 +189,7 @@ impl Signals {
             rpm_above: below(budget_rpm, f.learned.and_then(|l| l.rpm_rate), t_rpm),
             tpm_above: below(budget_tpm, f.learned.and_then(|l| l.tpm_rate), t_tokens),
             l_min: s.latency_p50_ms as f64 / 60_000.0,
+            in_flight_share: in_flight_share(&f.series),
         }
     }
 
@@ -356,12 +369,35 @@ fn verdict(f: &ReportFacts, g: &Signals) -> String {
             "no throttles: the RPM budget ({}) set the pace, and Bedrock never refused it",
             g.budget_rpm.map_or("?".into(), int)
         )
+    } else if let (Some(tpm), Some(share)) =
+        (g.budget_tpm, g.in_flight_share.filter(|u| *u < FREE_SLOTS))
+    {
+        // Slots stood free, so calls waited for the TPM budget's room, though its per-minute figures stayed
+        // low (a short run, or one whose reservations hold the bucket's level rather than its rate).
+        let cause = match g.max_tokens {
+            Some(m) if !g.truncated && g.ratio >= 2.0 => format!(
+                " through what max-tokens reserves: each request held input + max-tokens ({}) of it while it ran \
+                 ({:.1}× its final charge), so few fit at once",
+                int(m),
+                g.ratio
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "no throttles: the TPM budget ({}) set the pace{cause}; calls waited for its room while {:.0} % of \
+             the concurrency cap was in use",
+            int(tpm),
+            share * 100.0
+        )
     } else {
         "no throttles: neither quota was reached; concurrency and latency set the pace (raise \
          budget.max-concurrency to go faster)"
             .into()
     }
 }
+
+// Below this share of the concurrency cap in use, calls were not waiting for a slot.
+const FREE_SLOTS: f64 = 0.8;
 
 /// Tokens per minute ran out because of what max-tokens reserved.
 fn max_tokens_verdict(g: &Signals, held_vs_charged: f64) -> String {
@@ -681,6 +717,46 @@ mod tests {
               - lower model.max-tokens from 4,096 to 192 (replies: mean 60, p95 90, max 100 tokens): each request would reserve 3,904 fewer tokens of TPM while it runs
               - to finish all 1,000 records in 1m00s: request RPM ≥ 1,000 and TPM ≥ 419,600 (160,000 with max-tokens 192); ask with `batchrun quotas request j.toml --rpm 1000 --tpm 419600 --submit`
         ");
+    }
+
+    #[test]
+    fn free_slots_and_no_throttles_name_the_tpm_budget_not_concurrency() {
+        let mut f = facts();
+        f.throttles = (0, 0, 0);
+        f.learned = None;
+        f.stats.latency_p50_ms = 1000;
+        // A short run: 3 of 16 slots in use, a request a second, each reserving 4,196 for a charge of 160; the
+        // busiest minute's charges and reservations held stay under 0.9 of the budget.
+        f.series = series(30, 1, 4196, 160, 0, 0)
+            .into_iter()
+            .map(|s| Second { in_flight: 3, ..s })
+            .collect();
+        let d = diagnose(&f);
+        assert!(
+            d.verdict.starts_with(
+                "no throttles: the TPM budget (20,000) set the pace through what max-tokens reserves: each \
+                 request held input + max-tokens (4,096)"
+            ),
+            "{}",
+            d.verdict
+        );
+        assert!(
+            d.verdict
+                .ends_with("while 19 % of the concurrency cap was in use"),
+            "{}",
+            d.verdict
+        );
+        // With the slots full, concurrency is the pace.
+        f.series = series(30, 1, 4196, 160, 0, 0)
+            .into_iter()
+            .map(|s| Second { in_flight: 16, ..s })
+            .collect();
+        let d = diagnose(&f);
+        assert!(
+            d.verdict.contains("concurrency and latency set the pace"),
+            "{}",
+            d.verdict
+        );
     }
 
     #[test]
