@@ -15,7 +15,7 @@ use crate::checkpoint::{CheckpointError, OutcomeStats, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
 use crate::job::Job;
-use crate::report::plan::{NeverFit, PlanFacts, compute, render};
+use crate::report::plan::{NeverFit, Plan, PlanFacts, compute, render};
 use crate::run::submit::s3_client;
 use crate::run::{Connection, Endpoints, Expected, Unread, read_own};
 use crate::source::{self, Item, Record, read_in_batches};
@@ -48,6 +48,12 @@ const COUNT_CONCURRENCY: usize = 8;
 
 /// Reads the job's inputs and returns the plan as text.
 pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
+    let (facts, plan) = planned(opts).await?;
+    Ok(render(&facts, &plan))
+}
+
+/// Reads the job's inputs and returns the facts and the plan computed from them.
+pub async fn planned(opts: &PlanOptions) -> Result<(PlanFacts, Plan), Error> {
     let prices = Catalogue::chosen(opts.models.as_deref())?;
     let job = Job::load_with(&opts.job_file, &prices)?;
     let connection = opts.endpoints.connect(&job).await?;
@@ -125,7 +131,7 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
     expect(&mut facts, opts, observed.as_ref(), profile.as_ref());
     drop(counter);
     let plan = compute(&facts);
-    Ok(render(&facts, &plan))
+    Ok((facts, plan))
 }
 
 /// `job` with the budget values it leaves out taken from the account's applied quotas, as `submit` would;

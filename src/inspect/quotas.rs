@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::plan::PlanOptions;
 use crate::catalogue::Catalogue;
 use crate::error::Error;
 use crate::job::Job;
@@ -63,6 +64,11 @@ pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
     let codes: Vec<&str> = mine.iter().map(|q| q.code.as_str()).collect();
     let requests = account::requests(&client, &region, &codes).await?;
     let mut text = render(&job, &region, &mine);
+    // The plan reads every input; a job whose inputs cannot be read still gets its quotas.
+    match needs(opts).await {
+        Ok(lines) => text.push_str(&lines),
+        Err(e) => text.push_str(&format!("the job's plan could not be made: {e}\n")),
+    }
     text.push_str(&model_lines(
         &Catalogue::chosen(None)?,
         &job.model.id,
@@ -160,6 +166,39 @@ fn measure(m: Measure) -> &'static str {
         Measure::Tpm => "TPM",
         Measure::Tpd => "tokens/day",
     }
+}
+
+/// What the job's plan needs of the quotas (its inputs read as `plan` reads them), in two lines.
+async fn needs(opts: &QuotasOptions) -> Result<String, Error> {
+    let (f, p) = super::plan::planned(&PlanOptions {
+        job_file: opts.job_file.clone(),
+        state: None,
+        exact: false,
+        deadline: None,
+        models: None,
+        output_tokens: None,
+        latency: None,
+        endpoints: opts.endpoints.clone(),
+    })
+    .await?;
+    Ok(format!(
+        "the job's plan: {} request{}, each reserving about {} tokens of TPM while it runs and charged about {}; \
+         {} tokens in all\n  as submit would run it: {} at {} requests/min, {}\n",
+        int(p.sendable),
+        if p.sendable == 1 { "" } else { "s" },
+        int(p.reservation.round() as u64),
+        int(p.charge.round() as u64),
+        int((p.charge * p.sendable as f64).round() as u64),
+        crate::report::format::duration(p.wall),
+        int(p.rate.round() as u64),
+        p.bound.describe()
+    ) + &f.tpd.map_or(String::new(), |(tpd, _)| {
+        let days = p.charge * p.sendable as f64 / tpd.max(1) as f64;
+        format!(
+            "  the daily quota: {:.0} % of a day's tokens\n",
+            days * 100.0
+        )
+    }))
 }
 
 /// What the model table says about `id`, beside the account's quotas.

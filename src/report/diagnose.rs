@@ -372,28 +372,32 @@ fn verdict(f: &ReportFacts, g: &Signals) -> String {
     } else if let (Some(tpm), Some(share)) =
         (g.budget_tpm, g.in_flight_share.filter(|u| *u < FREE_SLOTS))
     {
-        // Slots stood free, so calls waited for the TPM budget's room, though its per-minute figures stayed
-        // low (a short run, or one whose reservations hold the bucket's level rather than its rate).
-        let cause = match g.max_tokens {
-            Some(m) if !g.truncated && g.ratio >= 2.0 => format!(
-                " through what max-tokens reserves: each request held input + max-tokens ({}) of it while it ran \
-                 ({:.1}× its final charge), so few fit at once",
-                int(m),
-                g.ratio
-            ),
-            _ => String::new(),
-        };
-        format!(
-            "no throttles: the TPM budget ({}) set the pace{cause}; calls waited for its room while {:.0} % of \
-             the concurrency cap was in use",
-            int(tpm),
-            share * 100.0
-        )
+        tpm_room_verdict(g, tpm, share)
     } else {
         "no throttles: neither quota was reached; concurrency and latency set the pace (raise \
          budget.max-concurrency to go faster)"
             .into()
     }
+}
+
+/// No throttles, slots free: calls waited for the TPM budget's room, though its per-minute figures stayed low
+/// (a short run, or one whose reservations hold the bucket's level rather than its rate).
+fn tpm_room_verdict(g: &Signals, tpm: u64, share: f64) -> String {
+    let cause = match g.max_tokens {
+        Some(m) if !g.truncated && g.ratio >= 2.0 => format!(
+            " through what max-tokens reserves: each request held input + max-tokens ({}) of it while it ran \
+             ({:.1}× its final charge), so few fit at once",
+            int(m),
+            g.ratio
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "no throttles: the TPM budget ({}) set the pace{cause}; calls waited for its room while {:.0} % of the \
+         concurrency cap was in use",
+        int(tpm),
+        share * 100.0
+    )
 }
 
 // Below this share of the concurrency cap in use, calls were not waiting for a slot.

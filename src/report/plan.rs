@@ -141,7 +141,8 @@ pub enum Bound {
 }
 
 impl Bound {
-    fn describe(self) -> &'static str {
+    /// In a few words: `RPM-bound`, `TPM-bound (by tokens charged)` …
+    pub fn describe(self) -> &'static str {
         match self {
             Bound::Rpm => "RPM-bound",
             Bound::TpmCharges => "TPM-bound (by tokens charged)",

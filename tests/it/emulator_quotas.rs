@@ -273,6 +273,12 @@ async fn batchrun_quotas_shows_the_job_model_s_quotas_or_says_why_not() {
         text.contains("the job file: budget.rpm 40, budget.tpm not set"),
         "{text}"
     );
+    // What the job's plan needs of them.
+    assert!(
+        text.contains("the job's plan: 1 request, each reserving about")
+            && text.contains("as submit would run it:"),
+        "{text}"
+    );
     // What the model table adds: the burndown, limits and prices, and that AWS no longer enforces RPM.
     assert!(
         text.contains(
