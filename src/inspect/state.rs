@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::report::diagnose::{self, ReportFacts};
 use crate::report::html;
-use crate::report::status::{self, JobStatus, LastError};
+use crate::report::status::{self, DailyWait, JobStatus, LastError};
 use crate::run::lock;
 
 /// Which state database and which job(s).
@@ -130,8 +130,10 @@ async fn job_status(store: &Store, name: &str) -> Result<JobStatus, Error> {
         last_run_outcome: last.and_then(|r| r.outcome.clone()),
         run_by: holder.as_ref().map(lock::describe),
         daily_wait: last.filter(|_| alive).and_then(|r| {
-            r.waiting_until
-                .map(|at| (at, r.waiting_reason.clone().unwrap_or_default()))
+            r.waiting_until.map(|next_try| DailyWait {
+                next_try,
+                message: r.waiting_reason.clone().unwrap_or_default(),
+            })
         }),
         last_errors: store
             .last_errors(job, 5)

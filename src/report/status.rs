@@ -59,7 +59,16 @@ pub struct JobStatus {
     pub run_by: Option<String>,
     /// While the running job waits for the daily token quota: its next try (Unix seconds) and Bedrock's
     /// message.
-    pub daily_wait: Option<(i64, String)>,
+    pub daily_wait: Option<DailyWait>,
+}
+
+/// A running job waiting for the daily token quota.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DailyWait {
+    /// When the next try goes, Unix seconds.
+    pub next_try: i64,
+    /// Bedrock's message.
+    pub message: String,
 }
 
 /// `2026-11-26 01:02:03 UTC` from Unix seconds (no time zone database needed).
@@ -87,6 +96,8 @@ pub fn utc(secs: i64) -> String {
 fn eta(s: &JobStatus) -> String {
     match (s.pending, s.eta_seconds) {
         (0, _) => "-".into(),
+        // The rate of the last minute says nothing while no call goes.
+        _ if s.daily_wait.is_some() => "? (waiting for the daily quota)".into(),
         (_, Some(e)) => duration(Duration::from_secs_f64(e)),
         (_, None) => "?".into(),
     }
@@ -164,10 +175,10 @@ pub fn render_one(s: &JobStatus) -> String {
     if let Some(who) = &s.run_by {
         let _ = writeln!(t, "  run by    {who}");
     }
-    if let Some((next_try, message)) = &s.daily_wait {
+    if let Some(DailyWait { next_try, message }) = &s.daily_wait {
         let _ = writeln!(
             t,
-            "  waiting   {} ({message})",
+            "  paused    {} ({message})",
             super::summary::daily_wait(*next_try)
         );
     }

@@ -708,7 +708,10 @@ async fn with_on_daily_quota_wait_the_run_waits_for_the_daily_quota_and_finishes
     let seen =
         seen.unwrap_or_else(|| panic!("status never showed the wait; the run said:\n{stderr}"));
     assert!(
-        seen.contains("no calls until the next try at") && seen.contains("Too many tokens per day"),
+        seen.contains(
+            "paused    waiting for the daily token quota: no calls until the next try at"
+        ) && seen.contains("Too many tokens per day")
+            && seen.contains("eta ? (waiting for the daily quota)"),
         "{seen}"
     );
     assert!(
