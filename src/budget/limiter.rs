@@ -610,8 +610,10 @@ impl Admission {
                 ThrottleKind::Rpm => inner.throttled_rpm += 1,
                 ThrottleKind::Tpm | ThrottleKind::Tpd => inner.throttled_tpm += 1,
             }
-            let created = inner.discover(kind, self.reserved, now);
-            let cut = created || self.slow_down(&mut inner, kind, now);
+            // A daily quota is no per-minute rate: it neither starts nor cuts a TPM limit.
+            let per_minute = kind != ThrottleKind::Tpd;
+            let created = per_minute && inner.discover(kind, self.reserved, now);
+            let cut = created || (per_minute && self.slow_down(&mut inner, kind, now));
             let event = ThrottleEvent {
                 at_ms: (inner.epoch + now.saturating_duration_since(inner.started)).as_millis()
                     as i64,
@@ -644,7 +646,8 @@ impl Admission {
         let unmeasured = kind != ThrottleKind::Rpm && inner.calibrated == 0;
         let (quota, cost) = match kind {
             ThrottleKind::Rpm => (inner.rpm.as_mut(), 1.0),
-            ThrottleKind::Tpm | ThrottleKind::Tpd => (inner.tpm.as_mut(), self.reserved as f64),
+            ThrottleKind::Tpm => (inner.tpm.as_mut(), self.reserved as f64),
+            ThrottleKind::Tpd => return false,
         };
         let Some(q) = quota else { return false };
         let reaction = if unmeasured {
@@ -757,6 +760,30 @@ mod tests {
         drop((c, d));
         assert!(budget.can_ever_admit(30000));
         assert!(!budget.can_ever_admit(30001));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daily_throttle_neither_starts_nor_cuts_a_tpm_limit() {
+        let daily = "Too many tokens per day, please wait before trying again.";
+        // No TPM budget: a daily throttle does not make one up from the rate that got through.
+        let open = Budget::new(&job("max-concurrency = 8"), None);
+        let a = open.admit(100, 100).await;
+        a.settle(100, 20);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(
+            open.admit(100, 100).await.throttled(daily),
+            ThrottleKind::Tpd
+        );
+        assert_eq!(open.usage().tpm_rate, None);
+        // A TPM budget keeps its rate.
+        let set = Budget::new(&job("tpm = 30000\nmax-concurrency = 8"), None);
+        let before = set.usage().tpm_rate;
+        assert_eq!(
+            set.admit(100, 100).await.throttled(daily),
+            ThrottleKind::Tpd
+        );
+        assert_eq!(set.usage().tpm_rate, before);
+        assert_eq!(before, Some(30000.0));
     }
 
     #[tokio::test(start_paused = true)]
