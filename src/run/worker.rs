@@ -224,9 +224,14 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
             None => None,
         };
         let admission = tokio::select! {
+            // A stop wins over an admission ready at the same moment: no call starts after a stop.
+            biased;
             _ = ctx.shutdown.stop.cancelled() => return Called::Stopped,
             a = ctx.budget.admit(est_tokens, max_tokens) => a,
         };
+        if ctx.shutdown.stop.is_cancelled() {
+            return Called::Stopped;
+        }
         tries.attempts += 1;
         let started = *first_attempt.get_or_insert_with(Instant::now);
         ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
