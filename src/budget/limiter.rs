@@ -208,6 +208,8 @@ struct Inner {
     throttles: Vec<ThrottleEvent>,
     throttled_rpm: u64,
     throttled_tpm: u64,
+    /// Whether any request was admitted yet: the first goes at once, whatever the buckets hold.
+    admitted_any: bool,
 }
 
 /// The job's quota, as admission control.
@@ -242,16 +244,33 @@ impl Inner {
         })
     }
 
-    /// Drops admissions and settlements older than [`RECENT`].
+    /// Drops admissions and settlements older than the windows their figures are read over.
     fn forget_old(&mut self, now: Instant) {
-        for recent in [&mut self.admitted_recent, &mut self.settled_recent] {
+        let windows = [self.rpm_window(), self.tpm_window()];
+        for (recent, window) in [&mut self.admitted_recent, &mut self.settled_recent]
+            .into_iter()
+            .zip(windows)
+        {
             while recent
                 .front()
-                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RECENT)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > window)
             {
                 recent.pop_front();
             }
         }
+    }
+
+    /// The window requests per minute are read over: [`RECENT`], or the time the RPM rate in force takes to
+    /// allow one request, so that one request at `rpm = 5` reads as 5 a minute, not 12.
+    fn rpm_window(&self) -> Duration {
+        unit_window(self.rpm.as_ref().map(|q| q.limit.rate()), 1.0)
+    }
+
+    /// As [`Inner::rpm_window`], for tokens: the time the TPM rate takes to allow one recent charge.
+    fn tpm_window(&self) -> Duration {
+        let n = self.settled_recent.len().max(1) as f64;
+        let mean = self.settled_recent.iter().map(|(_, c)| *c).sum::<u64>() as f64 / n;
+        unit_window(self.tpm.as_ref().map(|q| q.limit.rate()), mean)
     }
 
     fn reservation(&self, est_tokens: u64, max_tokens: u64) -> u64 {
@@ -342,6 +361,7 @@ impl Budget {
                 throttles: Vec::new(),
                 throttled_rpm: 0,
                 throttled_tpm: 0,
+                admitted_any: false,
             }),
             turn: tokio::sync::Mutex::new(()),
             freed: Notify::new(),
@@ -419,17 +439,27 @@ impl Budget {
                     None
                 } else {
                     let mut wait = Duration::ZERO;
+                    let mut never = false;
                     for (q, cost) in [(&mut inner.rpm, 1), (&mut inner.tpm, reserved)] {
                         if let Some(q) = q {
                             let units = q.units(cost);
-                            let w = q.bucket.wait_for(units, now).unwrap_or(MAX_WAIT);
+                            let w = q.bucket.wait_for(units, now).unwrap_or_else(|| {
+                                never = true;
+                                MAX_WAIT
+                            });
                             if !w.is_zero() {
                                 q.last_waited = Some(now);
                             }
                             wait = wait.max(w);
                         }
                     }
+                    // The first request goes at once (a bucket that starts low would hold it back for seconds at a
+                    // small quota); what it takes is owed, as a settlement above its reservation is.
+                    if !inner.admitted_any && !never {
+                        wait = Duration::ZERO;
+                    }
                     if wait.is_zero() {
+                        inner.admitted_any = true;
                         if let Some(q) = inner.rpm.as_mut() {
                             q.bucket.take(1);
                         }
@@ -490,12 +520,18 @@ impl Budget {
         let mut inner = self.lock();
         let now = Instant::now();
         inner.forget_old(now);
-        // Per minute, over the recent window (shorter at the start of a run).
-        let window = RECENT
+        // Per minute, over the recent window (shorter at the start of a run, but never shorter than one unit of
+        // the rate in force takes: what is shown is what is enforced).
+        let elapsed = RECENT
             .min(now.saturating_duration_since(inner.started))
             .as_secs_f64()
             .max(1.0);
-        let per_minute = 60.0 / window;
+        let per_minute =
+            |unit_window: Duration| 60.0 / elapsed.max(unit_window.as_secs_f64().min(60.0));
+        let (rpm_per_minute, tpm_per_minute) = (
+            per_minute(inner.rpm_window()),
+            per_minute(inner.tpm_window()),
+        );
         let quota = |q: &Option<Quota>| {
             q.as_ref()
                 .map(|q| (q.limit.rate(), q.limit.ceiling()))
@@ -504,8 +540,9 @@ impl Budget {
         let (rpm_rate, rpm_budget) = quota(&inner.rpm);
         let (tpm_rate, tpm_budget) = quota(&inner.tpm);
         Usage {
-            rpm_used: inner.admitted_recent.len() as f64 * per_minute,
-            tpm_used: inner.settled_recent.iter().map(|(_, c)| *c).sum::<u64>() as f64 * per_minute,
+            rpm_used: inner.admitted_recent.len() as f64 * rpm_per_minute,
+            tpm_used: inner.settled_recent.iter().map(|(_, c)| *c).sum::<u64>() as f64
+                * tpm_per_minute,
             rpm_rate: inner.rpm.as_ref().map(|_| rpm_rate),
             rpm_budget,
             tpm_rate: inner.tpm.as_ref().map(|_| tpm_rate),
@@ -525,6 +562,16 @@ impl Budget {
             tpm_rate: inner.tpm.as_ref().map(|q| q.limit.rate()),
             token_ratio: inner.token_ratio,
         }
+    }
+}
+
+/// [`RECENT`], or as long as `rate` per minute takes to allow `unit`, at most a minute.
+fn unit_window(rate: Option<f64>, unit: f64) -> Duration {
+    match rate {
+        Some(r) if r > 0.0 => {
+            Duration::from_secs_f64((60.0 * unit / r).clamp(RECENT.as_secs_f64(), 60.0))
+        }
+        _ => RECENT,
     }
 }
 
@@ -760,6 +807,40 @@ mod tests {
         drop((c, d));
         assert!(budget.can_ever_admit(30000));
         assert!(!budget.can_ever_admit(30001));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_goes_at_once_and_usage_shows_what_is_enforced() {
+        // 5 RPM: the bucket starts with a sixth of a request; the first goes anyway, the second waits for it.
+        let budget = Budget::new(&job("rpm = 5\nmax-concurrency = 4"), None);
+        let t0 = Instant::now();
+        budget.admit(10, 10).await.settle(10, 10);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        let u = budget.usage();
+        assert_eq!(
+            u.rpm_used, 5.0,
+            "one request in the 12 s one takes at 5 RPM, not 12 a minute"
+        );
+        budget.admit(10, 10).await.settle(10, 10);
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(21) && waited < Duration::from_secs(23),
+            "the first was owed: {waited:?}"
+        );
+        // 1,000 TPM: a first reservation of 500 goes at once (the bucket starts with 33).
+        let small = Budget::new(&job("tpm = 1000\nmax-concurrency = 4"), None);
+        let t1 = Instant::now();
+        let a = small.admit(400, 100).await;
+        assert_eq!(t1.elapsed(), Duration::ZERO);
+        a.settle(400, 100);
+        assert!(small.usage().tpm_used <= 1000.0, "{:?}", small.usage());
+        // A reservation larger than the whole bucket never goes, first or not.
+        let never = Budget::new(&job("tpm = 1000\nmax-concurrency = 4"), None);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(120), never.admit(2000, 100))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]
