@@ -18,9 +18,11 @@ use super::bucket::Bucket;
 use super::control::{Limit, Reaction};
 use crate::job::Job;
 
-// Buckets start with two seconds of quota rather than a full minute, so a cold start does not fire a minute's
-// worth of requests into a quota that may already be in use.
-const START_FRACTION: f64 = 2.0 / 60.0;
+// Buckets start empty, as Bedrock's is when the quota is already in use (the first request still goes at once):
+// measured against two seconds' worth (issue 14), throttles fell in every scenario of the quota benchmark
+// (rpm-bound 1.33 → 0.34 %, tpm-bound 8.33 → 2.22 %, max-tokens-trap 1.64 → 0.57 %) for 3 % of goodput in the
+// max-tokens trap, whose reservations the first seconds cannot hold.
+const START_FRACTION: f64 = 0.0;
 // While waiting, re-check at least this often (settlements give tokens back early).
 const MAX_WAIT: Duration = Duration::from_millis(50);
 // Controllers and the concurrency cap are updated at most this often.
@@ -784,16 +786,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn admission_waits_for_refill_and_settles_with_burndown() {
-        // 30,000 TPM: 500 a second, starting with 1,000 (two seconds' worth).
+        // 30,000 TPM: 500 a second, starting empty; the first request goes at once and its 600 are owed.
         let budget = Budget::new(&job("tpm = 30000\nmax-concurrency = 8"), None);
         let t0 = Instant::now();
         let a = budget.admit(500, 100).await;
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        // The next 400 wait for the 600 owed and themselves: two seconds.
         let b = budget.admit(300, 100).await;
         assert_eq!((a.reserved(), b.reserved()), (600, 400));
-        assert_eq!(t0.elapsed(), Duration::ZERO);
-        // Empty now: the next 300 need 0.6 seconds of refill.
-        let c = budget.admit(200, 100).await;
         let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100),
+            "{waited:?}"
+        );
+        // Empty again: the next 300 need 0.6 seconds of refill.
+        let c = budget.admit(200, 100).await;
+        let waited = t0.elapsed() - waited;
         assert!(
             waited >= Duration::from_millis(600) && waited < Duration::from_millis(700),
             "{waited:?}"
@@ -811,7 +819,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_first_request_goes_at_once_and_usage_shows_what_is_enforced() {
-        // 5 RPM: the bucket starts with a sixth of a request; the first goes anyway, the second waits for it.
+        // 5 RPM: the bucket starts empty; the first goes anyway, and the second waits for it and itself.
         let budget = Budget::new(&job("rpm = 5\nmax-concurrency = 4"), None);
         let t0 = Instant::now();
         budget.admit(10, 10).await.settle(10, 10);
@@ -824,10 +832,10 @@ mod tests {
         budget.admit(10, 10).await.settle(10, 10);
         let waited = t0.elapsed();
         assert!(
-            waited >= Duration::from_secs(21) && waited < Duration::from_secs(23),
+            waited >= Duration::from_secs(24) && waited < Duration::from_secs(25),
             "the first was owed: {waited:?}"
         );
-        // 1,000 TPM: a first reservation of 500 goes at once (the bucket starts with 33).
+        // 1,000 TPM: a first reservation of 500 goes at once.
         let small = Budget::new(&job("tpm = 1000\nmax-concurrency = 4"), None);
         let t1 = Instant::now();
         let a = small.admit(400, 100).await;
@@ -869,7 +877,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rpm_spaces_requests_and_the_cap_bounds_them() {
-        // 60 RPM: one a second, starting with two.
+        // 60 RPM: one a second, starting empty; the first goes at once and is owed.
         let budget = Budget::new(&job("rpm = 60\nmax-concurrency = 20"), None);
         let t0 = Instant::now();
         for _ in 0..4 {
@@ -877,7 +885,7 @@ mod tests {
         }
         let waited = t0.elapsed();
         assert!(
-            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2300),
+            waited >= Duration::from_secs(4) && waited < Duration::from_millis(4300),
             "{waited:?}"
         );
 
