@@ -54,10 +54,26 @@ pub async fn plan(opts: &PlanOptions) -> Result<String, Error> {
 
 /// Reads the job's inputs and returns the facts and the plan computed from them.
 pub async fn planned(opts: &PlanOptions) -> Result<(PlanFacts, Plan), Error> {
+    planned_on(opts, None).await
+}
+
+/// As [`planned`], through `connection` when the caller holds one for the job already (an embedded emulator
+/// is then started once).
+pub async fn planned_on(
+    opts: &PlanOptions,
+    connection: Option<&Connection>,
+) -> Result<(PlanFacts, Plan), Error> {
     let prices = Catalogue::chosen(opts.models.as_deref())?;
     let job = Job::load_with(&opts.job_file, &prices)?;
-    let connection = opts.endpoints.connect(&job).await?;
-    let (job, account_notes, tpd) = with_account_quotas(&connection, job).await;
+    let owned;
+    let connection = match connection {
+        Some(c) => c,
+        None => {
+            owned = opts.endpoints.connect(&job).await?;
+            &owned
+        }
+    };
+    let (job, account_notes, tpd) = with_account_quotas(connection, job).await;
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
     let (learned, observed) = earlier_run(opts, &job).await?;
@@ -70,7 +86,7 @@ pub async fn planned(opts: &PlanOptions) -> Result<(PlanFacts, Plan), Error> {
             connection.static_credentials,
         )
         .await?;
-        Some((connection, Arc::new(invoker)))
+        Some(Arc::new(invoker))
     } else {
         None
     };
@@ -108,7 +124,24 @@ pub async fn planned(opts: &PlanOptions) -> Result<(PlanFacts, Plan), Error> {
         over_context: (0, job.model.facts.context),
     };
     // Every record, read as ingest reads it.
-    let (mut rx, reader) = read_in_batches(&job, files, s3.as_ref());
+    let batches = read_in_batches(&job, files, s3.as_ref());
+    read_all(opts, &job, batches, ratio, counter.as_ref(), &mut facts).await?;
+    expect(&mut facts, opts, observed.as_ref(), profile.as_ref());
+    drop(counter);
+    let plan = compute(&facts);
+    Ok((facts, plan))
+}
+
+/// Every record, read as ingest reads it, tallied into `facts` (input tokens estimated and scaled by `ratio`, or
+/// counted by `counter`'s CountTokens).
+async fn read_all(
+    opts: &PlanOptions,
+    job: &Job,
+    (mut rx, reader): (tokio::sync::mpsc::Receiver<Vec<Item>>, source::Reader),
+    ratio: f64,
+    counter: Option<&Arc<Invoker>>,
+    facts: &mut PlanFacts,
+) -> Result<(), Error> {
     let limit = Arc::new(Semaphore::new(COUNT_CONCURRENCY));
     while let Some(items) = rx.recv().await {
         let mut records = Vec::with_capacity(items.len());
@@ -122,16 +155,13 @@ pub async fn planned(opts: &PlanOptions) -> Result<(PlanFacts, Plan), Error> {
             .iter()
             .map(|r| (r.est_tokens as f64 * ratio).ceil() as u64)
             .collect();
-        if let Some((_, invoker)) = &counter {
-            count_exactly(opts, &job, invoker, &limit, &records, &mut tokens).await?;
+        if let Some(invoker) = counter {
+            count_exactly(opts, job, invoker, &limit, &records, &mut tokens).await?;
         }
-        tally(&mut facts, &records, tokens);
+        tally(facts, &records, tokens);
     }
     Error::joined(reader.await, "input reader")??;
-    expect(&mut facts, opts, observed.as_ref(), profile.as_ref());
-    drop(counter);
-    let plan = compute(&facts);
-    Ok((facts, plan))
+    Ok(())
 }
 
 /// `job` with the budget values it leaves out taken from the account's applied quotas, as `submit` would;

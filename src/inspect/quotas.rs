@@ -11,7 +11,7 @@ use crate::job::Job;
 use crate::quotas::account::{self, AccountQuota};
 use crate::quotas::names::{Measure, Scope};
 use crate::report::format::int;
-use crate::run::Endpoints;
+use crate::run::{Connection, Endpoints};
 
 /// What `batchrun quotas` is asked.
 #[derive(Debug, Clone)]
@@ -58,14 +58,14 @@ async fn open(
 
 /// The table of the job's model's quotas, and the increase requests made for them.
 pub async fn quotas(opts: &QuotasOptions) -> Result<String, Error> {
-    let (job, client, region, _connection) = open(opts).await?;
+    let (job, client, region, connection) = open(opts).await?;
     let all = account::read(&client, &region, true).await?;
     let mine = account::for_model(&all, &job.model.id);
     let codes: Vec<&str> = mine.iter().map(|q| q.code.as_str()).collect();
     let requests = account::requests(&client, &region, &codes).await?;
     let mut text = render(&job, &region, &mine);
     // The plan reads every input; a job whose inputs cannot be read still gets its quotas.
-    match needs(opts).await {
+    match needs(opts, &connection).await {
         Ok(lines) => text.push_str(&lines),
         Err(e) => text.push_str(&format!("the job's plan could not be made: {e}\n")),
     }
@@ -169,17 +169,20 @@ fn measure(m: Measure) -> &'static str {
 }
 
 /// What the job's plan needs of the quotas (its inputs read as `plan` reads them), in two lines.
-async fn needs(opts: &QuotasOptions) -> Result<String, Error> {
-    let (f, p) = super::plan::planned(&PlanOptions {
-        job_file: opts.job_file.clone(),
-        state: None,
-        exact: false,
-        deadline: None,
-        models: None,
-        output_tokens: None,
-        latency: None,
-        endpoints: opts.endpoints.clone(),
-    })
+async fn needs(opts: &QuotasOptions, connection: &Connection) -> Result<String, Error> {
+    let (f, p) = super::plan::planned_on(
+        &PlanOptions {
+            job_file: opts.job_file.clone(),
+            state: None,
+            exact: false,
+            deadline: None,
+            models: None,
+            output_tokens: None,
+            latency: None,
+            endpoints: opts.endpoints.clone(),
+        },
+        Some(connection),
+    )
     .await?;
     Ok(format!(
         "the job's plan: {} request{}, each reserving about {} tokens of TPM while it runs and charged about {}; \

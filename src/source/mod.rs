@@ -12,7 +12,7 @@ mod request;
 
 use std::path::Path;
 
-pub use batches::{BATCH, read_in_batches};
+pub use batches::{BATCH, Reader, read_in_batches};
 pub use files::{InputFile, Origin, list_local};
 pub use reader::items;
 pub use request::RequestBuilder;
