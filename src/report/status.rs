@@ -71,6 +71,14 @@ pub struct DailyWait {
     pub message: String,
 }
 
+/// What a run waiting for the daily token quota is doing.
+pub fn daily_wait(next_try: i64) -> String {
+    format!(
+        "waiting for the daily token quota: no calls until the next try at {}",
+        utc(next_try)
+    )
+}
+
 /// `2026-11-26 01:02:03 UTC` from Unix seconds (no time zone database needed).
 pub fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
@@ -176,11 +184,7 @@ pub fn render_one(s: &JobStatus) -> String {
         let _ = writeln!(t, "  run by    {who}");
     }
     if let Some(DailyWait { next_try, message }) = &s.daily_wait {
-        let _ = writeln!(
-            t,
-            "  paused    {} ({message})",
-            super::summary::daily_wait(*next_try)
-        );
+        let _ = writeln!(t, "  paused    {} ({message})", daily_wait(*next_try));
     }
     let _ = writeln!(
         t,

@@ -54,16 +54,8 @@ pub fn status_line(s: &Snapshot, elapsed: Duration, live: &Usage) -> String {
     );
     match s.daily_wait_until {
         0 => line,
-        at => format!("{line}; {}", daily_wait(at as i64)),
+        at => format!("{line}; {}", super::status::daily_wait(at as i64)),
     }
-}
-
-/// What a run waiting for the daily token quota is doing.
-pub fn daily_wait(next_try: i64) -> String {
-    format!(
-        "waiting for the daily token quota: no calls until the next try at {}",
-        super::status::utc(next_try)
-    )
 }
 
 /// The bar's message: what the bar itself does not show.
@@ -72,7 +64,7 @@ pub fn bar_message(s: &Snapshot, elapsed: Duration, live: &Usage) -> String {
     let line = format!("{rate:.1}/s, {} failed; {}", s.failed, budget_text(live));
     match s.daily_wait_until {
         0 => line,
-        at => format!("{line}; {}", daily_wait(at as i64)),
+        at => format!("{line}; {}", super::status::daily_wait(at as i64)),
     }
 }
 
