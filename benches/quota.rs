@@ -45,6 +45,9 @@ struct Scenario {
     profile: String,
     /// Top-level emulator tables before the model's (e.g. `[service-quotas]`).
     account: &'static str,
+    /// The model id called. For [`MODEL`] the job file states the scenario's burndown; for another it leaves it
+    /// to batchrun's model table.
+    model: &'static str,
     /// Job `[budget]` lines.
     budget: &'static str,
     max_tokens: u32,
@@ -83,6 +86,7 @@ fn tpm_bound() -> Scenario {
                   latency = { first-token-ms = 300, per-token-ms = 3, jitter = 0.2 }\n"
             .to_string(),
         account: "",
+        model: MODEL,
         budget: "tpm = 300000",
         max_tokens: 300,
         burndown: 1,
@@ -105,6 +109,7 @@ fn scenarios() -> Vec<Scenario> {
         name,
         profile,
         account: "",
+        model: MODEL,
         budget,
         max_tokens: 100,
         burndown: 1,
@@ -125,6 +130,7 @@ fn scenarios() -> Vec<Scenario> {
                  output-tokens = {{ min = 180, max = 220 }}\n{latency}\n"
             ),
             account: "",
+            model: MODEL,
             budget: "tpm = 400000",
             max_tokens: 4096,
             burndown: 5,
@@ -141,6 +147,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "tpm-from-account",
             profile: tpm_profile.clone(),
             account: "",
+            model: MODEL,
             budget: "",
             ..tpm_bound()
         },
@@ -148,8 +155,29 @@ fn scenarios() -> Vec<Scenario> {
             name: "tpm-learned",
             profile: tpm_profile,
             account: "[service-quotas]\naccess-denied = true\n",
+            model: MODEL,
             budget: "",
             ..tpm_bound()
+        },
+        // A model whose output is charged 5× (Claude Sonnet 4.5), no [budget] and no burndown in the job (the
+        // account's quota and batchrun's model table say them), and a neighbour taking 30–50 % of the quota.
+        Scenario {
+            name: "burndown-5-neighbour",
+            profile: format!(
+                "tpm = 400000\nburndown = 5\ninitial-fill = 0.0\noutput-tokens = {{ min = 180, max = 220 }}\n\
+                 {latency}\nneighbour = {{ low = 0.3, high = 0.5, period-s = 20 }}\n"
+            ),
+            account: "",
+            model: "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            budget: "",
+            max_tokens: 300,
+            burndown: 5,
+            output: OutputLength { min: 180, max: 220 },
+            rpm: None,
+            tpm: Some(400_000.0),
+            neighbour_mean: 0.4,
+            prompt: short_prompt,
+            ceiling_records: None,
         },
         base(
             "noisy-neighbour",
@@ -163,6 +191,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "runner-ceiling",
             profile: "output-tokens = { min = 5, max = 10 }\n".into(),
             account: "",
+            model: MODEL,
             budget: "max-concurrency = 64",
             max_tokens: 20,
             burndown: 1,
@@ -286,7 +315,7 @@ async fn sdk_pool(
     let workers: Vec<_> = (0..POOL)
         .map(|_| {
             let (client, next, failed) = (client.clone(), next.clone(), failed.clone());
-            let prompt = s.prompt;
+            let (prompt, model) = (s.prompt, s.model);
             let max_tokens = s.max_tokens as i32;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -303,7 +332,7 @@ async fn sdk_pool(
                     let sent = Instant::now();
                     let out = client
                         .converse()
-                        .model_id(MODEL)
+                        .model_id(model)
                         .messages(message)
                         .inference_config(
                             InferenceConfiguration::builder()
@@ -346,12 +375,17 @@ async fn batchrun(s: &Scenario, emu: &EmulatorHandle, deadline: Duration, record
         lines.push('\n');
     }
     std::fs::write(dir.path().join("in.jsonl"), lines).unwrap();
+    let burndown = if s.model == MODEL {
+        format!("output-burndown = {}\n", s.burndown)
+    } else {
+        String::new()
+    };
     let job = format!(
-        "[job]\nname = \"bench\"\n[model]\nid = \"{MODEL}\"\nmax-tokens = {}\noutput-burndown = {}\n\
+        "[job]\nname = \"bench\"\n[model]\nid = \"{}\"\nmax-tokens = {}\n{burndown}\
          [input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[budget]\n{}\n[output]\npath = \"out\"\nrecords-per-part = 5000\n\
          [endpoint]\nurl = \"{}\"\ntimeout-secs = 30\n",
+        s.model,
         s.max_tokens,
-        s.burndown,
         s.budget,
         emu.endpoint()
     );
@@ -430,7 +464,7 @@ fn figures(
     limit: Option<f64>,
 ) -> Value {
     let stats = emu.stats();
-    let m = stats.models.get(MODEL).cloned().unwrap_or_default();
+    let m = stats.models.get(s.model).cloned().unwrap_or_default();
     let throttled = m.totals.throttled_rpm + m.totals.throttled_tpm + m.totals.throttled_tpd;
     let throttled_pct = 100.0 * throttled as f64 / (m.totals.requests.max(1)) as f64;
     let mut lat = run.latencies_ms;
