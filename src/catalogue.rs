@@ -218,10 +218,17 @@ impl Catalogue {
 /// `model_id` without an inference-profile prefix; an ARN by its last path segment.
 pub fn base_id(model_id: &str) -> &str {
     let id = model_id.rsplit('/').next().unwrap_or(model_id);
+    profile_prefix(id).map_or(id, |p| &id[p.len() + 1..])
+}
+
+/// The inference-profile prefix of `model_id` (`us`, `eu`, `global` …), if it is a profile id; an ARN by its
+/// last path segment.
+pub fn profile_prefix(model_id: &str) -> Option<&'static str> {
+    let id = model_id.rsplit('/').next().unwrap_or(model_id);
     PROFILE_PREFIXES
         .iter()
-        .find_map(|p| id.strip_prefix(p))
-        .unwrap_or(id)
+        .find(|p| id.starts_with(**p))
+        .map(|p| p.trim_end_matches('.'))
 }
 
 /// A user's entry, checked: numbers in range.

@@ -17,7 +17,7 @@ use crate::invoke::Invoker;
 use crate::job::Job;
 use crate::report::plan::{NeverFit, Plan, PlanFacts, compute, render};
 use crate::run::submit::s3_client;
-use crate::run::{Connection, Endpoints, Expected, Unread, read_own};
+use crate::run::{Connection, Endpoints, Expected, Unread, fill_budget, read_own};
 use crate::source::{self, Item, Record, read_in_batches};
 
 /// What `batchrun plan` was asked.
@@ -183,29 +183,14 @@ async fn with_account_quotas(
         }
         Err(Unread::Failed(why)) => return (job, vec![format!("note: {why}")], None),
     };
-    let mut notes = Vec::new();
-    let mut tpd = None;
-    for q in quotas {
-        let value = q.value.round() as u64;
-        let slot = match q.measure.as_str() {
-            "rpm" => &mut job.budget.rpm,
-            "tpm" => &mut job.budget.tpm,
-            _ => {
-                tpd = Some((value, q.code));
-                continue;
-            }
-        };
-        if slot.is_none() {
-            *slot = Some(value);
-            notes.push(format!(
-                "{} {} from Service Quotas {}, applied ({})",
-                q.measure.to_uppercase(),
-                crate::report::format::int(value),
-                q.code,
-                q.name
-            ));
-        }
-    }
+    let notes = fill_budget(&mut job, &quotas, "applied")
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect();
+    let tpd = quotas
+        .into_iter()
+        .find(|q| q.measure == "tpd")
+        .map(|q| (q.value.round() as u64, q.code));
     (job, notes, tpd)
 }
 

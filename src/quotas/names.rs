@@ -39,11 +39,10 @@ pub enum Scope {
 impl Scope {
     /// The scope a model id is called in: by its inference-profile prefix.
     pub fn of(model_id: &str) -> Scope {
-        let id = model_id.rsplit('/').next().unwrap_or(model_id);
-        match id.split_once('.').map(|(p, _)| p) {
+        match crate::catalogue::profile_prefix(model_id) {
             Some("global") => Scope::Global,
-            Some("us" | "eu" | "apac" | "us-gov" | "jp" | "au" | "ca") => Scope::CrossRegion,
-            _ => Scope::OnDemand,
+            Some(_) => Scope::CrossRegion,
+            None => Scope::OnDemand,
         }
     }
 

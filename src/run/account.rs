@@ -70,25 +70,41 @@ pub async fn with_account_quotas(
     };
     let mut out = job.clone();
     let mut sourced = Vec::new();
-    for q in &quotas {
+    for (key, line) in fill_budget(&mut out, &quotas, &source) {
+        sourced.push(key);
+        crate::say!("{line}");
+    }
+    Ok((out, sourced))
+}
+
+/// Sets the `budget.rpm` and `budget.tpm` that `job` leaves out to the applied values in `quotas`; for each one
+/// set, its key and the line that says where it came from (`source`: "applied", or the cache's time).
+pub fn fill_budget(
+    job: &mut Job,
+    quotas: &[CachedQuota],
+    source: &str,
+) -> Vec<(&'static str, String)> {
+    let mut filled = Vec::new();
+    for q in quotas {
         let (slot, key) = match q.measure.as_str() {
-            "rpm" => (&mut out.budget.rpm, "rpm"),
-            "tpm" => (&mut out.budget.tpm, "tpm"),
+            "rpm" => (&mut job.budget.rpm, "rpm"),
+            "tpm" => (&mut job.budget.tpm, "tpm"),
             _ => continue,
         };
         if slot.is_none() {
-            sourced.push(key);
-            *slot = Some(q.value.round() as u64);
-            crate::say!(
+            let value = q.value.round() as u64;
+            *slot = Some(value);
+            let line = format!(
                 "{} {} from Service Quotas {}, {source} ({})",
                 q.measure.to_uppercase(),
-                int(q.value.round() as u64),
+                int(value),
                 q.code,
                 q.name
             );
+            filled.push((key, line));
         }
     }
-    Ok((out, sourced))
+    filled
 }
 
 /// Why the account's quotas could not be read.

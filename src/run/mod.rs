@@ -25,7 +25,7 @@ pub(crate) mod submit;
 mod worker;
 mod writer;
 
-pub use account::{Unread, read_own};
+pub use account::{Unread, fill_budget, read_own};
 pub use connect::{Connection, Endpoints, Expected};
 pub use fingerprint::{Fingerprint, describe_changes};
 pub use shutdown::Shutdown;

@@ -14,7 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("job", &["catalogue", "s3"]),
     ("budget", &["job"]),
     ("invoke", &["job"]),
-    ("quotas", &["invoke"]),
+    ("quotas", &["catalogue", "invoke"]),
     ("checkpoint", &["budget"]),
     ("source", &["job", "s3", "tokens"]),
     ("sink", &["checkpoint", "job", "s3"]),
