@@ -13,7 +13,7 @@
 //!
 //! Every quota starts empty (`initial-fill = 0`: the quota is already in steady use), so the limit is the
 //! quota's refill rate from the first second: `min(RPM, TPM / charge per record)`, where the charge is what the
-//! emulator settles (`input + output × burndown`), less a neighbour's mean share. Figures:
+//! emulator settles (`input + output × burndown`), less a neighbour's share averaged over the run. Figures:
 //! - `goodput_ratio`: records succeeded per minute over the limit, over the whole run (`steady_rpm` in the JSON
 //!   gives the rate from `warmup` seconds to the end; a quota's bucket remembers a minute, so a client that
 //!   underused it early can exceed the limit there);
@@ -55,7 +55,9 @@ struct Scenario {
     output: OutputLength,
     rpm: Option<f64>,
     tpm: Option<f64>,
-    neighbour_mean: f64,
+    /// The neighbour's share of the quota (as in the emulator profile): `high` for the first half of each period,
+    /// `low` for the second.
+    neighbour: Option<Neighbour>,
     prompt: fn(usize) -> String,
     /// Runner ceiling: no quota, a fixed number of records, measured in records per second.
     ceiling_records: Option<usize>,
@@ -79,6 +81,46 @@ fn long_prompt(i: usize) -> String {
     s
 }
 
+/// A neighbour on the quota, as the emulator's profile key `neighbour` gives it.
+#[derive(Clone, Copy)]
+struct Neighbour {
+    low: f64,
+    high: f64,
+    period_s: f64,
+}
+
+const NEIGHBOUR: Neighbour = Neighbour {
+    low: 0.3,
+    high: 0.5,
+    period_s: 20.0,
+};
+
+impl Neighbour {
+    fn profile(&self) -> String {
+        format!(
+            "neighbour = {{ low = {}, high = {}, period-s = {} }}",
+            self.low, self.high, self.period_s
+        )
+    }
+
+    /// The share it takes on average over the first `seconds` of the quota.
+    fn mean_share(&self, seconds: f64) -> f64 {
+        let steps = 10_000;
+        let dt = seconds / steps as f64;
+        let sum: f64 = (0..steps)
+            .map(|i| {
+                let t = (i as f64 + 0.5) * dt;
+                if t.rem_euclid(self.period_s) < self.period_s / 2.0 {
+                    self.high
+                } else {
+                    self.low
+                }
+            })
+            .sum();
+        sum / steps as f64
+    }
+}
+
 fn tpm_bound() -> Scenario {
     Scenario {
         name: "tpm-bound",
@@ -93,7 +135,7 @@ fn tpm_bound() -> Scenario {
         output: OutputLength { min: 100, max: 200 },
         rpm: None,
         tpm: Some(300_000.0),
-        neighbour_mean: 0.0,
+        neighbour: None,
         prompt: long_prompt,
         ceiling_records: None,
     }
@@ -105,7 +147,7 @@ fn scenarios() -> Vec<Scenario> {
     let rpm_profile = format!(
         "rpm = 600\ninitial-fill = 0.0\noutput-tokens = {{ min = 20, max = 60 }}\n{latency}\n"
     );
-    let base = |name, budget, profile: String, neighbour_mean| Scenario {
+    let base = |name, budget, profile: String, neighbour| Scenario {
         name,
         profile,
         account: "",
@@ -116,12 +158,12 @@ fn scenarios() -> Vec<Scenario> {
         output: OutputLength { min: 20, max: 60 },
         rpm: Some(600.0),
         tpm: None,
-        neighbour_mean,
+        neighbour,
         prompt: short_prompt,
         ceiling_records: None,
     };
     vec![
-        base("rpm-bound", "rpm = 600", rpm_profile.clone(), 0.0),
+        base("rpm-bound", "rpm = 600", rpm_profile.clone(), None),
         tpm_bound(),
         Scenario {
             name: "max-tokens-trap",
@@ -137,7 +179,7 @@ fn scenarios() -> Vec<Scenario> {
             output: OutputLength { min: 180, max: 220 },
             rpm: None,
             tpm: Some(400_000.0),
-            neighbour_mean: 0.0,
+            neighbour: None,
             prompt: short_prompt,
             ceiling_records: None,
         },
@@ -165,7 +207,8 @@ fn scenarios() -> Vec<Scenario> {
             name: "burndown-5-neighbour",
             profile: format!(
                 "tpm = 400000\nburndown = 5\ninitial-fill = 0.0\noutput-tokens = {{ min = 180, max = 220 }}\n\
-                 {latency}\nneighbour = {{ low = 0.3, high = 0.5, period-s = 20 }}\n"
+                 {latency}\n{}\n",
+                NEIGHBOUR.profile()
             ),
             account: "",
             model: "anthropic.claude-sonnet-4-5-20250929-v1:0",
@@ -175,18 +218,18 @@ fn scenarios() -> Vec<Scenario> {
             output: OutputLength { min: 180, max: 220 },
             rpm: None,
             tpm: Some(400_000.0),
-            neighbour_mean: 0.4,
+            neighbour: Some(NEIGHBOUR),
             prompt: short_prompt,
             ceiling_records: None,
         },
         base(
             "noisy-neighbour",
             "rpm = 600",
-            format!("{rpm_profile}neighbour = {{ low = 0.3, high = 0.5, period-s = 20 }}\n"),
-            0.4,
+            format!("{rpm_profile}{}\n", NEIGHBOUR.profile()),
+            Some(NEIGHBOUR),
         ),
-        base("budget-2x-high", "rpm = 1200", rpm_profile.clone(), 0.0),
-        base("no-budget", "", rpm_profile, 0.0),
+        base("budget-2x-high", "rpm = 1200", rpm_profile.clone(), None),
+        base("no-budget", "", rpm_profile, None),
         Scenario {
             name: "runner-ceiling",
             profile: "output-tokens = { min = 5, max = 10 }\n".into(),
@@ -198,7 +241,7 @@ fn scenarios() -> Vec<Scenario> {
             output: OutputLength { min: 5, max: 10 },
             rpm: None,
             tpm: None,
-            neighbour_mean: 0.0,
+            neighbour: None,
             prompt: short_prompt,
             ceiling_records: Some(50_000),
         },
@@ -219,8 +262,9 @@ impl Scenario {
         (input + output * u64::from(self.burndown)) as f64
     }
 
-    /// Records per minute the quota allows.
-    fn limit_rpm(&self, records: usize) -> Option<f64> {
+    /// Records per minute the quota allows over a run of `seconds` (a neighbour's share averaged over the run:
+    /// a 30 s run against a 20 s period meets the busy half twice).
+    fn limit_rpm(&self, records: usize, seconds: f64) -> Option<f64> {
         let mean =
             (0..records.min(2000)).map(|i| self.charge(i)).sum::<f64>() / records.min(2000) as f64;
         let by_tokens = self.tpm.map(|t| t / mean);
@@ -228,7 +272,8 @@ impl Scenario {
             (Some(r), Some(t)) => Some(r.min(t)),
             (r, t) => r.or(t),
         };
-        limit.map(|l| l * (1.0 - self.neighbour_mean))
+        let share = self.neighbour.map_or(0.0, |n| n.mean_share(seconds));
+        limit.map(|l| l * (1.0 - share))
     }
 }
 
@@ -558,7 +603,7 @@ fn main() {
         let limit = if s.ceiling_records.is_some() {
             None
         } else {
-            s.limit_rpm(records)
+            s.limit_rpm(records, args.seconds)
         };
         for client in ["fixed-pool", "sdk-adaptive", "batchrun"] {
             if !args.clients.is_empty() && !args.clients.iter().any(|c| c == client) {

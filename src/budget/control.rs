@@ -31,14 +31,19 @@ const DISCOVERY_GROWTH: f64 = 0.25;
 const PROBE_DOUBLING: Duration = Duration::from_secs(10);
 const MIN_HOLD: Duration = Duration::from_secs(5);
 const MAX_HOLD: Duration = Duration::from_secs(60);
-/// Estimates within this ratio of the previous one count as "the same quota".
+/// Estimates within this ratio of the previous one count as "the same quota"...
 const STABLE: f64 = 0.05;
+/// ... when at least this long after it.
+const STABLE_FOR: Duration = Duration::from_secs(10);
 /// A first throttle (no sync yet to measure from) cuts by this factor only: it most often means the buckets
 /// started at different levels, which the sync corrects; if the rate is too high, the next throttle follows
 /// within moments and measures by how much.
 const FIRST_CUT: f64 = MARGIN;
 /// Growth per second back up to the best estimate of the last minute (after the hold).
 const RECOVER_GROWTH: f64 = 0.2;
+/// An estimate counts as a measurement when the cost term (the level at the sync, which is uncertain) takes less
+/// than this share off the rate; a throttle sooner than that says more about the levels than about the rate.
+const INFORMATIVE: f64 = 0.85;
 /// How long an estimate is remembered as reachable.
 const REMEMBER: Duration = Duration::from_secs(60);
 
@@ -50,6 +55,8 @@ pub struct Limit {
     floor: f64,
     last_sync: Option<Instant>,
     estimate: Option<f64>,
+    /// When `estimate` was made.
+    estimated_at: Instant,
     hold: Duration,
     discovering: bool,
     last_change: Instant,
@@ -60,6 +67,11 @@ pub struct Limit {
     area_at: Instant,
     /// Estimates of the last minute: a quota shared with a bursty neighbour comes back to the higher ones.
     recent: std::collections::VecDeque<(Instant, f64)>,
+    /// Whether the last cut came from a measured estimate (see [`Reaction::Resync`]).
+    measured_cut: bool,
+    /// Whether the rate is still a guess (discovery, or a first measurement from what was sent) that no throttle
+    /// has measured yet.
+    guessed: bool,
 }
 
 /// What a throttle did to a limit.
@@ -67,12 +79,19 @@ pub struct Limit {
 pub enum Reaction {
     /// The throttle belonged to an episode already handled.
     Ignored,
+    /// The throttle came too soon after a measured cut to measure anything: Bedrock's bucket was further below
+    /// ours at that sync than one reservation (a charge above its reservation, settled just before, leaves it in
+    /// debt). The caller empties the bucket again; the rate stays.
+    Resync,
     /// The rate was cut to `rate`, from an estimate of the quota when one could be made.
     Cut {
         /// The new rate, per minute.
         rate: f64,
         /// The estimated quota, per minute.
         estimate: Option<f64>,
+        /// Whether the estimate measured the quota (rather than cutting by the most one episode cuts): the
+        /// episode of throttles ends.
+        measured: bool,
     },
 }
 
@@ -87,6 +106,7 @@ impl Limit {
             floor,
             last_sync: None,
             estimate: None,
+            estimated_at: now,
             hold: MIN_HOLD,
             discovering: false,
             last_change: now,
@@ -94,6 +114,8 @@ impl Limit {
             area: 0.0,
             area_at: now,
             recent: std::collections::VecDeque::new(),
+            measured_cut: false,
+            guessed: false,
         }
     }
 
@@ -105,6 +127,7 @@ impl Limit {
             floor: start * FLOOR,
             last_sync: None,
             estimate: None,
+            estimated_at: now,
             hold: MIN_HOLD,
             discovering: true,
             last_change: now,
@@ -112,6 +135,8 @@ impl Limit {
             area: 0.0,
             area_at: now,
             recent: std::collections::VecDeque::new(),
+            measured_cut: false,
+            guessed: true,
         }
     }
 
@@ -120,6 +145,7 @@ impl Limit {
     pub fn learned(rate: f64, now: Instant) -> Limit {
         Limit {
             discovering: false,
+            guessed: false,
             ..Limit::discovery(rate, now)
         }
     }
@@ -164,25 +190,48 @@ impl Limit {
 
     /// Whether this throttle (of a request admitted at `admitted_at`, costing `cost` units of this quota) starts
     /// a new episode; if so the rate is cut and the caller must empty the bucket.
-    pub fn on_throttle(&mut self, admitted_at: Instant, cost: f64, now: Instant) -> Reaction {
+    ///
+    /// `bound`, when known, is an upper bound on the quota (per minute) from what Bedrock's bucket gave out since
+    /// earlier syncs (see `Quota::bound` in the limiter): it caps the estimate when our bucket was not what held
+    /// requests back, and when throttles come too fast for the estimate to measure anything.
+    pub fn on_throttle(
+        &mut self,
+        admitted_at: Instant,
+        cost: f64,
+        bound: Option<f64>,
+        now: Instant,
+    ) -> Reaction {
         if let Some(sync) = self.last_sync
             && admitted_at <= sync
         {
             return Reaction::Ignored;
         }
         self.accumulate(now);
-        let estimate = self.last_sync.map(|sync| {
+        let measured = self.last_sync.map(|sync| {
             let dt = now.saturating_duration_since(sync).as_secs_f64().max(1e-3);
             // At the mean rate since the sync, our bucket gained on Bedrock's what Bedrock had left at the sync
-            // (under one request's cost, half on average) in `dt` seconds. One episode cuts by 30 % at most:
-            // when the cost is large next to the rate (big TPM reservations) the estimate is loose, and the next
-            // episode refines it.
+            // (under one request's cost, half on average) in `dt` seconds.
             let mean = if self.area > 0.0 {
                 self.area / dt
             } else {
                 self.rate
             };
-            (mean - cost / 2.0 * 60.0 / dt).max(self.rate * 0.7)
+            (mean - cost / 2.0 * 60.0 / dt, dt)
+        });
+        // An estimate under 70 % of the rate says the throttle came so soon after the sync that the cost term
+        // dominates: it measures the levels at the sync more than the rate. Right after a measured cut that is an
+        // offset, and a resync absorbs it (cutting again took a rate at the quota to half of it within 0.2 s,
+        // issue 14); otherwise the rate is far above the quota and one episode cuts by 30 %, the next refining.
+        let informative = measured.is_some_and(|(m, _)| m >= self.rate * INFORMATIVE);
+        if measured.is_some() && !informative && self.measured_cut {
+            self.measured_cut = false;
+            self.last_sync = Some(now);
+            self.area = 0.0;
+            return Reaction::Resync;
+        }
+        let estimate = measured.map(|(m, _)| {
+            let clamped = m.max(self.rate * 0.7);
+            bound.map_or(clamped, |b| clamped.min(b))
         });
         let target = match estimate {
             Some(e) => e * MARGIN,
@@ -191,22 +240,38 @@ impl Limit {
         // Never rises on a throttle, never below the floor.
         let rate = target.min(self.rate * MARGIN).max(self.floor);
         if let (Some(new), Some(old)) = (estimate, self.estimate) {
-            self.hold = if (new / old - 1.0).abs() <= STABLE {
-                (self.hold * 2).min(MAX_HOLD)
-            } else {
-                MIN_HOLD
-            };
+            // The same estimate again, at least STABLE_FOR after it: the quota is stable. Sooner says little (a
+            // neighbour busy for ten seconds of every twenty gave two equal estimates 7 s apart, and the doubled
+            // hold missed the ten seconds it was away, issue 14).
+            let apart = now.saturating_duration_since(self.estimated_at);
+            if (new / old - 1.0).abs() > STABLE {
+                self.hold = MIN_HOLD;
+            } else if apart >= STABLE_FOR {
+                self.hold = (self.hold * 2).min(MAX_HOLD);
+            }
+        }
+        if estimate.is_some() {
+            self.estimated_at = now;
         }
         self.estimate = estimate.or(self.estimate);
-        if let Some(e) = estimate {
+        // An estimate is where the quota was lately, to come back to after the hold; but one clamped from a guess
+        // says only "lower" (from a first guess ten times the quota, the clamped cuts of the first second were
+        // remembered, and recovery went back to above the quota).
+        if let (Some(e), true) = (estimate, informative || !self.guessed) {
             self.recent.push_back((now, e));
         }
+        self.guessed &= !informative;
+        self.measured_cut = informative;
         self.rate = rate;
         self.last_sync = Some(now);
         self.area = 0.0;
         self.discovering = false;
         self.last_change = now;
-        Reaction::Cut { rate, estimate }
+        Reaction::Cut {
+            rate,
+            estimate,
+            measured: informative,
+        }
     }
 
     fn accumulate(&mut self, now: Instant) {
@@ -217,14 +282,20 @@ impl Limit {
     }
 
     /// A throttle that says nothing about the rate (the token estimate is not calibrated yet, so the buckets may
-    /// have drifted apart by miscounting): resync and trim like a first throttle, without an estimate.
+    /// have drifted apart by miscounting): the first trims like any first throttle, later ones resync only (each
+    /// trimmed by 2 % before, and the second call of a run whose prompts the local tokenizer counts 12 % short
+    /// was throttled, issue 14).
     pub fn on_unmeasured_throttle(&mut self, admitted_at: Instant, now: Instant) -> Reaction {
-        let sync = self.last_sync.take();
-        if sync.is_some_and(|s| admitted_at <= s) {
-            self.last_sync = sync;
-            return Reaction::Ignored;
+        match self.last_sync {
+            None => self.on_throttle(admitted_at, 0.0, None, now),
+            Some(sync) if admitted_at <= sync => Reaction::Ignored,
+            Some(_) => {
+                self.last_sync = Some(now);
+                self.area = 0.0;
+                self.area_at = now;
+                Reaction::Resync
+            }
         }
-        self.on_throttle(admitted_at, 0.0, now)
     }
 
     /// Time passes: while `saturated` (requests wait on this bucket), the rate grows after the hold, fast in
@@ -313,10 +384,11 @@ mod tests {
         // Configured 1,200 a minute; the true quota is 600.
         let mut l = Limit::configured(1200.0, None, t0);
         assert_eq!(
-            l.on_throttle(t0, 1.0, t0 + s(1.0)),
+            l.on_throttle(t0, 1.0, None, t0 + s(1.0)),
             Reaction::Cut {
                 rate: 1176.0,
-                estimate: None
+                estimate: None,
+                measured: false
             }
         );
         // Each later throttle comes when a gap of half a request (what Bedrock is taken to have had left) has
@@ -326,7 +398,7 @@ mod tests {
         for _ in 0..3 {
             let dt = 30.0 / (l.rate() - 600.0);
             now += s(dt);
-            let r = l.on_throttle(now - s(dt / 2.0), 1.0, now);
+            let r = l.on_throttle(now - s(dt / 2.0), 1.0, None, now);
             let Reaction::Cut {
                 estimate: Some(e), ..
             } = r
@@ -344,16 +416,69 @@ mod tests {
     }
 
     #[test]
+    fn a_throttle_right_after_a_measured_cut_resyncs_without_cutting_again() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(1200.0, Some(700.0), t0);
+        l.on_throttle(t0, 1.0, None, t0 + s(1.0));
+        // Ten seconds later: a measured estimate (the cost term is small next to the rate).
+        let Reaction::Cut {
+            rate,
+            estimate: Some(_),
+            measured: true,
+        } = l.on_throttle(t0 + s(10.0), 1.0, None, t0 + s(11.0))
+        else {
+            panic!()
+        };
+        // 50 ms after it, a request of 40 units is throttled: Bedrock was lower than us at the sync. The rate stays.
+        assert_eq!(
+            l.on_throttle(t0 + s(11.04), 40.0, None, t0 + s(11.05)),
+            Reaction::Resync
+        );
+        assert_eq!(l.rate(), rate);
+        // Another one as soon: now the rate is taken to be too high, and cut by the most one episode cuts.
+        let Reaction::Cut { rate: cut, .. } =
+            l.on_throttle(t0 + s(11.09), 40.0, None, t0 + s(11.1))
+        else {
+            panic!()
+        };
+        assert!((cut - rate * 0.7 * MARGIN).abs() < 1e-6, "{cut} {rate}");
+        // After the hold the rate comes back to the measured estimate.
+        assert!(l.on_tick(t0 + s(40.0), true));
+        assert!((l.rate() - rate).abs() < 1e-6, "{} {rate}", l.rate());
+    }
+
+    #[test]
+    fn clamped_cuts_are_come_back_to_unless_the_rate_was_a_guess() {
+        let t0 = Instant::now();
+        // Two throttles 20 ms apart: each estimate is clamped to a 30 % cut.
+        let after_two_cuts = |mut l: Limit| {
+            l.on_throttle(t0 + s(0.01), 100.0, None, t0 + s(0.02));
+            let first = l.rate();
+            l.on_throttle(t0 + s(0.03), 100.0, None, t0 + s(0.04));
+            l.on_tick(t0 + s(10.0), true);
+            (first, l.rate())
+        };
+        // A configured budget: back to where the first cut put it (a neighbour that left gives it back).
+        let mut configured = Limit::configured(10_000.0, None, t0);
+        configured.on_throttle(t0, 100.0, None, t0);
+        let (first, later) = after_two_cuts(configured);
+        assert!((later - first).abs() < 1e-6, "{first} {later}");
+        // A first guess from what was sent: the clamped cuts say only "lower", and recovery probes slowly.
+        let (first, later) = after_two_cuts(Limit::measured(10_000.0, t0));
+        assert!(later < first * 0.8, "{first} {later}");
+    }
+
+    #[test]
     fn throttles_of_the_same_episode_are_ignored() {
         let t0 = Instant::now();
         let mut l = Limit::configured(100.0, None, t0);
         assert!(matches!(
-            l.on_throttle(t0, 1.0, t0 + s(1.0)),
+            l.on_throttle(t0, 1.0, None, t0 + s(1.0)),
             Reaction::Cut { .. }
         ));
         // Admitted before the cut: same overshoot.
         assert_eq!(
-            l.on_throttle(t0 + s(0.9), 1.0, t0 + s(1.2)),
+            l.on_throttle(t0 + s(0.9), 1.0, None, t0 + s(1.2)),
             Reaction::Ignored
         );
         assert_eq!(l.rate(), 98.0);
@@ -363,7 +488,7 @@ mod tests {
     fn probing_waits_for_the_hold_then_grows_only_when_saturated() {
         let t0 = Instant::now();
         let mut l = Limit::configured(1000.0, Some(500.0), t0);
-        l.on_throttle(t0, 1.0, t0);
+        l.on_throttle(t0, 1.0, None, t0);
         let cut = l.rate();
         assert!(!l.on_tick(t0 + s(4.0), true), "within the hold");
         assert!(!l.on_tick(t0 + s(6.0), false), "not saturated");
@@ -383,7 +508,7 @@ mod tests {
             l.on_tick(t0 + s(i as f64), true);
         }
         assert!(l.rate() > 9000.0, "{}", l.rate());
-        l.on_throttle(t0 + s(10.0), 1.0, t0 + s(10.5));
+        l.on_throttle(t0 + s(10.0), 1.0, None, t0 + s(10.5));
         let after = l.rate();
         l.on_tick(t0 + s(16.0), true);
         l.on_tick(t0 + s(17.0), true);
@@ -398,29 +523,35 @@ mod tests {
     fn a_stable_quota_lengthens_the_hold() {
         let t0 = Instant::now();
         let mut l = Limit::configured(1000.0, None, t0);
-        l.on_throttle(t0, 1.0, t0);
-        let mut t = t0;
-        // Throttles that keep measuring the same quota (the gap of one unit builds in the same time).
-        for _ in 0..4 {
-            let dt = 60.0 / (l.rate() - 600.0).max(1.0);
-            t += s(dt);
-            l.on_throttle(t - s(dt / 2.0), 1.0, t);
-            l.rate = 700.0;
-        }
-        assert!(l.hold > MIN_HOLD, "{:?}", l.hold);
+        l.on_throttle(t0, 1.0, None, t0);
+        // Throttles that keep measuring the same quota, at the same rate each time: a second apart, that says
+        // little, and the hold stays; twelve seconds apart, the quota is stable, and the hold doubles.
+        let hold_after = |l: &mut Limit, apart: f64, from: Instant| {
+            let mut t = from;
+            for _ in 0..3 {
+                l.rate = 700.0;
+                t += s(apart);
+                l.on_throttle(t - s(apart / 2.0), 1.0, None, t);
+            }
+            (l.hold, t)
+        };
+        let (hold, t) = hold_after(&mut l, 1.0, t0);
+        assert_eq!(hold, MIN_HOLD);
+        let (hold, _) = hold_after(&mut l, 12.0, t);
+        assert!(hold > MIN_HOLD, "{hold:?}");
     }
 
     #[test]
     fn the_estimate_uses_the_mean_rate_since_the_sync() {
         let t0 = Instant::now();
         let mut l = Limit::configured(1000.0, Some(500.0), t0);
-        l.on_throttle(t0, 1.0, t0);
+        l.on_throttle(t0, 1.0, None, t0);
         // Probing: 490 for ten seconds, then 700 for one second; one unit of gap built up.
         l.rate = 490.0;
         l.on_tick(t0 + s(10.0), false);
         l.rate = 700.0;
         l.on_tick(t0 + s(11.0), false);
-        let r = l.on_throttle(t0 + s(10.5), 1.0, t0 + s(11.0));
+        let r = l.on_throttle(t0 + s(10.5), 1.0, None, t0 + s(11.0));
         let Reaction::Cut {
             estimate: Some(e), ..
         } = r
@@ -435,11 +566,11 @@ mod tests {
     fn a_quota_seen_recently_is_recovered_fast() {
         let t0 = Instant::now();
         let mut l = Limit::configured(1000.0, Some(600.0), t0);
-        l.on_throttle(t0, 1.0, t0);
+        l.on_throttle(t0, 1.0, None, t0);
         // Two measured episodes: 600 a minute, then (a neighbour arrived) 400.
         let mut t = t0 + s(20.0);
         l.on_tick(t, false);
-        l.on_throttle(t - s(1.0), 1.0, t);
+        l.on_throttle(t - s(1.0), 1.0, None, t);
         assert!(
             (l.estimate.unwrap() - 586.5).abs() < 1.0,
             "{:?}",
@@ -448,7 +579,7 @@ mod tests {
         l.rate = 400.0;
         t += s(20.0);
         l.on_tick(t, false);
-        l.on_throttle(t - s(1.0), 1.0, t);
+        l.on_throttle(t - s(1.0), 1.0, None, t);
         let low = l.rate();
         assert!(low < 400.0, "{low}");
         // The neighbour leaves: after the hold, the rate is back at the earlier quota within 2.5 s (at 2 % a
@@ -467,18 +598,20 @@ mod tests {
     }
 
     #[test]
-    fn an_unmeasured_throttle_only_trims() {
+    fn an_unmeasured_throttle_only_resyncs() {
         let t0 = Instant::now();
         let mut l = Limit::configured(1000.0, None, t0);
-        l.on_throttle(t0, 1.0, t0);
-        let r = l.on_unmeasured_throttle(t0 + s(0.1), t0 + s(0.2));
         assert_eq!(
-            r,
+            l.on_unmeasured_throttle(t0, t0),
             Reaction::Cut {
-                rate: 1000.0 * MARGIN * MARGIN,
-                estimate: None
+                rate: 1000.0 * MARGIN,
+                estimate: None,
+                measured: false
             }
         );
+        let r = l.on_unmeasured_throttle(t0 + s(0.1), t0 + s(0.2));
+        assert_eq!(r, Reaction::Resync);
+        assert_eq!(l.rate(), 1000.0 * MARGIN);
         assert_eq!(
             l.on_unmeasured_throttle(t0 + s(0.15), t0 + s(0.3)),
             Reaction::Ignored
@@ -525,7 +658,7 @@ mod tests {
                     match e {
                         Event::Throttle { admitted_back_ms, cost } => {
                             let admitted = now.checked_sub(Duration::from_millis(admitted_back_ms)).unwrap_or(t0);
-                            l.on_throttle(admitted, cost, now);
+                            l.on_throttle(admitted, cost, None, now);
                             prop_assert!(l.rate() <= before, "rose on a throttle: {} -> {}", before, l.rate());
                         }
                         Event::Tick { saturated } => {

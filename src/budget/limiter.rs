@@ -153,6 +153,31 @@ struct Quota {
     limit: Limit,
     bucket: Bucket,
     last_waited: Option<Instant>,
+    /// Since the bucket was last synced to Bedrock's by a throttle, and since the first throttle of the episode
+    /// (a run of throttles that ends with a measured cut): when, and what Bedrock's bucket gave out since, as far
+    /// as the calls tell (reservations when admitted, the charge above or below them when settled, nothing for a
+    /// throttled call).
+    synced: Option<Taken>,
+    episode: Option<Taken>,
+}
+
+/// What Bedrock's bucket gave out since a sync.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    at: Instant,
+    units: f64,
+}
+
+impl Taken {
+    /// Bedrock's level was under one cost at `at` and is again now, and in debt by at most `slack` more: so the
+    /// quota refilled at most what was taken plus `slack` in between.
+    fn bound(&self, slack: f64, now: Instant) -> f64 {
+        let dt = now
+            .saturating_duration_since(self.at)
+            .as_secs_f64()
+            .max(1e-3);
+        (self.units + slack).max(0.0) * 60.0 / dt
+    }
 }
 
 impl Quota {
@@ -162,14 +187,71 @@ impl Quota {
             bucket: Bucket::per_minute(rate.round() as u64, START_FRACTION, now),
             limit,
             last_waited: None,
+            synced: None,
+            episode: None,
         }
     }
 
     /// A quota created by a throttle: its bucket starts empty, as Bedrock's is.
     fn empty(limit: Limit, now: Instant) -> Quota {
         let mut q = Quota::new(limit, now);
-        q.bucket.empty(now);
+        q.sync(now, false);
         q
+    }
+
+    /// A throttle says Bedrock's bucket is (about) empty: so is ours, and counting what it gives out starts again
+    /// (for the episode too, when `measured` says the last one ended).
+    fn sync(&mut self, now: Instant, measured: bool) {
+        self.bucket.empty(now);
+        let start = Some(Taken {
+            at: now,
+            units: 0.0,
+        });
+        self.synced = start;
+        if measured || self.episode.is_none() {
+            self.episode = start;
+        }
+    }
+
+    /// Bedrock's bucket gave out `units` more (or took them back, when negative).
+    fn count(&mut self, units: f64) {
+        for t in [&mut self.synced, &mut self.episode].into_iter().flatten() {
+            t.units += units;
+        }
+    }
+
+    /// The tightest bound on the quota from what was taken since the sync and since the episode began.
+    fn bound(&self, slack: f64, now: Instant) -> Option<f64> {
+        [self.synced, self.episode]
+            .into_iter()
+            .flatten()
+            .map(|t| t.bound(slack, now))
+            .reduce(f64::min)
+    }
+
+    /// The units our bucket holds for a request reserving `reserved` and expected to be charged `expected`: the
+    /// expected charge, but never more than the bucket holds (nor less than the reservation it must admit on).
+    fn held_units(&self, expected: u64, reserved: u64) -> u64 {
+        let reserved = self.units(reserved);
+        self.units(expected)
+            .min((self.bucket.capacity() as u64).max(reserved))
+    }
+
+    /// A call admitted at `admitted_at`, holding `held` of our bucket and `units` of Bedrock's, was throttled:
+    /// Bedrock never took them, so ours gives them back. A sync since its admission set ours to Bedrock's level,
+    /// which did not count them either: then only a debt they left is repaid.
+    fn untake(&mut self, held: u64, units: u64, admitted_at: Instant, now: Instant) {
+        if self.synced.is_none_or(|s| admitted_at > s.at) {
+            self.bucket.adjust(held as i64, now);
+        } else {
+            let debt = (-self.bucket.level(now)).max(0.0);
+            self.bucket.adjust((held as f64).min(debt) as i64, now);
+        }
+        for t in [&mut self.synced, &mut self.episode].into_iter().flatten() {
+            if admitted_at > t.at {
+                t.units -= units as f64;
+            }
+        }
     }
 
     fn level_fraction(&mut self, now: Instant) -> f64 {
@@ -197,6 +279,10 @@ struct Inner {
     token_ratio: f64,
     /// Settlements the calibration has seen (a plain mean over the first ones, then a moving average).
     calibrated: u32,
+    /// Charges over reservations, averaged as the calibration is.
+    charge_ratio: f64,
+    /// Settlements `charge_ratio` has seen.
+    charges_seen: u32,
     in_flight: u32,
     cap: u32,
     cap_waited: Option<Instant>,
@@ -231,6 +317,12 @@ pub struct Budget {
 pub struct Admission {
     budget: Arc<Budget>,
     reserved: u64,
+    /// What our TPM bucket took: the reservation, or the charge expected when that is more (see `Inner::held`).
+    held: u64,
+    /// Whether there were RPM and TPM buckets to take from at admission (a quota is created at its first
+    /// throttle, with its bucket at Bedrock's level, which had already taken what calls admitted before hold).
+    in_rpm: bool,
+    in_tpm: bool,
     est_tokens: u64,
     admitted_at: Instant,
     done: bool,
@@ -280,6 +372,15 @@ impl Inner {
             (est_tokens as f64 * self.token_ratio).ceil() as u64,
             max_tokens,
         )
+    }
+
+    /// What our TPM bucket holds for a request reserving `reserved`: the reservation, or the charge it is expected
+    /// to settle at when that is more (output charged 5×). Bedrock admits on the reservation and takes the rest at
+    /// settlement, so a bucket that admitted on the reservation alone let calls through in bursts and then paid
+    /// for all of them at once (issue 14: seven calls at a time, then a second of debt); holding the expected
+    /// charge paces them.
+    fn held(&self, reserved: u64) -> u64 {
+        (reserved as f64 * self.charge_ratio.max(1.0)).ceil() as u64
     }
 
     fn tick(&mut self, now: Instant, max_concurrency: u32) {
@@ -352,6 +453,8 @@ impl Budget {
                 } else {
                     0
                 },
+                charge_ratio: 1.0,
+                charges_seen: 0,
                 in_flight: 0,
                 cap: MIN_CAP.min(max_concurrency),
                 cap_waited: None,
@@ -436,15 +539,19 @@ impl Budget {
                 let inner = &mut *guard;
                 inner.tick(now, self.max_concurrency);
                 let reserved = inner.reservation(est_tokens, max_tokens);
+                let held = match inner.tpm.as_ref() {
+                    Some(q) => q.held_units(inner.held(reserved), reserved),
+                    None => inner.held(reserved),
+                };
                 if inner.in_flight >= inner.cap {
                     inner.cap_waited = Some(now);
                     None
                 } else {
                     let mut wait = Duration::ZERO;
                     let mut never = false;
-                    for (q, cost) in [(&mut inner.rpm, 1), (&mut inner.tpm, reserved)] {
+                    let request = inner.rpm.as_ref().map_or(1, |q| q.units(1));
+                    for (q, units) in [(&mut inner.rpm, request), (&mut inner.tpm, held)] {
                         if let Some(q) = q {
-                            let units = q.units(cost);
                             let w = q.bucket.wait_for(units, now).unwrap_or_else(|| {
                                 never = true;
                                 MAX_WAIT
@@ -464,10 +571,11 @@ impl Budget {
                         inner.admitted_any = true;
                         if let Some(q) = inner.rpm.as_mut() {
                             q.bucket.take(1);
+                            q.count(1.0);
                         }
                         if let Some(q) = inner.tpm.as_mut() {
-                            let units = q.units(reserved);
-                            q.bucket.take(units);
+                            q.bucket.take(held);
+                            q.count(q.units(reserved) as f64);
                         }
                         inner.in_flight += 1;
                         inner.admitted_recent.push_back((now, reserved));
@@ -479,6 +587,9 @@ impl Budget {
                         return Admission {
                             budget: self.clone(),
                             reserved,
+                            held,
+                            in_rpm: inner.rpm.is_some(),
+                            in_tpm: inner.tpm.is_some(),
                             est_tokens,
                             admitted_at: now,
                             done: false,
@@ -601,6 +712,16 @@ impl Admission {
         self.reserved
     }
 
+    /// What our TPM bucket counts this call as holding: what it took, or, for a bucket created after admission,
+    /// the reservation Bedrock's had taken before it.
+    fn taken(&self) -> u64 {
+        if self.in_tpm {
+            self.held
+        } else {
+            self.reserved
+        }
+    }
+
     fn finish(&mut self, inner: &mut Inner) {
         self.done = true;
         inner.in_flight = inner.in_flight.saturating_sub(1);
@@ -616,8 +737,15 @@ impl Admission {
             self.finish(&mut inner);
             let charged = super::quota::charged(input_tokens, output_tokens, budget.burndown);
             if let Some(q) = inner.tpm.as_mut() {
+                q.bucket.adjust(self.taken() as i64 - charged as i64, now);
                 let units = q.units(self.reserved);
-                q.bucket.adjust(units as i64 - charged as i64, now);
+                q.count(charged as f64 - units as f64);
+            }
+            if self.reserved > 0 {
+                inner.charges_seen = inner.charges_seen.saturating_add(1);
+                let weight = (1.0 / f64::from(inner.charges_seen)).max(EWMA);
+                let ratio = charged as f64 / self.reserved as f64;
+                inner.charge_ratio += weight * (ratio - inner.charge_ratio);
             }
             if self.est_tokens > 0 && input_tokens > 0 {
                 // A plain mean over the first settlements converges at once (a wrong estimate drifts the bucket
@@ -659,6 +787,17 @@ impl Admission {
                 ThrottleKind::Rpm => inner.throttled_rpm += 1,
                 ThrottleKind::Tpm | ThrottleKind::Tpd => inner.throttled_tpm += 1,
             }
+            // Bedrock never took what a throttled call holds: our buckets give it back (kept, it was a debt that
+            // outlived the sync: the run's first call, owed and throttled, held the next one back 1.2 s instead
+            // of 0.6 s, issue 14), and what they count as taken since a sync drops it.
+            if let Some(q) = inner.rpm.as_mut() {
+                q.untake(u64::from(self.in_rpm), 1, self.admitted_at, now);
+            }
+            if let Some(q) = inner.tpm.as_mut() {
+                let held = if self.in_tpm { self.held } else { 0 };
+                let units = q.units(self.reserved);
+                q.untake(held, units, self.admitted_at, now);
+            }
             // A daily quota is no per-minute rate: it neither starts nor cuts a TPM limit.
             let per_minute = kind != ThrottleKind::Tpd;
             let created = per_minute && inner.discover(kind, self.reserved, now);
@@ -687,29 +826,45 @@ impl Admission {
     }
 
     /// A throttle on a quota with a budget: its controller reacts, and on a cut the bucket takes the new rate and
-    /// is emptied. The reservation is not given back: a throttle resyncs the bucket to Bedrock's, which never took
-    /// it. Returns whether the rate was cut.
+    /// is emptied (keeping a debt: settlements above their reservations put Bedrock's in debt too). Returns whether
+    /// the rate was cut.
     fn slow_down(&self, inner: &mut Inner, kind: ThrottleKind, now: Instant) -> bool {
         // Before any settlement has calibrated the token estimate, a token throttle may come from miscounting
         // rather than from the rate: resync without measuring.
-        let unmeasured = kind != ThrottleKind::Rpm && inner.calibrated == 0;
+        let uncalibrated = kind != ThrottleKind::Rpm && inner.calibrated == 0;
         let (quota, cost) = match kind {
             ThrottleKind::Rpm => (inner.rpm.as_mut(), 1.0),
             ThrottleKind::Tpm => (inner.tpm.as_mut(), self.reserved as f64),
             ThrottleKind::Tpd => return false,
         };
         let Some(q) = quota else { return false };
+        // A limit being discovered has no budget to keep to: its rate is a guess in the estimate's own units, so a
+        // throttle measures it even before calibration (trimming by 2 % a throttle took 18 throttles in 0.6 s at
+        // three times the quota, issue 14).
+        let unmeasured = uncalibrated && q.limit.ceiling().is_some();
         let reaction = if unmeasured {
             q.limit.on_unmeasured_throttle(self.admitted_at, now)
         } else {
-            q.limit.on_throttle(self.admitted_at, cost, now)
+            // Slack for the level at the sync: one request, and the debt one settlement above its reservation leaves.
+            let slack = match kind {
+                ThrottleKind::Rpm => cost,
+                _ => cost.max(self.held as f64),
+            };
+            q.limit
+                .on_throttle(self.admitted_at, cost, q.bound(slack, now), now)
         };
-        if let Reaction::Cut { rate, .. } = reaction {
-            q.bucket.set_rate(rate, now);
-            q.bucket.empty(now);
-            return true;
+        match reaction {
+            Reaction::Cut { rate, measured, .. } => {
+                q.bucket.set_rate(rate, now);
+                q.sync(now, measured);
+                true
+            }
+            Reaction::Resync => {
+                q.sync(now, false);
+                false
+            }
+            Reaction::Ignored => false,
         }
-        false
     }
 }
 
@@ -733,9 +888,17 @@ impl Inner {
             return true;
         }
         if kind != ThrottleKind::Rpm && self.tpm.is_none() {
-            // The quota is spent by charges (reservations come back at settlement), so measure those.
-            let tokens: u64 = self
-                .settled_recent
+            // The quota is spent by charges (reservations come back at settlement), so measure those. Before
+            // anything has settled, what was sent is all there is: the reservations admitted, which at the start of
+            // a run (a few calls at once into an empty bucket) is far above the quota, and the throttles that
+            // follow within moments cut it down by measuring (issue 14: from one reservation a minute instead,
+            // discovery took the whole of a 30 s run to reach the quota).
+            let recent = if self.settled_recent.is_empty() {
+                &self.admitted_recent
+            } else {
+                &self.settled_recent
+            };
+            let tokens: u64 = recent
                 .iter()
                 .filter(|(t, _)| since(t))
                 .map(|(_, c)| c)
@@ -762,8 +925,9 @@ impl Drop for Admission {
             let mut inner = budget.lock();
             self.finish(&mut inner);
             if let Some(q) = inner.tpm.as_mut() {
+                q.bucket.adjust(self.taken() as i64, Instant::now());
                 let units = q.units(self.reserved);
-                q.bucket.adjust(units as i64, Instant::now());
+                q.count(-(units as f64));
             }
         }
         budget.freed.notify_waiters();
@@ -922,6 +1086,58 @@ mod tests {
             t.elapsed() >= Duration::from_millis(100),
             "{:?}",
             t.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tpm_throttle_before_anything_settled_starts_from_what_was_sent() {
+        // No budget: four requests of 500 + 100 go at once into a bucket Bedrock has empty.
+        let budget = Budget::new(&job("max-concurrency = 4"), None);
+        let calls = [
+            budget.admit(500, 100).await,
+            budget.admit(500, 100).await,
+            budget.admit(500, 100).await,
+            budget.admit(500, 100).await,
+        ];
+        tokio::time::advance(Duration::from_millis(20)).await;
+        let message = "Too many tokens, please wait before trying again.";
+        let mut calls = calls.into_iter();
+        assert_eq!(calls.next().unwrap().throttled(message), ThrottleKind::Tpm);
+        // Measured over the 0.1 s the window is at least: 2,400 tokens sent, 1,440,000 a minute; not one
+        // reservation a minute (600), from which discovery took a whole run to reach the quota.
+        let rate = budget.learned().tpm_rate.unwrap();
+        assert_eq!(rate, 2400.0 * 600.0 * super::super::control::MARGIN);
+        // The rest were admitted before that sync: the same episode.
+        for c in calls {
+            c.throttled(message);
+        }
+        assert_eq!(budget.learned().tpm_rate, Some(rate));
+        // Nothing calibrated yet, and yet a later throttle measures (a discovered rate has no budget to keep to),
+        // by what got through: nothing in the 0.21 s since the sync, so the quota is under one reservation in that
+        // time, 171,429 a minute, whatever the rate allowed.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let next = budget.admit(500, 100).await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+        next.throttled(message);
+        let after = budget.learned().tpm_rate.unwrap();
+        assert!((after - 600.0 * 60.0 / 0.21 * 0.98).abs() < 1.0, "{after}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_call_leaves_no_debt_behind() {
+        // 30,000 TPM (500 a second): the run's first call goes at once, owed, into a bucket Bedrock has empty.
+        let budget = Budget::new(&job("tpm = 30000\nmax-concurrency = 8"), None);
+        let first = budget.admit(500, 100).await;
+        tokio::time::advance(Duration::from_millis(5)).await;
+        first.throttled("Too many tokens, please wait before trying again.");
+        // Bedrock never took its 600: the next call waits for its own 600 at 490 a second (the rate trimmed by
+        // 2 %), 1.22 s, not for 1,200 (2.4 s).
+        let t = Instant::now();
+        let _next = budget.admit(500, 100).await;
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1200) && waited < Duration::from_millis(1300),
+            "{waited:?}"
         );
     }
 
