@@ -18,36 +18,14 @@ rounds=${4:-2}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-python3 - "$work/in.jsonl" "$records" <<'EOF'
-import sys
-words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
-with open(sys.argv[1], "w") as f:
-    for i in range(int(sys.argv[2])):
-        text = " ".join(words[(i + k) % len(words)] for k in range(11))
-        f.write('{"id": "r%d", "prompt": "%s %d"}\n' % (i, text, i))
-EOF
+. "$(dirname "$0")/large-job.sh"
+large_job_records "$work/in.jsonl" "$records"
 cat > "$work/profile.toml" <<'EOF'
 [models."*"]
 output-tokens = { min = 3, max = 6 }
 EOF
-cat > "$work/job.toml" <<'EOF'
-[job]
-name = "durability"
-[model]
-id = "m"
-max-tokens = 16
-[input]
-path = "in.jsonl"
-format = "jsonl"
-[budget]
-max-concurrency = 64
-[output]
-path = "out"
-records-per-part = 50000
-[endpoint]
-url = "emulator"
-emulator-profile = "profile.toml"
-EOF
+large_job_toml "$work/job.toml" durability 'url = "emulator"
+emulator-profile = "profile.toml"'
 
 run() {
   local bin=$1

@@ -11,6 +11,7 @@
 set -euo pipefail
 bin=$(realpath "${1:-target/release/batchrun}")
 sizes=${2:-100000,1000000}
+. "$(dirname "$0")/large-job.sh"
 work=$(mktemp -d)
 emu_pid=
 cleanup() { [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null; rm -rf "$work"; }
@@ -39,31 +40,8 @@ for n in ${sizes//,/ }; do
   dir="$work/job-$n"
   mkdir -p "$dir"
   cd "$dir"
-  python3 - in.jsonl "$n" <<'EOF'
-import sys
-words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
-with open(sys.argv[1], "w") as f:
-    for i in range(int(sys.argv[2])):
-        text = " ".join(words[(i + k) % len(words)] for k in range(11))
-        f.write('{"id": "r%d", "prompt": "%s %d"}\n' % (i, text, i))
-EOF
-  cat > job.toml <<EOF
-[job]
-name = "footprint"
-[model]
-id = "m"
-max-tokens = 16
-[input]
-path = "in.jsonl"
-format = "jsonl"
-[budget]
-max-concurrency = 64
-[output]
-path = "out"
-records-per-part = 50000
-[endpoint]
-url = "$url"
-EOF
+  large_job_records in.jsonl "$n"
+  large_job_toml job.toml footprint "url = \"$url\""
   export AWS_ACCESS_KEY_ID=AKIDFOOTPRINT AWS_SECRET_ACCESS_KEY=footprint AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
   unset AWS_BEARER_TOKEN_BEDROCK
   start=$(date +%s.%N)
