@@ -8,7 +8,9 @@
 //! bucket and yields an estimate of R. The rate is then set just under the estimate.
 //!
 //! Throttles of requests admitted before the last sync belong to the episode already handled and change
-//! nothing: one cut per episode, not one per throttled request.
+//! nothing: one cut per episode, not one per throttled request. The caller may also pass an upper bound from what
+//! Bedrock's bucket gave out since earlier syncs (it was under one request at both ends), which caps the estimate
+//! when our bucket was not what held requests back.
 //!
 //! Recovery: after a hold, while the bucket is the bottleneck (saturated), the rate grows by a few percent a
 //! second, so a quota freed by another client is found again; the hold doubles each time the estimate comes
@@ -218,7 +220,7 @@ impl Limit {
             };
             (mean - cost / 2.0 * 60.0 / dt, dt)
         });
-        // An estimate under 70 % of the rate says the throttle came so soon after the sync that the cost term
+        // An estimate under INFORMATIVE (85 %) of the rate says the throttle came so soon after the sync that the cost term
         // dominates: it measures the levels at the sync more than the rate. Right after a measured cut that is an
         // offset, and a resync absorbs it (cutting again took a rate at the quota to half of it within 0.2 s,
         // issue 14); otherwise the rate is far above the quota and one episode cuts by 30 %, the next refining.

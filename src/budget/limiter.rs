@@ -320,7 +320,7 @@ pub struct Admission {
     /// What our TPM bucket took: the reservation, or the charge expected when that is more (see `Inner::held`).
     held: u64,
     /// Whether there were RPM and TPM buckets to take from at admission (a quota is created at its first
-    /// throttle, with its bucket at Bedrock's level, which had already taken what calls admitted before hold).
+    /// throttle, with its bucket at Bedrock's level, which already counts what calls admitted before it hold).
     in_rpm: bool,
     in_tpm: bool,
     est_tokens: u64,
