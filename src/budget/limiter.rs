@@ -29,6 +29,8 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 const TICK: Duration = Duration::from_millis(200);
 // A bucket counts as the bottleneck for this long after a request last waited on it.
 const SATURATED_FOR: Duration = Duration::from_secs(1);
+// Before anything has settled, what was sent is taken as sent over at least this long.
+const FIRST_GUESS_OVER: f64 = 0.5;
 // How far back the admitted rate is measured when a quota with no budget first throttles.
 const MEASURE_OVER: Duration = Duration::from_secs(2);
 // The concurrency cap keeps this much headroom over rate × latency (Little's law), and never goes below this.
@@ -889,10 +891,11 @@ impl Inner {
         }
         if kind != ThrottleKind::Rpm && self.tpm.is_none() {
             // The quota is spent by charges (reservations come back at settlement), so measure those. Before
-            // anything has settled, what was sent is all there is: the reservations admitted, which at the start of
-            // a run (a few calls at once into an empty bucket) is far above the quota, and the throttles that
-            // follow within moments cut it down by measuring (issue 14: from one reservation a minute instead,
-            // discovery took the whole of a 30 s run to reach the quota).
+            // anything has settled, what was sent is all there is: the reservations admitted, taken as sent over
+            // half a second at least. At the start of a run (a few calls at once into an empty bucket) that is
+            // still above the quota, and the throttles that follow within moments cut it down by measuring (issue
+            // 14: from one reservation a minute, discovery took the whole of a 30 s run to reach the quota; over
+            // 0.1 s, a first guess 23 times the quota took 9 throttles to come down, against 5 now).
             let recent = if self.settled_recent.is_empty() {
                 &self.admitted_recent
             } else {
@@ -903,7 +906,11 @@ impl Inner {
                 .filter(|(t, _)| since(t))
                 .map(|(_, c)| c)
                 .sum();
-            let rate = tokens as f64 * per_minute;
+            let rate = if self.settled_recent.is_empty() {
+                tokens as f64 * 60.0 / window.max(FIRST_GUESS_OVER)
+            } else {
+                tokens as f64 * per_minute
+            };
             self.tpm = Some(Quota::empty(
                 Limit::measured(rate.max(reserved as f64), now),
                 now,
@@ -1103,10 +1110,10 @@ mod tests {
         let message = "Too many tokens, please wait before trying again.";
         let mut calls = calls.into_iter();
         assert_eq!(calls.next().unwrap().throttled(message), ThrottleKind::Tpm);
-        // Measured over the 0.1 s the window is at least: 2,400 tokens sent, 1,440,000 a minute; not one
-        // reservation a minute (600), from which discovery took a whole run to reach the quota.
+        // 2,400 tokens sent, taken as sent over half a second: 288,000 a minute; not one reservation a minute
+        // (600), from which discovery took a whole run to reach the quota.
         let rate = budget.learned().tpm_rate.unwrap();
-        assert_eq!(rate, 2400.0 * 600.0 * super::super::control::MARGIN);
+        assert_eq!(rate, 2400.0 * 120.0 * super::super::control::MARGIN);
         // The rest were admitted before that sync: the same episode.
         for c in calls {
             c.throttled(message);
