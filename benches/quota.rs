@@ -33,6 +33,7 @@ use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, InferenceConfiguration, Message,
 };
 use batchrun::checkpoint::Store;
+use batchrun::emulator::config::Neighbour;
 use batchrun::emulator::{self, EmulatorConfig, EmulatorHandle, OutputLength, text};
 use serde_json::{Value, json};
 
@@ -81,44 +82,28 @@ fn long_prompt(i: usize) -> String {
     s
 }
 
-/// A neighbour on the quota, as the emulator's profile key `neighbour` gives it.
-#[derive(Clone, Copy)]
-struct Neighbour {
-    low: f64,
-    high: f64,
-    period_s: f64,
-}
-
 const NEIGHBOUR: Neighbour = Neighbour {
     low: 0.3,
     high: 0.5,
     period_s: 20.0,
 };
 
-impl Neighbour {
-    fn profile(&self) -> String {
-        format!(
-            "neighbour = {{ low = {}, high = {}, period-s = {} }}",
-            self.low, self.high, self.period_s
-        )
-    }
+/// The profile line of a neighbour.
+fn neighbour_profile(n: &Neighbour) -> String {
+    format!(
+        "neighbour = {{ low = {}, high = {}, period-s = {} }}",
+        n.low, n.high, n.period_s
+    )
+}
 
-    /// The share it takes on average over the first `seconds` of the quota.
-    fn mean_share(&self, seconds: f64) -> f64 {
-        let steps = 10_000;
-        let dt = seconds / steps as f64;
-        let sum: f64 = (0..steps)
-            .map(|i| {
-                let t = (i as f64 + 0.5) * dt;
-                if t.rem_euclid(self.period_s) < self.period_s / 2.0 {
-                    self.high
-                } else {
-                    self.low
-                }
-            })
-            .sum();
-        sum / steps as f64
-    }
+/// The share a neighbour takes on average over the first `seconds` of the quota, by the emulator's own rule.
+fn mean_share(n: &Neighbour, seconds: f64) -> f64 {
+    let steps = 10_000;
+    let dt = seconds / steps as f64;
+    (0..steps)
+        .map(|i| n.share((i as f64 + 0.5) * dt))
+        .sum::<f64>()
+        / steps as f64
 }
 
 fn tpm_bound() -> Scenario {
@@ -208,7 +193,7 @@ fn scenarios() -> Vec<Scenario> {
             profile: format!(
                 "tpm = 400000\nburndown = 5\ninitial-fill = 0.0\noutput-tokens = {{ min = 180, max = 220 }}\n\
                  {latency}\n{}\n",
-                NEIGHBOUR.profile()
+                neighbour_profile(&NEIGHBOUR)
             ),
             account: "",
             model: "anthropic.claude-sonnet-4-5-20250929-v1:0",
@@ -225,7 +210,7 @@ fn scenarios() -> Vec<Scenario> {
         base(
             "noisy-neighbour",
             "rpm = 600",
-            format!("{rpm_profile}{}\n", NEIGHBOUR.profile()),
+            format!("{rpm_profile}{}\n", neighbour_profile(&NEIGHBOUR)),
             Some(NEIGHBOUR),
         ),
         base("budget-2x-high", "rpm = 1200", rpm_profile.clone(), None),
@@ -272,7 +257,7 @@ impl Scenario {
             (Some(r), Some(t)) => Some(r.min(t)),
             (r, t) => r.or(t),
         };
-        let share = self.neighbour.map_or(0.0, |n| n.mean_share(seconds));
+        let share = self.neighbour.map_or(0.0, |n| mean_share(&n, seconds));
         limit.map(|l| l * (1.0 - share))
     }
 }

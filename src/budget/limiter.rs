@@ -834,9 +834,15 @@ impl Admission {
         // Before any settlement has calibrated the token estimate, a token throttle may come from miscounting
         // rather than from the rate: resync without measuring.
         let uncalibrated = kind != ThrottleKind::Rpm && inner.calibrated == 0;
-        let (quota, cost) = match kind {
-            ThrottleKind::Rpm => (inner.rpm.as_mut(), 1.0),
-            ThrottleKind::Tpm => (inner.tpm.as_mut(), self.reserved as f64),
+        // Slack for the level at the sync: one request, and for tokens the debt one settlement above its
+        // reservation leaves.
+        let (quota, cost, slack) = match kind {
+            ThrottleKind::Rpm => (inner.rpm.as_mut(), 1.0, 1.0),
+            ThrottleKind::Tpm => (
+                inner.tpm.as_mut(),
+                self.reserved as f64,
+                self.reserved.max(self.held) as f64,
+            ),
             ThrottleKind::Tpd => return false,
         };
         let Some(q) = quota else { return false };
@@ -847,11 +853,6 @@ impl Admission {
         let reaction = if unmeasured {
             q.limit.on_unmeasured_throttle(self.admitted_at, now)
         } else {
-            // Slack for the level at the sync: one request, and the debt one settlement above its reservation leaves.
-            let slack = match kind {
-                ThrottleKind::Rpm => cost,
-                _ => cost.max(self.held as f64),
-            };
             q.limit
                 .on_throttle(self.admitted_at, cost, q.bound(slack, now), now)
         };
@@ -878,8 +879,8 @@ impl Inner {
         let window = MEASURE_OVER
             .min(now.saturating_duration_since(self.started))
             .as_secs_f64();
-        let per_minute = 60.0 / window.max(0.1);
         if kind == ThrottleKind::Rpm && self.rpm.is_none() {
+            let per_minute = 60.0 / window.max(0.1);
             let rate = self
                 .admitted_recent
                 .iter()
@@ -896,21 +897,17 @@ impl Inner {
             // still above the quota, and the throttles that follow within moments cut it down by measuring (issue
             // 14: from one reservation a minute, discovery took the whole of a 30 s run to reach the quota; over
             // 0.1 s, a first guess 23 times the quota took 9 throttles to come down, against 5 now).
-            let recent = if self.settled_recent.is_empty() {
-                &self.admitted_recent
+            let (recent, over) = if self.settled_recent.is_empty() {
+                (&self.admitted_recent, FIRST_GUESS_OVER)
             } else {
-                &self.settled_recent
+                (&self.settled_recent, 0.1)
             };
             let tokens: u64 = recent
                 .iter()
                 .filter(|(t, _)| since(t))
                 .map(|(_, c)| c)
                 .sum();
-            let rate = if self.settled_recent.is_empty() {
-                tokens as f64 * 60.0 / window.max(FIRST_GUESS_OVER)
-            } else {
-                tokens as f64 * per_minute
-            };
+            let rate = tokens as f64 * 60.0 / window.max(over);
             self.tpm = Some(Quota::empty(
                 Limit::measured(rate.max(reserved as f64), now),
                 now,
