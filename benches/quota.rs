@@ -21,6 +21,11 @@
 //! - `failed_records`: records that ended failed;
 //! - `p50_latency_s`, `p99_latency_s`: first send to reply, retries included, per succeeded record;
 //! - `secs_to_90pct`: seconds until the trailing ten-second success rate first reaches 90 % of the limit.
+//!
+//! In the scenarios whose quota changes mid-run (`quota-cut`, `quota-raised`, `quota-raised-learned`: the
+//! emulator's `quota-changes`, a third of the way in), the limit is averaged over the change, and from the
+//! change on: `secs_to_90pct_of_new` (until the trailing five seconds ran at 90 % of the new limit) and
+//! `throttled_after_change`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -62,6 +67,22 @@ struct Scenario {
     prompt: fn(usize) -> String,
     /// Runner ceiling: no quota, a fixed number of records, measured in records per second.
     ceiling_records: Option<usize>,
+    /// The quota changes once, mid-run.
+    change: Option<Change>,
+}
+
+/// At `at` of the run (0 to 1), the emulator's `rpm` and `tpm` quotas are multiplied by `factor`.
+#[derive(Clone, Copy)]
+struct Change {
+    at: f64,
+    factor: f64,
+}
+
+impl Change {
+    /// Seconds after the start when the change lands, in a run of `seconds`.
+    fn at_s(&self, seconds: f64) -> f64 {
+        (self.at * seconds).round()
+    }
 }
 
 fn short_prompt(i: usize) -> String {
@@ -123,6 +144,7 @@ fn tpm_bound() -> Scenario {
         neighbour: None,
         prompt: long_prompt,
         ceiling_records: None,
+        change: None,
     }
 }
 
@@ -146,6 +168,7 @@ fn scenarios() -> Vec<Scenario> {
         neighbour,
         prompt: short_prompt,
         ceiling_records: None,
+        change: None,
     };
     vec![
         base("rpm-bound", "rpm = 600", rpm_profile.clone(), None),
@@ -167,6 +190,7 @@ fn scenarios() -> Vec<Scenario> {
             neighbour: None,
             prompt: short_prompt,
             ceiling_records: None,
+            change: None,
         },
         // The tpm-bound job with no [budget]: started at the account's quota read from Service Quotas, and
         // (no permission to read it) learned from throttles.
@@ -206,6 +230,7 @@ fn scenarios() -> Vec<Scenario> {
             neighbour: Some(NEIGHBOUR),
             prompt: short_prompt,
             ceiling_records: None,
+            change: None,
         },
         base(
             "noisy-neighbour",
@@ -214,7 +239,44 @@ fn scenarios() -> Vec<Scenario> {
             Some(NEIGHBOUR),
         ),
         base("budget-2x-high", "rpm = 1200", rpm_profile.clone(), None),
-        base("no-budget", "", rpm_profile, None),
+        base("no-budget", "", rpm_profile.clone(), None),
+        // The quota halves a third of the way in, under a job that states the old one.
+        Scenario {
+            change: Some(Change {
+                at: 1.0 / 3.0,
+                factor: 0.5,
+            }),
+            ..base("quota-cut", "rpm = 600", rpm_profile.clone(), None)
+        },
+        // The quota doubles a third of the way in (an increase landing) under a job with no [budget]: read
+        // again from Service Quotas, and (no permission to read it) found by probing.
+        Scenario {
+            rpm: Some(300.0),
+            change: Some(Change {
+                at: 1.0 / 3.0,
+                factor: 2.0,
+            }),
+            ..base(
+                "quota-raised",
+                "",
+                rpm_profile.replace("rpm = 600", "rpm = 300"),
+                None,
+            )
+        },
+        Scenario {
+            rpm: Some(300.0),
+            account: "[service-quotas]\naccess-denied = true\n",
+            change: Some(Change {
+                at: 1.0 / 3.0,
+                factor: 2.0,
+            }),
+            ..base(
+                "quota-raised-learned",
+                "",
+                rpm_profile.replace("rpm = 600", "rpm = 300"),
+                None,
+            )
+        },
         Scenario {
             name: "runner-ceiling",
             profile: "output-tokens = { min = 5, max = 10 }\n".into(),
@@ -229,6 +291,7 @@ fn scenarios() -> Vec<Scenario> {
             neighbour: None,
             prompt: short_prompt,
             ceiling_records: Some(50_000),
+            change: None,
         },
     ]
 }
@@ -247,9 +310,9 @@ impl Scenario {
         (input + output * u64::from(self.burndown)) as f64
     }
 
-    /// Records per minute the quota allows over a run of `seconds` (a neighbour's share averaged over the run:
-    /// a 30 s run against a 20 s period meets the busy half twice).
-    fn limit_rpm(&self, records: usize, seconds: f64) -> Option<f64> {
+    /// Records per minute the quota allows before any change, over a run of `seconds` (a neighbour's share
+    /// averaged over the run: a 30 s run against a 20 s period meets the busy half twice).
+    fn first_limit_rpm(&self, records: usize, seconds: f64) -> Option<f64> {
         let mean =
             (0..records.min(2000)).map(|i| self.charge(i)).sum::<f64>() / records.min(2000) as f64;
         let by_tokens = self.tpm.map(|t| t / mean);
@@ -259,6 +322,39 @@ impl Scenario {
         };
         let share = self.neighbour.map_or(0.0, |n| mean_share(&n, seconds));
         limit.map(|l| l * (1.0 - share))
+    }
+
+    /// Records per minute the quota allows over a run of `seconds`, averaged over its change if it has one.
+    fn limit_rpm(&self, records: usize, seconds: f64) -> Option<f64> {
+        let changed = self.change.map_or(1.0, |c| {
+            let before = c.at_s(seconds) / seconds;
+            before + (1.0 - before) * c.factor
+        });
+        self.first_limit_rpm(records, seconds).map(|l| l * changed)
+    }
+
+    /// When the quota changes (seconds after the start) and the records per minute it allows from then on.
+    fn after_change(&self, records: usize, seconds: f64) -> Option<(f64, f64)> {
+        let c = self.change?;
+        let limit = self.first_limit_rpm(records, seconds)?;
+        Some((c.at_s(seconds), limit * c.factor))
+    }
+
+    /// The profile line of the scenario's quota change in a run of `seconds`.
+    fn change_profile(&self, seconds: f64) -> String {
+        let Some(c) = self.change else {
+            return String::new();
+        };
+        let scaled = |name: &str, q: Option<f64>| {
+            q.map(|q| format!(", {name} = {}", (q * c.factor).round()))
+                .unwrap_or_default()
+        };
+        format!(
+            "quota-changes = [{{ at-s = {}{}{} }}]\n",
+            c.at_s(seconds),
+            scaled("rpm", self.rpm),
+            scaled("tpm", self.tpm)
+        )
     }
 }
 
@@ -302,8 +398,13 @@ struct Run {
     records_per_s: Option<f64>,
 }
 
-async fn start_emulator(s: &Scenario) -> EmulatorHandle {
-    let profile = format!("seed = 1\n{}[models.\"*\"]\n{}", s.account, s.profile);
+async fn start_emulator(s: &Scenario, seconds: f64) -> EmulatorHandle {
+    let profile = format!(
+        "seed = 1\n{}[models.\"*\"]\n{}{}",
+        s.account,
+        s.profile,
+        s.change_profile(seconds)
+    );
     let config =
         EmulatorConfig::from_toml(&profile, Path::new("bench.toml")).expect("bench profile");
     emulator::start(config, "127.0.0.1:0".parse().unwrap())
@@ -492,6 +593,7 @@ fn figures(
     run: Run,
     args: &Args,
     limit: Option<f64>,
+    after_change: Option<(f64, f64)>,
 ) -> Value {
     let stats = emu.stats();
     let m = stats.models.get(s.model).cloned().unwrap_or_default();
@@ -536,6 +638,25 @@ fn figures(
             out["achieved_rpm"] = json!((achieved * 10.0).round() / 10.0);
             out["goodput_ratio"] = json!((achieved / limit * 1000.0).round() / 1000.0);
             out["secs_to_90pct"] = json!(to_90.map(|t| t.round()));
+            if let Some((at, new_limit)) = after_change {
+                // From the change on: the first second at which the trailing five seconds (all after the change)
+                // ran at 90 % of the new limit, and the calls throttled.
+                let target = 0.9 * new_limit / 60.0 * 5.0;
+                let at = at.round() as u64;
+                let to_90 = (at + 5..=to as u64)
+                    .find(|&t| succeeded_between((t - 5) as f64, t as f64) as f64 >= target)
+                    .map(|t| t - at);
+                let throttled_after: u64 = m
+                    .series
+                    .iter()
+                    .filter(|sec| sec.second >= at)
+                    .map(|sec| sec.counts.throttled_rpm + sec.counts.throttled_tpm)
+                    .sum();
+                out["change_at_s"] = json!(at);
+                out["new_limit_rpm"] = json!((new_limit * 10.0).round() / 10.0);
+                out["secs_to_90pct_of_new"] = json!(to_90);
+                out["throttled_after_change"] = json!(throttled_after);
+            }
         }
         None => {
             out["records_per_s"] = json!(run.records_per_s.map(f64::round));
@@ -582,7 +703,8 @@ fn main() {
         let deadline = Duration::from_secs_f64(args.seconds);
         let records = s.ceiling_records.unwrap_or_else(|| {
             // Enough that no client runs out before the deadline.
-            let per_s = s.rpm.unwrap_or(0.0).max(s.tpm.unwrap_or(0.0) / 1000.0) / 60.0;
+            let raised = s.change.map_or(1.0, |c| c.factor.max(1.0));
+            let per_s = s.rpm.unwrap_or(0.0).max(s.tpm.unwrap_or(0.0) / 1000.0) / 60.0 * raised;
             ((per_s * args.seconds * 2.0) as usize).max(500)
         });
         let limit = if s.ceiling_records.is_some() {
@@ -590,18 +712,19 @@ fn main() {
         } else {
             s.limit_rpm(records, args.seconds)
         };
+        let after_change = s.after_change(records, args.seconds);
         for client in ["fixed-pool", "sdk-adaptive", "batchrun"] {
             if !args.clients.is_empty() && !args.clients.iter().any(|c| c == client) {
                 continue;
             }
             let row = runtime.block_on(async {
-                let emu = start_emulator(&s).await;
+                let emu = start_emulator(&s, args.seconds).await;
                 let run = match client {
                     "fixed-pool" => sdk_pool(&s, &emu, false, deadline, records).await,
                     "sdk-adaptive" => sdk_pool(&s, &emu, true, deadline, records).await,
                     _ => batchrun(&s, &emu, deadline, records).await,
                 };
-                let row = figures(&s, client, &emu, run, &args, limit);
+                let row = figures(&s, client, &emu, run, &args, limit, after_change);
                 emu.shutdown().await;
                 row
             });
@@ -623,6 +746,17 @@ fn main() {
                 fmt(&row["p99_latency_s"]),
                 fmt(&row["secs_to_90pct"]),
             );
+            if row.get("change_at_s").is_some() {
+                println!(
+                    "{:<16} {:<13} after the change at {} s to {}/min: 90 % of it in {} s, {} calls throttled",
+                    "",
+                    "",
+                    fmt(&row["change_at_s"]),
+                    fmt(&row["new_limit_rpm"]),
+                    fmt(&row["secs_to_90pct_of_new"]),
+                    fmt(&row["throttled_after_change"]),
+                );
+            }
             rows.push(row);
         }
     }

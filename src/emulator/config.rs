@@ -77,6 +77,9 @@ pub struct ModelProfile {
     pub faults: FaultRates,
     /// Another client sharing this model's quota: it takes a share of every bucket's refill.
     pub neighbour: Option<Neighbour>,
+    /// Changes of the `rpm` and `tpm` quotas while the emulator runs, in the order they happen (AWS lowering a
+    /// quota, or an increase landing, mid-run).
+    pub quota_changes: Vec<QuotaChange>,
     /// The model's name in its Service Quotas quota names ("Anthropic Claude 3 Haiku"); left out, one is made
     /// from the model id.
     pub display_name: Option<String>,
@@ -111,6 +114,32 @@ impl Neighbour {
     }
 }
 
+/// From `at-s` seconds after the emulator started, the model's quotas are the ones given here (a quota left out
+/// keeps its value).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuotaChange {
+    /// Seconds after the emulator started.
+    pub at_s: f64,
+    /// The new requests-per-minute quota.
+    pub rpm: Option<u64>,
+    /// The new tokens-per-minute quota.
+    pub tpm: Option<u64>,
+}
+
+impl ModelProfile {
+    /// The profile as it stands `elapsed` seconds after the emulator started: its quota changes applied.
+    pub fn at(mut self, elapsed: f64) -> ModelProfile {
+        for change in &self.quota_changes {
+            if change.at_s <= elapsed {
+                self.rpm = change.rpm.or(self.rpm);
+                self.tpm = change.tpm.or(self.tpm);
+            }
+        }
+        self
+    }
+}
+
 impl Default for ModelProfile {
     fn default() -> Self {
         ModelProfile {
@@ -130,6 +159,7 @@ impl Default for ModelProfile {
             embedding_dimensions: 1024,
             faults: FaultRates::default(),
             neighbour: None,
+            quota_changes: Vec::new(),
             display_name: None,
         }
     }
@@ -403,6 +433,7 @@ impl EmulatorConfig {
             let key = |field: &str| format!("models.\"{id}\".{field}");
             check_quota_and_tokens(m, &key)?;
             check_latency_and_faults(m, &key)?;
+            check_quota_changes(m, &key)?;
         }
         if let Some(after) = self.service_quotas.approve_after_s
             && !(after.is_finite() && after >= 0.0)
@@ -471,6 +502,31 @@ fn check_quota_and_tokens(
                 m.output_tokens.min, m.output_tokens.max
             ),
         ));
+    }
+    Ok(())
+}
+
+/// A profile's quota changes: in order, each at a time from 0 and setting a quota from 1 to the largest.
+fn check_quota_changes(m: &ModelProfile, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let mut last = 0.0;
+    for (i, c) in m.quota_changes.iter().enumerate() {
+        let field = format!("quota-changes[{i}]");
+        if !(c.at_s.is_finite() && c.at_s >= last) {
+            return Err(invalid(
+                &key(&field),
+                "at-s must be 0 or more seconds, and no earlier than the change before it",
+            ));
+        }
+        let quotas = [c.rpm, c.tpm];
+        if quotas.iter().all(Option::is_none)
+            || quotas.iter().flatten().any(|&v| v == 0 || v > MAX_QUOTA)
+        {
+            return Err(invalid(
+                &key(&field),
+                &format!("set rpm or tpm (or both), each from 1 to {MAX_QUOTA}"),
+            ));
+        }
+        last = c.at_s;
     }
     Ok(())
 }
@@ -597,6 +653,42 @@ mod tests {
             .to_string();
         assert!(err.contains("models.\"a\".faults"), "{err}");
         assert!(err.contains("above 1"), "{err}");
+    }
+
+    #[test]
+    fn quota_changes_apply_from_their_time_on() {
+        let config = parse(
+            "[models.a]\nrpm = 600\ntpm = 1000\n\
+             quota-changes = [{ at-s = 10, rpm = 300 }, { at-s = 20, rpm = 900, tpm = 2000 }]\n",
+        )
+        .unwrap();
+        let a = config.profile_for("a").unwrap();
+        let at = |s: f64| {
+            let p = a.clone().at(s);
+            (p.rpm, p.tpm)
+        };
+        assert_eq!(at(0.0), (Some(600), Some(1000)));
+        assert_eq!(at(9.99), (Some(600), Some(1000)));
+        assert_eq!(at(10.0), (Some(300), Some(1000)));
+        assert_eq!(at(25.0), (Some(900), Some(2000)));
+    }
+
+    #[test]
+    fn quota_changes_out_of_order_or_empty_are_refused_with_the_key() {
+        for (changes, key) in [
+            (
+                "[{ at-s = 10, rpm = 3 }, { at-s = 5, rpm = 4 }]",
+                "quota-changes[1]",
+            ),
+            ("[{ at-s = 10 }]", "quota-changes[0]"),
+            ("[{ at-s = -1, tpm = 5 }]", "quota-changes[0]"),
+            ("[{ at-s = 1, tpm = 0 }]", "quota-changes[0]"),
+        ] {
+            let err = parse(&format!("[models.a]\nquota-changes = {changes}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{changes}: {err}");
+        }
     }
 
     #[test]

@@ -208,18 +208,22 @@ impl Quota {
         }
     }
 
-    /// Makes each bucket the size `profile` gives it now (after an approved quota increase), as full as it was.
+    /// Makes each bucket the size `profile` gives it now (after an approved quota increase or a scheduled
+    /// change), holding what it held (no more than its new size): a change moves the refill rate and the
+    /// ceiling, it does not hand out or take away units already there.
     pub fn conform(&mut self, profile: &ModelProfile, now: Instant) {
         let resized = |bucket: &mut Option<Bucket>, want: Option<u64>, window: Duration| match (
             bucket.as_mut(),
             want,
         ) {
             (Some(b), Some(n)) if b.capacity != n as f64 => {
-                let fill = b.level(now) / b.capacity;
+                let level = b.level(now);
                 *b = Bucket {
                     neighbour: b.neighbour,
-                    ..Bucket::new(n, window, fill, now)
+                    created: b.created,
+                    ..Bucket::new(n, window, 0.0, now)
                 };
+                b.level = level.min(b.capacity);
             }
             (None, Some(n)) => *bucket = Some(Bucket::new(n, window, 1.0, now)),
             _ => {}
@@ -288,6 +292,23 @@ mod tests {
         assert_eq!(charged, 150);
         assert_eq!(q.tpm_level(t0), Some(850.0));
         assert!(q.admit(100, 700, t0).is_ok());
+    }
+
+    #[test]
+    fn a_changed_quota_keeps_what_the_bucket_held_and_refills_at_the_new_rate() {
+        let t0 = Instant::now();
+        let mut q = Quota::new(&profile(Some(60), None, None, 1), t0);
+        for _ in 0..50 {
+            let _ = q.admit(1, 0, t0).unwrap();
+        }
+        assert_eq!(q.rpm_level(t0), Some(10.0));
+        // Raised: the 10 held stay 10, and it refills 120 a minute from then on.
+        q.conform(&profile(Some(120), None, None, 1), t0);
+        assert_eq!(q.rpm_level(t0), Some(10.0));
+        assert_eq!(q.rpm_level(t0 + secs(1.0)), Some(12.0));
+        // Cut below what it holds: it holds its new size.
+        q.conform(&profile(Some(5), None, None, 1), t0 + secs(1.0));
+        assert_eq!(q.rpm_level(t0 + secs(1.0)), Some(5.0));
     }
 
     #[test]

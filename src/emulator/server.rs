@@ -230,6 +230,11 @@ impl Shared {
         self.models.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Seconds since the emulator started (what its scheduled quota changes count from).
+    fn uptime_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
     fn second(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.started).as_secs()
     }
@@ -251,7 +256,7 @@ impl Shared {
     fn stats(&self) -> Stats {
         let models = self.lock();
         Stats {
-            uptime_s: self.started.elapsed().as_secs_f64(),
+            uptime_s: self.uptime_s(),
             count_tokens_requests: self.count_tokens_requests.load(Ordering::Relaxed),
             models: models
                 .iter()
@@ -330,14 +335,17 @@ async fn service_quotas(
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let seen: Vec<String> = shared.lock().keys().cloned().collect();
-    let (status, body) =
-        match shared
-            .service_quotas
-            .serve(&shared.config, &seen, operation, &body, &region)
-        {
-            Ok(out) => (200, out),
-            Err((status, kind, message)) => (status, json!({ "__type": kind, "message": message })),
-        };
+    let (status, body) = match shared.service_quotas.serve(
+        &shared.config,
+        &seen,
+        operation,
+        &body,
+        &region,
+        shared.uptime_s(),
+    ) {
+        Ok(out) => (200, out),
+        Err((status, kind, message)) => (status, json!({ "__type": kind, "message": message })),
+    };
     let mut resp = json_response(status, request_id, body.to_string().into_bytes());
     resp.headers_mut().insert(
         CONTENT_TYPE,
@@ -385,9 +393,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply
         );
         return Ok(error_response(&err, &request_id));
     };
-    let profile = shared
-        .service_quotas
-        .live_profile(&shared.config, &model_id, profile);
+    let profile =
+        shared
+            .service_quotas
+            .live_profile(&shared.config, &model_id, profile, shared.uptime_s());
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {

@@ -184,7 +184,7 @@ impl ServiceQuotas {
 
     /// Every Bedrock quota the profile sets, for the models it names (and `seen`, the ids served through
     /// `"*"`), with the values increases raised them to.
-    fn quotas(&self, config: &EmulatorConfig, seen: &[String]) -> Vec<Listed> {
+    fn quotas(&self, config: &EmulatorConfig, seen: &[String], elapsed: f64) -> Vec<Listed> {
         self.approve_due(config);
         let raised = self.raised.lock().unwrap_or_else(|p| p.into_inner());
         let mut ids: Vec<&str> = config
@@ -203,10 +203,11 @@ impl ServiceQuotas {
         ids.dedup();
         let mut out = Vec::new();
         for id in ids {
-            let Some(profile) = config.profile_for(id) else {
+            // A scheduled quota change is the account's value from then on.
+            let Some(profile) = config.profile_for(id).map(|p| p.clone().at(elapsed)) else {
                 continue;
             };
-            let model = display_name(id, profile);
+            let model = display_name(id, &profile);
             let scope = match id.split_once('.').map(|(p, _)| p) {
                 Some("global") => "Global cross-Region model inference",
                 Some("us" | "eu" | "apac" | "jp" | "au" | "ca") => "Cross-Region InvokeModel",
@@ -245,13 +246,16 @@ impl ServiceQuotas {
         out
     }
 
-    /// `profile` with the quotas approved increases raised for `model_id`.
+    /// `profile` as it stands `elapsed` seconds after the emulator started: its scheduled quota changes applied,
+    /// then the quotas approved increases raised for `model_id`.
     pub fn live_profile(
         &self,
         config: &EmulatorConfig,
         model_id: &str,
-        mut profile: ModelProfile,
+        profile: ModelProfile,
+        elapsed: f64,
     ) -> ModelProfile {
+        let mut profile = profile.at(elapsed);
         // No request was ever made: the profile is the account (the path every call takes in a benchmark).
         if self
             .requests
@@ -261,7 +265,7 @@ impl ServiceQuotas {
         {
             return profile;
         }
-        for q in self.quotas(config, &[model_id.to_string()]) {
+        for q in self.quotas(config, &[model_id.to_string()], elapsed) {
             if q.model_id != model_id {
                 continue;
             }
@@ -282,6 +286,7 @@ impl ServiceQuotas {
         operation: &str,
         body: &[u8],
         region: &str,
+        elapsed: f64,
     ) -> Result<Value, Refusal> {
         if config.service_quotas.unavailable {
             return Err((500, "ServiceException", "Something went wrong.".to_string()));
@@ -306,7 +311,7 @@ impl ServiceQuotas {
                 ),
             ));
         }
-        let quotas = self.quotas(config, seen);
+        let quotas = self.quotas(config, seen, elapsed);
         let shape = |q: &Listed, defaults: bool| quota_json(q, defaults, region);
         let find = |code: Option<String>| -> Result<&Listed, Refusal> {
             let code = code.unwrap_or_default();
@@ -505,5 +510,25 @@ mod tests {
             display_name("amazon.nova-pro-v1:0", &named),
             "Amazon Nova Pro"
         );
+    }
+
+    #[test]
+    fn a_scheduled_quota_change_is_the_listed_value_from_its_time_on() {
+        let config = EmulatorConfig::from_toml(
+            "[models.m]\nrpm = 600\nquota-changes = [{ at-s = 30, rpm = 300 }]\n",
+            std::path::Path::new("p.toml"),
+        )
+        .unwrap();
+        let sq = ServiceQuotas::default();
+        let rpm = |elapsed: f64| {
+            sq.quotas(&config, &[], elapsed)
+                .into_iter()
+                .find(|q| q.model_id == "m" && q.measure == Measure::Rpm)
+                .map(|q| q.value)
+        };
+        assert_eq!(rpm(29.0), Some(600));
+        assert_eq!(rpm(30.0), Some(300));
+        let profile = config.profile_for("m").unwrap().clone();
+        assert_eq!(sq.live_profile(&config, "m", profile, 31.0).rpm, Some(300));
     }
 }

@@ -26,9 +26,9 @@ use crate::s3::{S3Settings, S3Uri};
 // 16 in flight is enough to fill a typical on-demand quota at Bedrock latencies without flooding a small one.
 const DEFAULT_CONCURRENCY: u32 = 16;
 const MAX_CONCURRENCY: u32 = 4096;
-// Service Quotas is read again this often while a run's quotas come from it: an approved increase is in force
-// within a minute, and the read costs one API call a minute.
-const DEFAULT_QUOTA_REFRESH_SECS: u64 = 60;
+// Service Quotas is read again this often while a run's quotas come from it: a quota raised or lowered mid-run
+// is in force within 15 s, for one GetServiceQuota call per quota per read.
+const DEFAULT_QUOTA_REFRESH_SECS: u64 = 15;
 // While the daily quota is used up, one call every ten minutes: cheap, and soon enough for a quota that
 // refills over a day.
 const DEFAULT_DAILY_RETRY_SECS: u64 = 600;

@@ -73,6 +73,26 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// The applied value of the Bedrock quota `code` (one `GetServiceQuota` call: what a running job reads again).
+pub async fn value(client: &Client, region: &str, code: &str) -> Result<f64, QuotasError> {
+    let out = client
+        .get_service_quota()
+        .service_code("bedrock")
+        .quota_code(code)
+        .send()
+        .await
+        .map_err(|e| QuotasError::Other {
+            region: region.to_string(),
+            message: chain(&e),
+        })?;
+    out.quota()
+        .and_then(|q| q.value())
+        .ok_or_else(|| QuotasError::Other {
+            region: region.to_string(),
+            message: format!("Service Quotas gave no value for {code}"),
+        })
+}
+
 /// Every per-model inference quota of Bedrock in the client's Region; with `defaults`, AWS's defaults too
 /// (another listing), where they can be read.
 pub async fn read(

@@ -28,8 +28,8 @@ fn measure_key(m: Measure) -> &'static str {
     }
 }
 
-/// The quotas a run took from the account: `rpm`, `tpm`.
-pub type Sourced = Vec<&'static str>;
+/// The quotas a run took from the account: `rpm` or `tpm`, and the quota's code.
+pub type Sourced = Vec<(&'static str, String)>;
 
 /// `job` with `budget.rpm` and `budget.tpm`, where the job file leaves them out, set to the account's applied
 /// quotas for the job's model in the scope it is called in; and which ones were.
@@ -71,7 +71,11 @@ pub async fn with_account_quotas(
     let mut out = job.clone();
     let mut sourced = Vec::new();
     for (key, line) in fill_budget(&mut out, &quotas, &source) {
-        sourced.push(key);
+        let code = quotas
+            .iter()
+            .find(|q| q.measure == key)
+            .map(|q| q.code.clone());
+        sourced.push((key, code.unwrap_or_default()));
         crate::say!("{line}");
     }
     Ok((out, sourced))
@@ -141,8 +145,9 @@ pub async fn read_own(
     (region, read)
 }
 
-/// While the run sends, reads the quotas in `sourced` again every `every` and moves the budget's ceilings to
-/// what the account has now (an increase approved mid-run is used within one period), until `stop`.
+/// While the run sends, reads the quotas in `sourced` again every `every` (one `GetServiceQuota` each) and
+/// moves the budget's ceilings to what the account has now (an increase approved mid-run is used within one
+/// period), until `stop`.
 pub async fn refresh(
     budget: Arc<Budget>,
     job: Job,
@@ -157,17 +162,15 @@ pub async fn refresh(
         static_credentials,
     )
     .await;
-    let mut known: Vec<(&'static str, Option<u64>)> = sourced
-        .iter()
-        .map(|&m| {
-            (
-                m,
-                if m == "rpm" {
-                    job.budget.rpm
-                } else {
-                    job.budget.tpm
-                },
-            )
+    let mut known: Vec<(&'static str, String, Option<u64>)> = sourced
+        .into_iter()
+        .map(|(m, code)| {
+            let value = if m == "rpm" {
+                job.budget.rpm
+            } else {
+                job.budget.tpm
+            };
+            (m, code, value)
         })
         .collect();
     loop {
@@ -175,17 +178,14 @@ pub async fn refresh(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        // A failed read changes nothing: the next one may succeed.
-        let Ok(Ok(all)) =
-            tokio::time::timeout(READ_TIMEOUT, account::read(&client, &region, false)).await
-        else {
-            continue;
-        };
-        for q in own_quotas(&all, &job.model.id) {
-            let Some((measure, value)) = known.iter_mut().find(|(m, _)| *m == q.measure) else {
+        for (measure, code, value) in &mut known {
+            // A failed read changes nothing: the next one may succeed.
+            let Ok(Ok(now)) =
+                tokio::time::timeout(READ_TIMEOUT, account::value(&client, &region, code)).await
+            else {
                 continue;
             };
-            let now = q.value.round() as u64;
+            let now = now.round() as u64;
             if *value == Some(now) {
                 continue;
             }
@@ -196,10 +196,9 @@ pub async fn refresh(
             };
             budget.set_ceiling(kind, now);
             crate::say!(
-                "{} {} from Service Quotas {}, applied (was {}: the account's quota changed)",
+                "{} {} from Service Quotas {code}, applied (was {}: the account's quota changed)",
                 measure.to_uppercase(),
                 int(now),
-                q.code,
                 value.map_or("not set".to_string(), int)
             );
             *value = Some(now);

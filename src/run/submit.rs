@@ -379,7 +379,10 @@ async fn send_pending(
     let (budgeted, sourced) = super::account::with_account_quotas(job, &connection, store).await?;
     if let Some(key) = run_key {
         let b = &budgeted.budget;
-        let from = (!sourced.is_empty()).then(|| sourced.join(","));
+        let from = (!sourced.is_empty()).then(|| {
+            let keys: Vec<&str> = sourced.iter().map(|(key, _)| *key).collect();
+            keys.join(",")
+        });
         store
             .note_run_budget(&job.name, key, b.rpm, b.tpm, from.as_deref())
             .await?;
