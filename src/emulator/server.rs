@@ -618,6 +618,10 @@ impl Routed {
             reservation: Some(reservation),
             input_tokens: call.input_tokens,
             output_tokens: reply.output_tokens,
+            items: match &call.shape {
+                Shape::CohereEmbedding { texts, .. } => texts.len() as u64,
+                _ => 1,
+            },
             charge_on_drop: true,
         };
         if let Some(f) = after {
@@ -720,6 +724,8 @@ struct InFlight {
     reservation: Option<Reservation>,
     input_tokens: u64,
     output_tokens: u64,
+    /// Texts embedded (a Cohere call carries up to 96), else 1.
+    items: u64,
     charge_on_drop: bool,
 }
 
@@ -743,12 +749,13 @@ impl InFlight {
             let charged = m
                 .quota
                 .settle(reservation, self.input_tokens, self.output_tokens, now);
-            let (input, output) = (self.input_tokens, self.output_tokens);
+            let (input, output, items) = (self.input_tokens, self.output_tokens, self.items);
             m.stats.bump(second, |c: &mut Counters| {
                 c.input_tokens += input;
                 c.output_tokens += output;
                 c.charged_tokens += charged;
                 c.succeeded += u64::from(succeeded);
+                c.succeeded_items += if succeeded { items } else { 0 };
             });
         } else {
             m.quota.release(reservation, now);

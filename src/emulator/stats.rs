@@ -12,6 +12,9 @@ pub struct Counters {
     pub requests: u64,
     /// Requests answered 200 with a well-formed reply.
     pub succeeded: u64,
+    /// What those requests carried: texts embedded (a Cohere Embed call takes up to 96), one per other request.
+    #[serde(default)]
+    pub succeeded_items: u64,
     /// Requests throttled because the requests-per-minute quota ran out.
     pub throttled_rpm: u64,
     /// Requests throttled because the tokens-per-minute quota could not hold their reservation.

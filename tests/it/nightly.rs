@@ -8,6 +8,10 @@ use crate::common::job::TestJob;
 
 const PROFILE: &str = "[models.\"*\"]\noutput-tokens = { min = 2, max = 6 }\n";
 
+/// A Cohere Embed job over `in.jsonl`.
+const COHERE_JSONL: &str = "[model]\nid = \"cohere.embed-english-v3\"\napi = \"embed\"\n\
+     [input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n";
+
 fn requests(emu: &EmulatorHandle) -> u64 {
     emu.stats().models.values().map(|m| m.totals.requests).sum()
 }
@@ -215,6 +219,28 @@ async fn embeddings_need_no_template_for_titan_or_cohere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_calls_start_full() {
+    // 30 × 96 records for 16 workers: each call waits a moment for the queue to fill, so the first workers do not
+    // send the first few records queued in calls of their own (each call is a request of the RPM quota).
+    let emu = emulator("[models.\"*\"]\nembedding-dimensions = 8\n").await;
+    let t = TestJob::new();
+    let lines: String = (0..2880)
+        .map(|i| format!("{{\"id\": \"r{i:04}\", \"prompt\": \"chunk number {i}\"}}\n"))
+        .collect();
+    t.write("in.jsonl", lines)
+        .job(COHERE_JSONL, &emu.endpoint());
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(t.output_lines("out").len(), 2880);
+    // Thirty full calls; one more if a call went out before the reader had queued its records.
+    let calls = requests(&emu);
+    assert!(
+        (30..=31).contains(&calls),
+        "{calls} calls for 2,880 records"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_refused_in_a_packed_call_fails_alone() {
     // Cohere refuses a text over its limit (here 60 tokens) and with it the whole call.
     let emu = emulator("[models.\"*\"]\ncontext-window = 60\n").await;
@@ -230,11 +256,8 @@ async fn a_text_refused_in_a_packed_call_fails_alone() {
             "{{\"recordId\":\"r{i}\",\"prompt\":\"{prompt}\"}}\n"
         ));
     }
-    t.write("in.jsonl", lines).job(
-        "[model]\nid = \"cohere.embed-english-v3\"\napi = \"embed\"\n\
-         [input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n[output]\npath = \"out\"\n",
-        &emu.endpoint(),
-    );
+    t.write("in.jsonl", lines)
+        .job(COHERE_JSONL, &emu.endpoint());
     let run = t.submit(&[]).await;
     assert_eq!(run.code, Some(1), "one record fails: {}", run.stderr);
     let out = t.output_lines("out");
