@@ -48,6 +48,7 @@ pub(super) async fn share(
         b.push(" ON CONFLICT DO NOTHING RETURNING hash");
         let stored: HashSet<String> = b
             .build_query_scalar::<String>()
+            .persistent(false)
             .fetch_all(&mut *conn)
             .await
             .map_err(failed_to("store answers"))?
@@ -79,6 +80,7 @@ async fn request_hashes(
     b.push(")");
     let rows: Vec<(i64, String)> = b
         .build_query_as()
+        .persistent(false)
         .fetch_all(&mut *conn)
         .await
         .map_err(failed_to("read request hashes"))?;

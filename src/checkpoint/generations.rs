@@ -176,6 +176,7 @@ impl Store {
         );
         let done = b
             .build()
+            .persistent(false)
             .execute(&self.pool)
             .await
             .map_err(failed_to("reuse earlier answers"))?;

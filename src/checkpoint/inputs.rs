@@ -56,6 +56,7 @@ impl Store {
                     .push_bind(s.records as i64);
             });
             b.build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await
                 .map_err(failed_to("store the input files' records"))?;

@@ -104,6 +104,7 @@ impl Store {
                     .push_bind(e.tpm_rate);
             });
             b.build()
+                .persistent(false)
                 .execute(&self.pool)
                 .await
                 .map_err(failed_to("record throttles"))?;
@@ -141,6 +142,7 @@ impl Store {
             });
             b.push(merge());
             b.build()
+                .persistent(false)
                 .execute(&self.pool)
                 .await
                 .map_err(failed_to("record the per-second series"))?;

@@ -243,6 +243,7 @@ impl Store {
             });
             b.push(" ON CONFLICT DO NOTHING");
             b.build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await
                 .map_err(failed_to("write outcomes"))?;

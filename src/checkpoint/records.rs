@@ -84,6 +84,7 @@ impl Store {
             b.push(" ON CONFLICT DO NOTHING RETURNING seq");
             let inserted: Vec<i64> = b
                 .build_query_scalar()
+                .persistent(false)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(failed_to("insert records"))?;

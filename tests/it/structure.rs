@@ -312,3 +312,36 @@ fn a_long_function_is_found_and_short_ones_and_declarations_are_not() {
     // `long` spans its signature (3 lines), the body and its closing brace: 3 + 79 + 1 = 83 lines.
     assert_eq!(long_functions(&src), vec!["src/lib.rs:12 long (83 lines)"]);
 }
+
+/// Statements built with `QueryBuilder` in `src/`, by file and line, that are not marked `persistent(false)`
+/// within the few lines after they are built.
+fn cached_built_statements(src: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for file in rust_files(src) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let builds = [".build()", ".build_query_as", ".build_query_scalar"]
+                .iter()
+                .any(|b| line.contains(b));
+            let after = lines[i..lines.len().min(i + 3)].join("\n");
+            if builds && text.contains("QueryBuilder") && !after.contains(".persistent(false)") {
+                out.push(format!("{}:{}", file.display(), i + 1));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn multi_row_statements_stay_out_of_the_statement_cache() {
+    // Their text changes with the number of rows: each size kept in sqlx's cache held a prepared statement of
+    // hundreds of placeholders, most of a large job's memory (src/checkpoint/mod.rs).
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let found = cached_built_statements(&src);
+    assert!(
+        found.is_empty(),
+        "QueryBuilder statements without .persistent(false):\n{}",
+        found.join("\n")
+    );
+}
