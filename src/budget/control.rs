@@ -29,8 +29,9 @@ pub const FLOOR: f64 = 0.02;
 const PROBE_GROWTH: f64 = 0.02;
 /// Growth per second in discovery, before the first throttle.
 const DISCOVERY_GROWTH: f64 = 0.25;
-/// Probing doubles its pace after this long without a throttle.
-const PROBE_DOUBLING: Duration = Duration::from_secs(10);
+/// Probing doubles its pace after this long without a throttle (2 %/s, 4 %, 8 %…, at most 25 %/s). At 10 s, a
+/// quota doubled mid-run took 17 s to reach 90 % (goodput 0.80 in `quota-raised-learned`); at 5 s, 13 s (0.96).
+const PROBE_DOUBLING: Duration = Duration::from_secs(5);
 const MIN_HOLD: Duration = Duration::from_secs(5);
 const MAX_HOLD: Duration = Duration::from_secs(60);
 /// Estimates within this ratio of the previous one count as "the same quota"...
