@@ -71,11 +71,10 @@ pub async fn with_account_quotas(
     let mut out = job.clone();
     let mut sourced = Vec::new();
     for (key, line) in fill_budget(&mut out, &quotas, &source) {
-        let code = quotas
-            .iter()
-            .find(|q| q.measure == key)
-            .map(|q| q.code.clone());
-        sourced.push((key, code.unwrap_or_default()));
+        // fill_budget fills a key from the quota of that measure, whose code the run reads again.
+        if let Some(q) = quotas.iter().find(|q| q.measure == key) {
+            sourced.push((key, q.code.clone()));
+        }
         crate::say!("{line}");
     }
     Ok((out, sourced))
