@@ -659,13 +659,8 @@ fn figures(
     let mut lat = run.latencies_ms;
     lat.sort_unstable();
     let start = run.started_s.floor() as u64;
-    let succeeded_between = |from: f64, to: f64| -> u64 {
-        m.series
-            .iter()
-            .filter(|sec| (sec.second as f64) >= from && (sec.second as f64) < to)
-            .map(|sec| sec.counts.succeeded_items)
-            .sum()
-    };
+    let succeeded_between =
+        |from: f64, to: f64| succeeded_between(&m, from.max(0.0) as u64, to.max(0.0) as u64);
     let mut out = json!({
         "scenario": s.name,
         "client": client,
@@ -696,23 +691,7 @@ fn figures(
             out["goodput_ratio"] = json!((achieved / limit * 1000.0).round() / 1000.0);
             out["secs_to_90pct"] = json!(to_90.map(|t| t.round()));
             if let Some((at, new_limit)) = after_change {
-                // From the change on: the first second at which the trailing five seconds (all after the change)
-                // ran at 90 % of the new limit, and the calls throttled.
-                let target = 0.9 * new_limit / 60.0 * 5.0;
-                let at = at.round() as u64;
-                let to_90 = (at + 5..=to as u64)
-                    .find(|&t| succeeded_between((t - 5) as f64, t as f64) as f64 >= target)
-                    .map(|t| t - at);
-                let throttled_after: u64 = m
-                    .series
-                    .iter()
-                    .filter(|sec| sec.second >= at)
-                    .map(|sec| sec.counts.throttled_rpm + sec.counts.throttled_tpm)
-                    .sum();
-                out["change_at_s"] = json!(at);
-                out["new_limit_rpm"] = json!((new_limit * 10.0).round() / 10.0);
-                out["secs_to_90pct_of_new"] = json!(to_90);
-                out["throttled_after_change"] = json!(throttled_after);
+                change_figures(&mut out, &m, at, new_limit, to);
             }
         }
         None => {
@@ -721,6 +700,50 @@ fn figures(
         }
     }
     out
+}
+
+/// Records (texts, for embeddings) that succeeded from second `from` to before second `to`.
+fn succeeded_between(m: &emulator::ModelStats, from: u64, to: u64) -> u64 {
+    m.series
+        .iter()
+        .filter(|sec| sec.second >= from && sec.second < to)
+        .map(|sec| sec.counts.succeeded_items)
+        .sum()
+}
+
+/// From the change at `at` s on (to `to`): the first second at which the trailing five seconds (all after the
+/// change) ran at 90 % of the new limit, and the calls throttled.
+fn change_figures(out: &mut Value, m: &emulator::ModelStats, at: f64, new_limit: f64, to: f64) {
+    let target = 0.9 * new_limit / 60.0 * 5.0;
+    let at = at.round() as u64;
+    let to_90 = (at + 5..=to as u64)
+        .find(|&t| succeeded_between(m, t - 5, t) as f64 >= target)
+        .map(|t| t - at);
+    let throttled_after: u64 = m
+        .series
+        .iter()
+        .filter(|sec| sec.second >= at)
+        .map(|sec| sec.counts.throttled_rpm + sec.counts.throttled_tpm)
+        .sum();
+    out["change_at_s"] = json!(at);
+    out["new_limit_rpm"] = json!((new_limit * 10.0).round() / 10.0);
+    out["secs_to_90pct_of_new"] = json!(to_90);
+    out["throttled_after_change"] = json!(throttled_after);
+}
+
+/// The line under a row of a scenario whose quota changes.
+fn print_change(row: &Value) {
+    if row.get("change_at_s").is_some() {
+        println!(
+            "{:<16} {:<13} after the change at {} s to {}/min: 90 % of it in {} s, {} calls throttled",
+            "",
+            "",
+            fmt(&row["change_at_s"]),
+            fmt(&row["new_limit_rpm"]),
+            fmt(&row["secs_to_90pct_of_new"]),
+            fmt(&row["throttled_after_change"]),
+        );
+    }
 }
 
 fn fmt(v: &Value) -> String {
@@ -805,17 +828,7 @@ fn main() {
                 fmt(&row["p99_latency_s"]),
                 fmt(&row["secs_to_90pct"]),
             );
-            if row.get("change_at_s").is_some() {
-                println!(
-                    "{:<16} {:<13} after the change at {} s to {}/min: 90 % of it in {} s, {} calls throttled",
-                    "",
-                    "",
-                    fmt(&row["change_at_s"]),
-                    fmt(&row["new_limit_rpm"]),
-                    fmt(&row["secs_to_90pct_of_new"]),
-                    fmt(&row["throttled_after_change"]),
-                );
-            }
+            print_change(&row);
             rows.push(row);
         }
     }
