@@ -14,6 +14,8 @@
 //! Every quota starts empty (`initial-fill = 0`: the quota is already in steady use), so the limit is the
 //! quota's refill rate from the first second: `min(RPM, TPM / charge per record)`, where the charge is what the
 //! emulator settles (`input + output × burndown`), less a neighbour's share averaged over the run. Figures:
+//! - `bound_ratio` (`bound`): the most any client could have reached in that window, by the quota's own rules
+//!   (buckets empty at the first request, nothing succeeds sooner than the shortest latency: see `Bound`);
 //! - `goodput_ratio`: records succeeded per minute over the limit, over the whole run (`steady_rpm` in the JSON
 //!   gives the rate from `warmup` seconds to the end; a quota's bucket remembers a minute, so a client that
 //!   underused it early can exceed the limit there);
@@ -427,18 +429,137 @@ struct Run {
     records_per_s: Option<f64>,
 }
 
-async fn start_emulator(s: &Scenario, seconds: f64) -> EmulatorHandle {
+/// What a scenario's quota allows a run: records per minute on average, from the change on (its time and the
+/// new rate), and at most in the run's own window.
+struct Limits {
+    limit: Option<f64>,
+    after_change: Option<(f64, f64)>,
+    bound: Option<Bound>,
+}
+
+/// The emulator's configuration for a scenario run of `seconds`.
+fn emulator_config(s: &Scenario, seconds: f64) -> EmulatorConfig {
     let profile = format!(
         "seed = 1\n{}[models.\"*\"]\n{}{}",
         s.account,
         s.profile,
         s.change_profile(seconds)
     );
-    let config =
-        EmulatorConfig::from_toml(&profile, Path::new("bench.toml")).expect("bench profile");
-    emulator::start(config, "127.0.0.1:0".parse().unwrap())
+    EmulatorConfig::from_toml(&profile, Path::new("bench.toml")).expect("bench profile")
+}
+
+async fn start_emulator(s: &Scenario, seconds: f64) -> EmulatorHandle {
+    emulator::start(emulator_config(s, seconds), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap()
+}
+
+/// The most records any client could have had succeed by a second of the emulator's clock, from the scenario's
+/// own quota rules: the reason no client reaches a goodput of 1 on a short run.
+///
+/// Every quota starts empty at the model's first request. A record that succeeded by `until` was admitted by
+/// `until − L`, where `L` is the shortest latency the profile gives any record; by then each record that
+/// succeeded had taken its charge or, still in flight, its reservation (no less) from the TPM bucket, and the
+/// last one admitted found its whole reservation there; and each took one request from the RPM bucket. So the
+/// records are at most as many as the cheapest charges that fit in what the buckets had refilled by `until − L`
+/// (less a neighbour's share, with the quota change), times the texts a call carries. Output charged above its
+/// reservation (burndown) is a debt the bucket takes at settlement, bounded only by the calls in flight: no
+/// bound is given then.
+struct Bound {
+    profile: emulator::config::ModelProfile,
+    /// The charge of each record, cheapest first (empty without a TPM quota).
+    costs: Vec<f64>,
+    /// The least any record's reservation exceeds its charge: the last call admitted needed that much more.
+    last_extra: f64,
+    /// Whether every charge is within its reservation (else no bound is given).
+    bounded: bool,
+    /// The shortest latency of any record, in seconds.
+    min_latency_s: f64,
+    per_call: f64,
+}
+
+impl Bound {
+    fn new(s: &Scenario, records: usize, seconds: f64) -> Bound {
+        let config = emulator_config(s, seconds);
+        let profile = config.models["*"].clone();
+        let l = profile.latency;
+        let outputs = (0..records).map(|i| {
+            let prompt = (s.prompt)(i);
+            let input = text::count_tokens(&prompt) + 3;
+            let output = text::reply(&format!("{prompt}\n"), s.output, u64::from(s.max_tokens))
+                .output_tokens;
+            (input, output)
+        });
+        let mut costs = Vec::new();
+        let mut min_latency_s = f64::INFINITY;
+        let mut last_extra = f64::INFINITY;
+        let mut bounded = true;
+        for (input, output) in outputs {
+            let latency = (l.first_token_ms + l.per_token_ms * output as f64) * (1.0 - l.jitter);
+            min_latency_s = min_latency_s.min(latency / 1000.0);
+            if s.tpm.is_some() {
+                let reserved = (input + u64::from(s.max_tokens)) as f64;
+                let charged = (input + output * u64::from(s.burndown)) as f64;
+                // A charge above its reservation is taken at settlement, as a debt: how much the calls in flight
+                // can owe depends on how many there are, which the quota does not bound.
+                bounded &= charged <= reserved;
+                costs.push(charged);
+                last_extra = last_extra.min(reserved - charged);
+            }
+        }
+        costs.sort_by(f64::total_cmp);
+        Bound {
+            profile,
+            costs,
+            min_latency_s,
+            per_call: s.embed_texts.unwrap_or(1) as f64,
+            last_extra: if s.tpm.is_some() { last_extra } else { 0.0 },
+            bounded,
+        }
+    }
+
+    /// Units of each per-minute quota (requests, tokens) refilled from `from` to `to` (seconds of the emulator's
+    /// clock, which times the quota change; the buckets and the neighbour's phase start at `from`).
+    fn refilled(&self, from: f64, to: f64) -> (Option<f64>, Option<f64>) {
+        let step: f64 = 0.001;
+        let (mut requests, mut tokens) = (0.0, 0.0);
+        let mut at = from;
+        while at < to {
+            let p = self.profile.clone().at(at);
+            let free = 1.0 - self.profile.neighbour.map_or(0.0, |n| n.share(at - from));
+            let dt = step.min(to - at);
+            requests += p.rpm.unwrap_or(0) as f64 / 60.0 * free * dt;
+            tokens += p.tpm.unwrap_or(0) as f64 / 60.0 * free * dt;
+            at += step;
+        }
+        let start = |q: Option<u64>| q.map_or(0.0, |q| q as f64 * self.profile.initial_fill);
+        (
+            self.profile.rpm.map(|_| requests + start(self.profile.rpm)),
+            self.profile.tpm.map(|_| tokens + start(self.profile.tpm)),
+        )
+    }
+
+    /// Records (texts) that could have succeeded before second `until` of the emulator's clock, when the first
+    /// request came in second `first` (the emulator creates a model's buckets at its first request).
+    fn records(&self, first: f64, until: f64) -> Option<f64> {
+        if !self.bounded {
+            return None;
+        }
+        let (requests, tokens) = self.refilled(first, (until - self.min_latency_s).max(first));
+        let by_requests = requests.map(|r| r.floor() * self.per_call);
+        let by_tokens = tokens.map(|refilled| {
+            let mut left = refilled - self.last_extra;
+            let fit = self.costs.iter().take_while(|&&c| {
+                left -= c;
+                left >= 0.0
+            });
+            fit.count() as f64 * self.per_call
+        });
+        match (by_requests, by_tokens) {
+            (Some(r), Some(t)) => Some(r.min(t)),
+            (r, t) => r.or(t),
+        }
+    }
 }
 
 /// One Converse call of `max_tokens`; whether it succeeded.
@@ -649,8 +770,7 @@ fn figures(
     emu: &EmulatorHandle,
     run: Run,
     args: &Args,
-    limit: Option<f64>,
-    after_change: Option<(f64, f64)>,
+    limits: &Limits,
 ) -> Value {
     let stats = emu.stats();
     let m = stats.models.get(s.model).cloned().unwrap_or_default();
@@ -670,7 +790,7 @@ fn figures(
         "p50_latency_s": percentile(&lat, 0.5),
         "p99_latency_s": percentile(&lat, 0.99),
     });
-    match limit {
+    match limits.limit {
         Some(limit) => {
             // Over the whole run: the quota's bucket starts empty, so nothing can get more than the limit over
             // it, and a slow start counts against the client. Over the steady part, from `warmup` on, too.
@@ -690,7 +810,11 @@ fn figures(
             out["achieved_rpm"] = json!((achieved * 10.0).round() / 10.0);
             out["goodput_ratio"] = json!((achieved / limit * 1000.0).round() / 1000.0);
             out["secs_to_90pct"] = json!(to_90.map(|t| t.round()));
-            if let Some((at, new_limit)) = after_change {
+            let first = m.first_request_ms as f64 / 1000.0;
+            if let Some(most) = limits.bound.as_ref().and_then(|b| b.records(first, to)) {
+                out["bound_ratio"] = json!((most * 60.0 / whole / limit * 1000.0).round() / 1000.0);
+            }
+            if let Some((at, new_limit)) = limits.after_change {
                 change_figures(&mut out, &m, at, new_limit, to);
             }
         }
@@ -764,12 +888,13 @@ fn main() {
         .unwrap();
     let mut rows = Vec::new();
     println!(
-        "{:<16} {:<13} {:>9} {:>9} {:>8} {:>10} {:>7} {:>7} {:>7} {:>9}",
+        "{:<16} {:<13} {:>9} {:>9} {:>8} {:>6} {:>10} {:>7} {:>7} {:>7} {:>9}",
         "scenario",
         "client",
         "limit/min",
         "got/min",
         "goodput",
+        "bound",
         "throttled%",
         "failed",
         "p50 s",
@@ -789,12 +914,19 @@ fn main() {
                 * raised;
             ((per_s * args.seconds * 2.0) as usize).max(500)
         });
-        let limit = if s.ceiling_records.is_some() {
-            None
+        let limits = if s.ceiling_records.is_some() {
+            Limits {
+                limit: None,
+                after_change: None,
+                bound: None,
+            }
         } else {
-            s.limit_rpm(records, args.seconds)
+            Limits {
+                limit: s.limit_rpm(records, args.seconds),
+                after_change: s.after_change(records, args.seconds),
+                bound: Some(Bound::new(&s, records, args.seconds)),
+            }
         };
-        let after_change = s.after_change(records, args.seconds);
         for client in ["fixed-pool", "sdk-adaptive", "batchrun"] {
             if !args.clients.is_empty() && !args.clients.iter().any(|c| c == client) {
                 continue;
@@ -806,7 +938,7 @@ fn main() {
                     "sdk-adaptive" => sdk_pool(&s, &emu, true, deadline, records).await,
                     _ => batchrun(&s, &emu, deadline, records).await,
                 };
-                let row = figures(&s, client, &emu, run, &args, limit, after_change);
+                let row = figures(&s, client, &emu, run, &args, &limits);
                 emu.shutdown().await;
                 row
             });
@@ -816,12 +948,13 @@ fn main() {
                 (fmt(&row["limit_rpm"]), fmt(&row["achieved_rpm"]))
             };
             println!(
-                "{:<16} {:<13} {:>9} {:>9} {:>8} {:>10} {:>7} {:>7} {:>7} {:>9}",
+                "{:<16} {:<13} {:>9} {:>9} {:>8} {:>6} {:>10} {:>7} {:>7} {:>7} {:>9}",
                 s.name,
                 client,
                 limit_col,
                 got_col,
                 fmt(&row["goodput_ratio"]),
+                fmt(&row["bound_ratio"]),
                 fmt(&row["throttled_pct"]),
                 fmt(&row["failed_records"]),
                 fmt(&row["p50_latency_s"]),

@@ -281,7 +281,11 @@ impl Shared {
                 ModelState {
                     quota: Quota::new(profile, now),
                     seq: 0,
-                    stats: ModelStats::default(),
+                    stats: ModelStats {
+                        first_request_ms: now.saturating_duration_since(self.started).as_millis()
+                            as u64,
+                        ..ModelStats::default()
+                    },
                 },
             );
         }

@@ -53,6 +53,10 @@ pub struct ModelStats {
     /// Totals since the emulator started.
     #[serde(flatten)]
     pub totals: Counters,
+    /// Milliseconds after the emulator started when the model's first request came: its quota buckets (and a
+    /// neighbour's phase) start then.
+    #[serde(default)]
+    pub first_request_ms: u64,
     /// Requests in flight now (admitted, not yet answered).
     pub in_flight: u64,
     /// The most requests ever in flight at once.
