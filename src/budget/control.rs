@@ -48,6 +48,10 @@ const RECOVER_GROWTH: f64 = 0.2;
 const INFORMATIVE: f64 = 0.85;
 /// How long an estimate is remembered as reachable.
 const REMEMBER: Duration = Duration::from_secs(60);
+/// Recoveries to a remembered estimate throttled one after the other before the higher estimates are forgotten:
+/// a quota that was cut for good drew a throttle at every recovery for a minute (issue 14, `quota-cut`), while a
+/// neighbour busy ten seconds of every twenty lets one of two tries through.
+const RECOVERY_TRIES: u32 = 2;
 
 /// The controller of one quota.
 #[derive(Debug, Clone)]
@@ -74,6 +78,10 @@ pub struct Limit {
     /// Whether the rate is still a guess (discovery, or a first measurement from what was sent) that no throttle
     /// has measured yet.
     guessed: bool,
+    /// Whether the rate is climbing back to a remembered estimate, and how many such climbs in a row a throttle
+    /// ended.
+    recovering: bool,
+    failed_recoveries: u32,
 }
 
 /// What a throttle did to a limit.
@@ -118,6 +126,8 @@ impl Limit {
             recent: std::collections::VecDeque::new(),
             measured_cut: false,
             guessed: false,
+            recovering: false,
+            failed_recoveries: 0,
         }
     }
 
@@ -139,6 +149,8 @@ impl Limit {
             recent: std::collections::VecDeque::new(),
             measured_cut: false,
             guessed: true,
+            recovering: false,
+            failed_recoveries: 0,
         }
     }
 
@@ -228,13 +240,16 @@ impl Limit {
             } else {
                 self.rate
             };
-            (mean - cost / 2.0 * 60.0 / dt, dt)
+            (mean - cost / 2.0 * 60.0 / dt, mean)
         });
-        // An estimate under INFORMATIVE (85 %) of the rate says the throttle came so soon after the sync that the cost term
-        // dominates: it measures the levels at the sync more than the rate. Right after a measured cut that is an
-        // offset, and a resync absorbs it (cutting again took a rate at the quota to half of it within 0.2 s,
-        // issue 14); otherwise the rate is far above the quota and one episode cuts by 30 %, the next refining.
-        let informative = measured.is_some_and(|(m, _)| m >= self.rate * INFORMATIVE);
+        // An estimate under INFORMATIVE (85 %) of the mean rate says the throttle came so soon after the sync that
+        // the cost term dominates: it measures the levels at the sync more than the rate. Right after a measured
+        // cut that is an offset, and a resync absorbs it (cutting again took a rate at the quota to half of it
+        // within 0.2 s, issue 14); otherwise the rate is far above the quota and one episode cuts by 30 %, the next
+        // refining. Against the mean, not the rate reached: a climb back after a hold, throttled six seconds after
+        // the sync, measured well but read as uninformative against the top of the climb, and took a second
+        // throttle to cut.
+        let informative = measured.is_some_and(|(m, mean)| m >= mean * INFORMATIVE);
         if measured.is_some() && !informative && self.measured_cut {
             self.measured_cut = false;
             self.last_sync = Some(now);
@@ -256,8 +271,10 @@ impl Limit {
         // says only "lower" (from a first guess ten times the quota, the clamped cuts of the first second were
         // remembered, and recovery went back to above the quota).
         if let (Some(e), true) = (estimate, informative || !self.guessed) {
+            self.forget_if_recovery_failed(e, informative);
             self.recent.push_back((now, e));
         }
+        self.recovering = false;
         self.guessed &= !informative;
         self.measured_cut = informative;
         self.rate = rate;
@@ -269,6 +286,19 @@ impl Limit {
             rate,
             estimate,
             measured: informative,
+        }
+    }
+
+    /// A throttle measured `estimate`: if it ended a climb back to a remembered estimate, and the one before ended
+    /// the same way, the quota is not coming back: the estimates above this one are forgotten.
+    fn forget_if_recovery_failed(&mut self, estimate: f64, informative: bool) {
+        if !(self.recovering && informative) {
+            return;
+        }
+        self.failed_recoveries += 1;
+        if self.failed_recoveries >= RECOVERY_TRIES {
+            self.recent.retain(|(_, e)| *e <= estimate * (1.0 + STABLE));
+            self.failed_recoveries = 0;
         }
     }
 
@@ -357,6 +387,11 @@ impl Limit {
             let new = self.ceiling.map_or(new, |c| new.min(c));
             let changed = new > self.rate;
             self.rate = new.max(self.rate);
+            // Back where it was without a throttle: the climbs that failed before were the quota's ups and downs.
+            self.recovering = self.rate < best;
+            if !self.recovering {
+                self.failed_recoveries = 0;
+            }
             return changed;
         }
         let growth = if self.discovering {
@@ -609,6 +644,43 @@ mod tests {
             "{low} -> {}",
             l.rate()
         );
+    }
+
+    #[test]
+    fn a_quota_that_stays_lower_is_not_climbed_back_to_after_two_failed_tries() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(1000.0, Some(600.0), t0);
+        l.on_throttle(t0, 1.0, None, t0);
+        // A measured episode at 600 a minute; then the quota halves, and another measures about 300.
+        let mut t = t0 + s(20.0);
+        l.on_tick(t, false);
+        l.on_throttle(t - s(1.0), 1.0, None, t);
+        l.rate = 300.0;
+        t += s(20.0);
+        l.on_tick(t, false);
+        l.on_throttle(t - s(1.0), 1.0, None, t);
+        let low = l.rate();
+        // After each hold the rate climbs back fast toward 600, and is throttled on the way.
+        let climb = |l: &mut Limit, from: Instant| {
+            let mut u = from + s(5.0);
+            l.on_tick(u, true);
+            for _ in 0..5 {
+                u += s(0.2);
+                l.on_tick(u, true);
+            }
+            u
+        };
+        for _ in 0..RECOVERY_TRIES {
+            let u = climb(&mut l, t);
+            assert!(l.rate() > low * 1.15, "{low} -> {}", l.rate());
+            t = u + s(0.1);
+            l.on_throttle(t - s(0.05), 1.0, None, t);
+        }
+        // Two climbs in a row failed: 600 is forgotten, and after the hold the rate stays near the 300 measured
+        // since (it climbed to 413 in the same second while 600 was remembered).
+        let after = l.rate();
+        climb(&mut l, t);
+        assert!(l.rate() < 310.0, "{after} -> {}", l.rate());
     }
 
     #[test]
