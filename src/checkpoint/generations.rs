@@ -298,6 +298,43 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn hashes_stored_before_they_were_cut_to_128_bits_still_match_the_next_generation() {
+        let (_dir, store) = scratch().await;
+        let full = |i: u64| format!("{i:016x}{}", "e".repeat(48));
+        // Generation 1 checkpointed with 256-bit hashes, as before migration 0014; its replies are answers.
+        store.create_job("j@1", "fp", "{}", "[]").await.unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| NewRecord {
+                request_hash: Some(full(i)),
+                ..rec(i, &format!("r{i}"))
+            })
+            .collect();
+        store.insert_records("j@1", &records).await.unwrap();
+        let replies: Vec<Finished> = (0..3).map(|i| done(i, &format!("a{i}"))).collect();
+        store.write_outcomes("j@1", &replies).await.unwrap();
+        sqlx::raw_sql(include_str!("../../migrations/0014_short_request_hash.sql"))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        // Generation 2 hashes the same requests to their first 128 bits: all three answers are reused.
+        store.create_job("j@2", "fp", "{}", "[]").await.unwrap();
+        let records: Vec<_> = (0..3)
+            .map(|i| NewRecord {
+                request_hash: Some(full(i)[..32].to_string()),
+                ..rec(i, &format!("r{i}"))
+            })
+            .collect();
+        store.insert_records("j@2", &records).await.unwrap();
+        assert_eq!(
+            store.reuse_answers("j@2", &["j@1".into()]).await.unwrap(),
+            3
+        );
+        let rows = store.output_rows("j@2", 0..3).await.unwrap();
+        let results: Vec<_> = rows.iter().map(|r| r.result.clone().unwrap()).collect();
+        assert_eq!(results, ["a0", "a1", "a2"]);
+    }
+
     /// The bytes of the `outcomes.result` column of `job` and the rows in `answers`.
     async fn stored(store: &Store, job: &str) -> (i64, i64) {
         let own: i64 = sqlx::query_scalar(

@@ -252,7 +252,7 @@ fn rows(
 }
 
 /// What identifies a request across generations: a SHA-256 of the model, the API and the body sent (which holds
-/// every parameter), hex.
+/// every parameter), its first 128 bits in hex (migration 0014 says why).
 fn request_hash(job: &Job, request: &str) -> String {
     let mut h = Sha256::new();
     h.update(job.model.id.as_bytes());
@@ -260,7 +260,10 @@ fn request_hash(job: &Job, request: &str) -> String {
     h.update(format!("{:?}", job.model.api).as_bytes());
     h.update([0]);
     h.update(request.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Rows whose id was taken by an earlier row: each fails as `DuplicateId` and is stored under its location
