@@ -19,6 +19,7 @@
 //! - `goodput_ratio`: records succeeded per minute over the limit, over the whole run (`steady_rpm` in the JSON
 //!   gives the rate from `warmup` seconds to the end; a quota's bucket remembers a minute, so a client that
 //!   underused it early can exceed the limit there);
+//! - `first_call_s`: from the client's start (the process spawned, for batchrun) to its first call;
 //! - `throttled_pct`: throttled calls over all calls, whole run;
 //! - `failed_records`: records that ended failed;
 //! - `p50_latency_s`, `p99_latency_s`: first send to reply, retries included, per succeeded record;
@@ -811,6 +812,7 @@ fn figures(
             out["goodput_ratio"] = json!((achieved / limit * 1000.0).round() / 1000.0);
             out["secs_to_90pct"] = json!(to_90.map(|t| t.round()));
             let first = m.first_request_ms as f64 / 1000.0;
+            out["first_call_s"] = json!(((first - run.started_s) * 1000.0).round() / 1000.0);
             if let Some(most) = limits.bound.as_ref().and_then(|b| b.records(first, to)) {
                 out["bound_ratio"] = json!((most * 60.0 / whole / limit * 1000.0).round() / 1000.0);
             }
