@@ -611,12 +611,12 @@ mod tests {
         assert!((e - 506.4).abs() < 0.5, "{e}");
     }
 
-    #[test]
-    fn a_quota_seen_recently_is_recovered_fast() {
+    /// A limit configured at 1,000 a minute that measured the quota at 600 (from 20 s at that rate), then at
+    /// `lower` (20 s at it); and when the second measurement was made.
+    fn measured_600_then(lower: f64) -> (Limit, Instant) {
         let t0 = Instant::now();
         let mut l = Limit::configured(1000.0, Some(600.0), t0);
         l.on_throttle(t0, 1.0, None, t0);
-        // Two measured episodes: 600 a minute, then (a neighbour arrived) 400.
         let mut t = t0 + s(20.0);
         l.on_tick(t, false);
         l.on_throttle(t - s(1.0), 1.0, None, t);
@@ -625,10 +625,17 @@ mod tests {
             "{:?}",
             l.estimate
         );
-        l.rate = 400.0;
+        l.rate = lower;
         t += s(20.0);
         l.on_tick(t, false);
         l.on_throttle(t - s(1.0), 1.0, None, t);
+        (l, t)
+    }
+
+    #[test]
+    fn a_quota_seen_recently_is_recovered_fast() {
+        // Two measured episodes: 600 a minute, then (a neighbour arrived) 400.
+        let (mut l, t) = measured_600_then(400.0);
         let low = l.rate();
         assert!(low < 400.0, "{low}");
         // The neighbour leaves: after the hold, the rate is back at the earlier quota within 2.5 s (at 2 % a
@@ -648,17 +655,8 @@ mod tests {
 
     #[test]
     fn a_quota_that_stays_lower_is_not_climbed_back_to_after_two_failed_tries() {
-        let t0 = Instant::now();
-        let mut l = Limit::configured(1000.0, Some(600.0), t0);
-        l.on_throttle(t0, 1.0, None, t0);
         // A measured episode at 600 a minute; then the quota halves, and another measures about 300.
-        let mut t = t0 + s(20.0);
-        l.on_tick(t, false);
-        l.on_throttle(t - s(1.0), 1.0, None, t);
-        l.rate = 300.0;
-        t += s(20.0);
-        l.on_tick(t, false);
-        l.on_throttle(t - s(1.0), 1.0, None, t);
+        let (mut l, mut t) = measured_600_then(300.0);
         let low = l.rate();
         // After each hold the rate climbs back fast toward 600, and is throttled on the way.
         let climb = |l: &mut Limit, from: Instant| {
