@@ -227,9 +227,7 @@ impl Limit {
             // the rate is too high, the next throttle follows within moments and measures by how much. Cutting
             // by 2 % here cost a rate at the quota half a second of it over the hold and the probing back (issue
             // 14: the first call of every run meets a bucket created empty at the first request).
-            self.last_sync = Some(now);
-            self.area = 0.0;
-            return Reaction::Resync;
+            return self.resync(now);
         }
         let measured = self.last_sync.map(|sync| {
             let dt = now.saturating_duration_since(sync).as_secs_f64().max(1e-3);
@@ -252,9 +250,7 @@ impl Limit {
         let informative = measured.is_some_and(|(m, mean)| m >= mean * INFORMATIVE);
         if measured.is_some() && !informative && self.measured_cut {
             self.measured_cut = false;
-            self.last_sync = Some(now);
-            self.area = 0.0;
-            return Reaction::Resync;
+            return self.resync(now);
         }
         let estimate = measured.map(|(m, _)| {
             let clamped = m.max(self.rate * 0.7);
@@ -321,6 +317,14 @@ impl Limit {
         self.estimate = estimate.or(self.estimate);
     }
 
+    /// The bucket is emptied to match Bedrock's, and the rate stays: measuring starts again from now.
+    fn resync(&mut self, now: Instant) -> Reaction {
+        self.accumulate(now);
+        self.last_sync = Some(now);
+        self.area = 0.0;
+        Reaction::Resync
+    }
+
     fn accumulate(&mut self, now: Instant) {
         if now > self.area_at {
             self.area += self.rate * now.duration_since(self.area_at).as_secs_f64();
@@ -336,12 +340,7 @@ impl Limit {
         match self.last_sync {
             None => self.on_throttle(admitted_at, 0.0, None, now),
             Some(sync) if admitted_at <= sync => Reaction::Ignored,
-            Some(_) => {
-                self.last_sync = Some(now);
-                self.area = 0.0;
-                self.area_at = now;
-                Reaction::Resync
-            }
+            Some(_) => self.resync(now),
         }
     }
 
