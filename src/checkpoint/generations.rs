@@ -118,24 +118,32 @@ impl Store {
         Ok(key.unwrap_or_else(|| name.to_string()))
     }
 
-    /// Gives each record of `key` without an outcome the answer an earlier generation (`from`) got for the same
-    /// request, without a call. Returns how many were answered so. Idempotent: run it again and nothing changes.
+    /// Gives each record of `key` among `seqs` without an outcome the answer an earlier generation (`from`) got
+    /// for the same request, without a call. Returns how many were answered so. Idempotent: run it again and
+    /// nothing changes.
     ///
     /// One statement a slice of [`REUSE_SLICE`] records: each is a short write, so that the job lock's heartbeat
     /// (another connection's write) is not held back for the whole copy. Each answer is copied from one earlier
     /// generation, the first found, even when several hold it.
-    pub async fn reuse_answers(&self, key: &str, from: &[String]) -> Result<u64, CheckpointError> {
-        if from.is_empty() {
+    pub async fn reuse_answers(
+        &self,
+        key: &str,
+        from: &[String],
+        seqs: Range<u64>,
+    ) -> Result<u64, CheckpointError> {
+        if from.is_empty() || seqs.is_empty() {
             return Ok(0);
         }
-        let end: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM records WHERE job = ?")
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM records WHERE job = ?")
             .bind(key)
             .fetch_one(&self.pool)
             .await
             .map_err(failed_to("reuse earlier answers"))?;
-        let (mut reused, mut start) = (0, 0u64);
-        while let Some(end) = end.filter(|&e| start <= e as u64) {
-            let slice = start..(start + REUSE_SLICE).min(end as u64 + 1);
+        let Some(last) = last else { return Ok(0) };
+        let end = seqs.end.min(last as u64 + 1);
+        let (mut reused, mut start) = (0, seqs.start);
+        while start < end {
+            let slice = start..(start + REUSE_SLICE).min(end);
             reused += self.reuse_slice(key, from, slice.clone()).await?;
             start = slice.end;
         }
@@ -281,10 +289,19 @@ mod tests {
         store.write_outcomes("j@2", &two).await.unwrap();
 
         let from = ["j@1".to_string(), "j@2".to_string()];
-        let reused = store.reuse_answers("j@3", &from).await.unwrap();
+        let reused = store
+            .reuse_answers("j@3", &from, 0..u64::MAX)
+            .await
+            .unwrap();
         // Record 4 is answered by generation 2; the three new requests (h{n}..) by nobody.
         assert_eq!(reused, n);
-        assert_eq!(store.reuse_answers("j@3", &from).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .reuse_answers("j@3", &from, 0..u64::MAX)
+                .await
+                .unwrap(),
+            0
+        );
         let counts = store.counts("j@3").await.unwrap();
         assert_eq!((counts.done, counts.pending()), (n, 3));
         let rows = store.output_rows("j@3", 0..n + 3).await.unwrap();
@@ -327,7 +344,10 @@ mod tests {
             .collect();
         store.insert_records("j@2", &records).await.unwrap();
         assert_eq!(
-            store.reuse_answers("j@2", &["j@1".into()]).await.unwrap(),
+            store
+                .reuse_answers("j@2", &["j@1".into()], 0..u64::MAX)
+                .await
+                .unwrap(),
             3
         );
         let rows = store.output_rows("j@2", 0..3).await.unwrap();
@@ -389,7 +409,10 @@ mod tests {
             .collect();
         store.insert_records("j@2", &again).await.unwrap();
         assert_eq!(
-            store.reuse_answers("j@2", &["j@1".into()]).await.unwrap(),
+            store
+                .reuse_answers("j@2", &["j@1".into()], 0..u64::MAX)
+                .await
+                .unwrap(),
             2
         );
         store.write_outcomes("j@2", &[done(2, "b9")]).await.unwrap();

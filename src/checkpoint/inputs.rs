@@ -155,7 +155,7 @@ mod tests {
         );
         assert_eq!(taken[0].request, "{\"n\":1}");
         // Gone with the job's state, and with an ingest that starts over.
-        store.clear_records("j").await.unwrap();
+        store.clear_records_from("j", 0).await.unwrap();
         assert!(store.clean_input_spans("j").await.unwrap().is_empty());
     }
 }

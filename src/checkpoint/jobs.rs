@@ -17,7 +17,8 @@ pub struct StoredJob {
     pub inputs: String,
     /// Whether every record was ingested.
     pub ingested: bool,
-    /// Records ingested.
+    /// Records ingested: all of them once `ingested`; before, how many an ingest that did not finish stored
+    /// whole (records, bad lines' outcomes, reused answers), from which the next run goes on.
     pub total: u64,
     /// A `--fresh` started and has not finished removing the job's earlier output.
     pub clearing: bool,
@@ -92,6 +93,19 @@ impl Store {
         .await
         .map_err(failed_to("create the job"))?;
         tx.commit().await.map_err(failed_to("commit the new job"))
+    }
+
+    /// Notes that the ingest stored its first `records` records whole: they may be sent, and an ingest that
+    /// stops goes on from there.
+    pub async fn note_ingested_upto(&self, job: &str, records: u64) -> Result<(), CheckpointError> {
+        sqlx::query("UPDATE jobs SET total = ?, updated_at = ? WHERE name = ? AND ingested = 0")
+            .bind(records as i64)
+            .bind(now())
+            .bind(job)
+            .execute(&self.pool)
+            .await
+            .map_err(failed_to("note how far the ingest got"))?;
+        Ok(())
     }
 
     /// Marks the ingest complete with `total` records.
@@ -179,7 +193,11 @@ mod tests {
                 clearing: false,
             }
         );
+        store.note_ingested_upto("j", 3).await.unwrap();
+        assert_eq!(store.job("j").await.unwrap().unwrap().total, 3);
         store.mark_ingested("j", 7).await.unwrap();
+        // Once the ingest is complete, a late note of its progress changes nothing.
+        store.note_ingested_upto("j", 5).await.unwrap();
         store.mark_clearing("j").await.unwrap();
         let job = store.job("j").await.unwrap().unwrap();
         assert!(job.ingested && job.clearing && job.total == 7, "{job:?}");

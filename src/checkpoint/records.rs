@@ -2,6 +2,7 @@
 //! A record without an outcome (see `outcomes`) is pending.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
@@ -44,15 +45,28 @@ pub struct PendingRecord {
 }
 
 impl Store {
-    /// Removes the records of an ingest that did not finish, so it can start over.
-    pub async fn clear_records(&self, job: &str) -> Result<(), CheckpointError> {
+    /// Removes what an ingest that did not finish stored from position `from` on (records, their outcomes, and
+    /// the spans of input files noted at the end of an ingest), so that it can go on from `from`: 0 starts over.
+    pub async fn clear_records_from(&self, job: &str, from: u64) -> Result<(), CheckpointError> {
         let mut tx = self.begin().await?;
-        let tables = [
-            "DELETE FROM input_files WHERE job = ?",
-            "DELETE FROM outcomes WHERE job = ?",
-            "DELETE FROM records WHERE job = ?",
-        ];
-        delete_rows(&mut tx, job, &tables, "clear an unfinished ingest").await?;
+        delete_rows(
+            &mut tx,
+            job,
+            &["DELETE FROM input_files WHERE job = ?"],
+            "clear an unfinished ingest",
+        )
+        .await?;
+        for sql in [
+            "DELETE FROM outcomes WHERE job = ? AND seq >= ?",
+            "DELETE FROM records WHERE job = ? AND seq >= ?",
+        ] {
+            sqlx::query(sql)
+                .bind(job)
+                .bind(from as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed_to("clear an unfinished ingest"))?;
+        }
         tx.commit().await.map_err(failed_to("commit"))
     }
 
@@ -116,22 +130,23 @@ impl Store {
             .map_err(failed_to("look up a record"))
     }
 
-    /// Up to `limit` pending records after `after_seq` (exclusive), in input order. A bad line (no request) is
-    /// never pending: it has a failed outcome from the start.
+    /// Up to `limit` pending records with positions in `seqs`, in input order. A bad line (no request) is never
+    /// pending: it has a failed outcome from the start.
     pub async fn pending(
         &self,
         job: &str,
-        after_seq: Option<u64>,
+        seqs: Range<u64>,
         limit: u32,
     ) -> Result<Vec<PendingRecord>, CheckpointError> {
         sqlx::query_as(
             "SELECT r.seq, r.record_id, r.request, r.est_tokens, r.max_tokens FROM records r \
-             WHERE r.job = ? AND r.seq > ? AND r.request IS NOT NULL \
+             WHERE r.job = ? AND r.seq >= ? AND r.seq < ? AND r.request IS NOT NULL \
              AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job = r.job AND o.seq = r.seq) \
              ORDER BY r.seq LIMIT ?",
         )
         .bind(job)
-        .bind(after_seq.map_or(-1, |s| s as i64))
+        .bind(i64::try_from(seqs.start).unwrap_or(i64::MAX))
+        .bind(i64::try_from(seqs.end).unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -193,7 +208,7 @@ pub(super) mod tests {
         let mut records: Vec<_> = (0..10).map(|i| rec(i, &format!("r{i}"))).collect();
         records[3].request = None;
         store.insert_records("j", &records).await.unwrap();
-        let first = store.pending("j", None, 4).await.unwrap();
+        let first = store.pending("j", 0..u64::MAX, 4).await.unwrap();
         assert_eq!(
             first.iter().map(|p| p.seq).collect::<Vec<_>>(),
             vec![0, 1, 2, 4]
@@ -208,10 +223,22 @@ pub(super) mod tests {
                 max_tokens: 100,
             }
         );
-        let next = store.pending("j", Some(4), 100).await.unwrap();
+        let next = store.pending("j", 5..u64::MAX, 100).await.unwrap();
         assert_eq!(next.len(), 5);
-        // An unfinished ingest starts over from nothing.
-        store.clear_records("j").await.unwrap();
-        assert!(store.pending("j", None, 100).await.unwrap().is_empty());
+        // Records not yet ingested whole are not handed out.
+        let stored = store.pending("j", 5..8, 100).await.unwrap();
+        assert_eq!(stored.iter().map(|p| p.seq).collect::<Vec<_>>(), [5, 6, 7]);
+        // An unfinished ingest goes on from where it stopped, or starts over from nothing.
+        store.clear_records_from("j", 6).await.unwrap();
+        let kept = store.pending("j", 0..u64::MAX, 100).await.unwrap();
+        assert_eq!(kept.last().map(|p| p.seq), Some(5));
+        store.clear_records_from("j", 0).await.unwrap();
+        assert!(
+            store
+                .pending("j", 0..u64::MAX, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

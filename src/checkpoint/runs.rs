@@ -26,7 +26,7 @@ pub struct RunRow {
     pub budget_tpm: Option<u64>,
     /// `budget.max-concurrency`.
     pub max_concurrency: u64,
-    /// Records pending when it started.
+    /// Records pending when it started: a run that reads its inputs while it sends counts those stored then.
     pub pending: u64,
     /// Which budget values came from Service Quotas (`rpm`, `tpm`, `rpm,tpm`), not the job file.
     #[sqlx(default)]

@@ -88,10 +88,15 @@ pub fn finished(s: &Snapshot, elapsed: Duration, total_done: u64, total_failed: 
     )
 }
 
-/// The message after an interruption.
-pub fn interrupted(done: u64, pending: u64, job_file: &str) -> String {
+/// The message after an interruption; `all_read` says whether every input was read.
+pub fn interrupted(done: u64, pending: u64, all_read: bool, job_file: &str) -> String {
+    let unread = if all_read {
+        ""
+    } else {
+        " (and the inputs not read yet)"
+    };
     format!(
-        "interrupted: {done} done, {pending} pending — resume with `batchrun submit {job_file}`"
+        "interrupted: {done} done, {pending} pending{unread} — resume with `batchrun submit {job_file}`"
     )
 }
 
@@ -148,8 +153,12 @@ mod tests {
         job total: 90 succeeded, 3 failed
         ");
         assert_eq!(
-            interrupted(5, 7, "jobs/demo.toml"),
+            interrupted(5, 7, true, "jobs/demo.toml"),
             "interrupted: 5 done, 7 pending — resume with `batchrun submit jobs/demo.toml`"
+        );
+        assert_eq!(
+            interrupted(5, 0, false, "j.toml"),
+            "interrupted: 5 done, 0 pending (and the inputs not read yet) — resume with `batchrun submit j.toml`"
         );
     }
 }

@@ -2,6 +2,13 @@
 //! [`source::read_in_batches`] reads them. Bad lines and duplicate ids are stored as failed records with their
 //! reason, so they appear in the output like any other record.
 //!
+//! A run sends while it ingests: each batch is stored whole (its records, its bad lines' outcomes, the answers
+//! an incremental job takes from earlier generations) before the checkpoint's mark of how far the ingest got
+//! moves past it and the senders are told ([`Progress`]). Only records below the mark are ever sent, so an ingest
+//! that stops (Ctrl-C, a crash, an input that cannot be read) goes on from the mark the next time: what it
+//! stored beyond it is removed, and the inputs are read again from the start with the first records counted
+//! but not stored again (the inputs are the same: the job's fingerprint says so).
+//!
 //! An incremental job also notes which records each file gave ([`InputSpan`]), and a later generation with the
 //! same settings takes the records of a file whose identity did not change (path, size and modification time;
 //! for S3, size and ETag) from the generation before instead of reading it: the same items a read would give,
@@ -10,6 +17,8 @@
 use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Finished, InputSpan, NewRecord, Store};
 use crate::error::Error;
@@ -32,71 +41,111 @@ pub struct Unchanged {
 /// What an ingest did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
-    /// Records stored.
+    /// Records stored, with those an earlier ingest stored.
     pub records: u64,
     /// Input files read.
     pub read: usize,
     /// Input files whose records were taken from an earlier generation.
     pub taken: usize,
+    /// Records answered from an earlier generation.
+    pub reused: u64,
+    /// Every input was read; `false` when the ingest was stopped.
+    pub complete: bool,
 }
 
-/// Reads every input into the checkpoint and marks the ingest complete. With `unchanged` (an incremental job),
-/// notes each file's records and takes those of unchanged files from the earlier generation it names.
-pub async fn ingest(
-    job: &Job,
-    files: Vec<InputFile>,
-    s3: Option<&S3>,
-    store: &Store,
-    unchanged: Option<&Unchanged>,
-) -> Result<Ingested, Error> {
-    store.clear_records(&job.name).await?;
-    let identities: Vec<String> = files.iter().map(identity).collect();
-    let earlier = |i: usize| {
-        let u = unchanged?;
-        let (key, _) = u.from.as_ref()?;
-        u.spans
-            .get(&identities[i])
-            .map(|&span| (key.as_str(), span))
-    };
-    let mut into = Into {
-        job,
-        store,
-        seq: 0,
-        taken: Vec::new(),
-        warnings: Warnings::default(),
-    };
-    let (mut done, mut spans) = (Ingested::default(), Vec::new());
-    let mut i = 0;
-    while i < files.len() {
-        let first = into.next_seq();
-        if let Some((key, (from, count))) = earlier(i) {
-            into.take(key, from, count).await?;
-            spans.push(span(&identities[i], first, into.next_seq() - first));
-            done.taken += 1;
-            i += 1;
-            continue;
+/// How far an ingest got, as the senders see it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Records stored whole: those at positions `0..records` may be sent.
+    pub records: u64,
+    /// Of the records this ingest stored, those to send (not bad lines, duplicates, or records answered from
+    /// an earlier generation).
+    pub sendable: u64,
+    /// Every input was read: no record comes after `records`.
+    pub complete: bool,
+}
+
+/// An ingest: where its records go, what it may take and reuse, and who follows it.
+pub struct Ingest<'a> {
+    /// The job.
+    pub job: &'a Job,
+    /// The checkpoint.
+    pub store: &'a Store,
+    /// The S3 client, for S3 inputs.
+    pub s3: Option<&'a S3>,
+    /// An incremental job: its unchanged files and the generation to take them from.
+    pub unchanged: Option<&'a Unchanged>,
+    /// An incremental job: the earlier generations whose answers a record takes before it may be sent.
+    pub reuse_from: &'a [String],
+    /// Records an earlier ingest of the same inputs stored whole: read again, not stored again.
+    pub from: u64,
+    /// Told after each batch.
+    pub progress: watch::Sender<Progress>,
+}
+
+impl Ingest<'_> {
+    /// Reads every input into the checkpoint and marks the ingest complete, or stops early when `stop` is
+    /// cancelled. With `unchanged` (an incremental job), notes each file's records and takes those of
+    /// unchanged files from the earlier generation it names.
+    pub async fn run(
+        self,
+        files: Vec<InputFile>,
+        stop: &CancellationToken,
+    ) -> Result<Ingested, Error> {
+        let (job, store, unchanged) = (self.job, self.store, self.unchanged);
+        store.clear_records_from(&job.name, self.from).await?;
+        let identities: Vec<String> = files.iter().map(identity).collect();
+        let earlier = |i: usize| {
+            let u = unchanged?;
+            let (key, _) = u.from.as_ref()?;
+            u.spans
+                .get(&identities[i])
+                .map(|&span| (key.as_str(), span))
+        };
+        let mut into = Into::new(&self);
+        let (mut done, mut spans) = (Ingested::default(), Vec::new());
+        let mut i = 0;
+        while i < files.len() {
+            if stop.is_cancelled() {
+                return Ok(into.stopped());
+            }
+            let first = into.next_seq();
+            if let Some((key, (from, count))) = earlier(i) {
+                into.take(key, from, count).await?;
+                spans.push(span(&identities[i], first, into.next_seq() - first));
+                done.taken += 1;
+                i += 1;
+                continue;
+            }
+            // The files up to the next one that can be taken are read.
+            let end = (i + 1..files.len())
+                .find(|&j| earlier(j).is_some())
+                .unwrap_or(files.len());
+            let Some(counts) = into.read(files[i..end].to_vec(), self.s3, stop).await? else {
+                return Ok(into.stopped());
+            };
+            let mut at = first;
+            for (k, n) in counts.into_iter().enumerate() {
+                spans.push(span(&identities[i + k], at, n));
+                at += n;
+            }
+            done.read += end - i;
+            i = end;
         }
-        // The files up to the next one that can be taken are read.
-        let end = (i + 1..files.len())
-            .find(|&j| earlier(j).is_some())
-            .unwrap_or(files.len());
-        let counts = into.read(files[i..end].to_vec(), s3).await?;
-        let mut at = first;
-        for (k, n) in counts.into_iter().enumerate() {
-            spans.push(span(&identities[i + k], at, n));
-            at += n;
+        into.flush().await?;
+        into.warnings.finish();
+        if unchanged.is_some() {
+            store.write_input_spans(&job.name, &spans).await?;
         }
-        done.read += end - i;
-        i = end;
+        store.mark_ingested(&job.name, into.seq).await?;
+        self.progress.send_modify(|p| p.complete = true);
+        Ok(Ingested {
+            records: into.seq,
+            reused: into.reused,
+            complete: true,
+            ..done
+        })
     }
-    into.flush().await?;
-    into.warnings.finish();
-    if unchanged.is_some() {
-        store.write_input_spans(&job.name, &spans).await?;
-    }
-    store.mark_ingested(&job.name, into.seq).await?;
-    done.records = into.seq;
-    Ok(done)
 }
 
 /// A file's identity as the fingerprint holds it.
@@ -116,14 +165,43 @@ fn span(identity: &str, first_seq: u64, records: u64) -> InputSpan {
 struct Into<'a> {
     job: &'a Job,
     store: &'a Store,
+    reuse_from: &'a [String],
+    progress: &'a watch::Sender<Progress>,
+    /// Items before this position were stored whole by an earlier ingest.
+    skip: u64,
     /// The next stored record's position.
     seq: u64,
     /// Records taken from an earlier generation, stored a batch at a time (a file gives a few).
     taken: Vec<Item>,
+    /// Records answered from an earlier generation.
+    reused: u64,
     warnings: Warnings,
 }
 
-impl Into<'_> {
+impl<'a> Into<'a> {
+    fn new(ingest: &'a Ingest<'a>) -> Self {
+        Into {
+            job: ingest.job,
+            store: ingest.store,
+            reuse_from: ingest.reuse_from,
+            progress: &ingest.progress,
+            skip: ingest.from,
+            seq: 0,
+            taken: Vec::new(),
+            reused: 0,
+            warnings: Warnings::default(),
+        }
+    }
+
+    /// What an ingest stopped early did.
+    fn stopped(self) -> Ingested {
+        Ingested {
+            records: self.seq.max(self.skip),
+            reused: self.reused,
+            ..Ingested::default()
+        }
+    }
+
     /// The position of the next record given.
     fn next_seq(&self) -> u64 {
         self.seq + self.taken.len() as u64
@@ -138,14 +216,26 @@ impl Into<'_> {
         Ok(())
     }
 
-    /// Reads `files` and stores their items; returns how many items each file gave.
-    async fn read(&mut self, files: Vec<InputFile>, s3: Option<&S3>) -> Result<Vec<u64>, Error> {
+    /// Reads `files` and stores their items; returns how many items each file gave, or `None` when `stop` was
+    /// cancelled first.
+    async fn read(
+        &mut self,
+        files: Vec<InputFile>,
+        s3: Option<&S3>,
+        stop: &CancellationToken,
+    ) -> Result<Option<Vec<u64>>, Error> {
         self.flush().await?;
         let (mut rx, reader) = source::read_in_batches(self.job, files, s3);
-        while let Some(items) = rx.recv().await {
+        loop {
+            let items = tokio::select! {
+                // Dropping the receiver stops the reading thread at its next batch.
+                _ = stop.cancelled() => return Ok(None),
+                items = rx.recv() => items,
+            };
+            let Some(items) = items else { break };
             self.store(items).await?;
         }
-        Ok(Error::joined(reader.await, "input reader")??)
+        Ok(Some(Error::joined(reader.await, "input reader")??))
     }
 
     /// Stores again the `count` records from `first_seq` on that generation `key` read from an unchanged file.
@@ -175,15 +265,38 @@ impl Into<'_> {
         Ok(())
     }
 
-    /// Stores a batch of items: good ones as records, bad ones and duplicate ids as failed records.
-    async fn store(&mut self, items: Vec<Item>) -> Result<(), Error> {
+    /// Stores a batch of items whole (good ones as records, bad ones and duplicate ids as failed records, the
+    /// answers earlier generations got), then moves the mark past it. Items an earlier ingest stored are counted,
+    /// not stored again.
+    async fn store(&mut self, mut items: Vec<Item>) -> Result<(), Error> {
         let (job, store) = (self.job, self.store);
+        let stored = self.skip.saturating_sub(self.seq).min(items.len() as u64);
+        self.seq += stored;
+        items.drain(..stored as usize);
+        if items.is_empty() {
+            return Ok(());
+        }
+        let first = self.seq;
         let (rows, mut bad) = rows(job, items, &mut self.seq, &mut self.warnings);
         let duplicates = store.insert_records(&job.name, &rows).await?;
+        let sent = |r: &NewRecord| r.request.is_some();
+        let mut sendable =
+            rows.iter().filter(|r| sent(r)).count() - duplicates.iter().filter(|r| sent(r)).count();
         if !duplicates.is_empty() {
             keep_duplicates(job, store, duplicates, &mut bad, &mut self.warnings).await?;
         }
         store.write_outcomes(&job.name, &bad).await?;
+        let reused = store
+            .reuse_answers(&job.name, self.reuse_from, first..self.seq)
+            .await?;
+        sendable -= reused as usize;
+        self.reused += reused;
+        store.note_ingested_upto(&job.name, self.seq).await?;
+        let records = self.seq;
+        self.progress.send_modify(|p| {
+            p.records = records;
+            p.sendable += sendable as u64;
+        });
         Ok(())
     }
 }
@@ -309,4 +422,111 @@ async fn keep_duplicates(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+    use std::path::Path;
+
+    use super::*;
+
+    fn job(dir: &Path, name: &str) -> Job {
+        let text = format!(
+            "[job]\nname = \"{name}\"\n[model]\nid = \"m\"\nmax-tokens = 50\n[input]\npath = \"in.jsonl\"\nformat = \"jsonl\"\n\
+             [output]\npath = \"out-{name}\"\n"
+        );
+        Job::parse(&text, &dir.join("job.toml")).unwrap()
+    }
+
+    /// Ingests `job` from `from`; with `stop_early`, stops it once it told of its first batch.
+    async fn ingest(job: &Job, store: &Store, from: u64, stop_early: bool) -> Ingested {
+        if from == 0 {
+            store.create_job(&job.name, "fp", "{}", "[]").await.unwrap();
+        }
+        let files = source::list(job, None).await.unwrap();
+        let (progress, mut following) = watch::channel(Progress::default());
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            if stop_early && following.changed().await.is_ok() {
+                stopper.cancel();
+            }
+        });
+        let ingest = Ingest {
+            job,
+            store,
+            s3: None,
+            unchanged: None,
+            reuse_from: &[],
+            from,
+            progress,
+        };
+        ingest
+            .run(files, &stop)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_ingest_stopped_midway_goes_on_from_its_mark_and_stores_what_one_whole_ingest_stores()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let mut input = String::new();
+        for i in 0..3000 {
+            match i {
+                4 => input.push_str("{not json\n"),
+                // The same id as line 1, on the far side of where the ingest stops.
+                1999 => input.push_str("{\"id\": \"r0\", \"prompt\": \"again\"}\n"),
+                _ => writeln!(input, "{{\"id\": \"r{i}\", \"prompt\": \"p{i}\"}}").unwrap(),
+            }
+        }
+        std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let (whole, resumed) = (job(dir.path(), "whole"), job(dir.path(), "resumed"));
+        let done = run_stopped_and_resumed(&resumed, &store).await;
+        assert_eq!((done.records, done.complete), (3000, true));
+        assert_eq!(ingest(&whole, &store, 0, false).await.records, 3000);
+        // What a run sends (good records, in order) and what it writes for the rest (failed outcomes).
+        let stored = async |name: &str| {
+            let pending = store.pending(name, 0..u64::MAX, 10_000).await.unwrap();
+            let failed = store.output_rows(name, 0..3000).await.unwrap();
+            (pending, failed)
+        };
+        let (a, b) = (stored(&whole.name).await, stored(&resumed.name).await);
+        assert_eq!((a.0.len(), a.1.len()), (2998, 2));
+        let first_difference = (
+            a.0.iter().zip(&b.0).find(|(x, y)| x != y),
+            a.1.iter().zip(&b.1).find(|(x, y)| x != y),
+        );
+        assert!(
+            a == b,
+            "the resumed ingest stored other rows than a whole one: {first_difference:?}"
+        );
+        let codes: Vec<_> = b.1.iter().map(|r| r.error_code.as_deref()).collect();
+        assert_eq!(codes, [Some("InvalidInput"), Some("DuplicateId")]);
+        let job = store.job(&resumed.name).await.unwrap().unwrap();
+        assert!(job.ingested && job.total == 3000, "{job:?}");
+    }
+
+    /// Ingests `job`, stopped after its first batch; leaves rows beyond the mark as a crash in the middle of a
+    /// batch would; then ingests again from the mark.
+    async fn run_stopped_and_resumed(job: &Job, store: &Store) -> Ingested {
+        let first = ingest(job, store, 0, true).await;
+        let mark = store.job(&job.name).await.unwrap().unwrap();
+        assert!(!first.complete && !mark.ingested, "{first:?} {mark:?}");
+        assert!(mark.total > 0 && mark.total < 3000, "{mark:?}");
+        let leftover = NewRecord {
+            seq: mark.total,
+            record_id: "half-stored".into(),
+            location: "in.jsonl:0".into(),
+            request: Some("{}".into()),
+            est_tokens: 1,
+            max_tokens: 1,
+            meta: None,
+            request_hash: None,
+        };
+        store.insert_records(&job.name, &[leftover]).await.unwrap();
+        ingest(job, store, mark.total, false).await
+    }
 }

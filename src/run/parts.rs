@@ -2,6 +2,9 @@
 
 use std::collections::BTreeSet;
 
+use tokio::sync::watch;
+
+use super::ingest::Progress;
 use crate::checkpoint::{PartRow, Status, Store};
 use crate::error::Error;
 use crate::job::Job;
@@ -31,12 +34,13 @@ enum OpenPart {
     },
 }
 
-/// The job's parts: part `k` (from 1) holds the records with seq in `[(k-1)·n, k·n)`.
+/// The job's parts: part `k` (from 1) holds the records with seq in `[(k-1)·n, k·n)`. While the inputs are
+/// read, only the parts the ingest has passed are known; the last one is known once every input was read.
 #[derive(Debug)]
 pub struct Parts {
     job: Job,
     sink: Sink,
-    total: u64,
+    ingest: watch::Receiver<Progress>,
     published: BTreeSet<u64>,
     /// An incremental job's generation: the change set goes beside the manifest, against this earlier
     /// generation's key (none for the first).
@@ -44,9 +48,14 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// The parts of `job` with `total` records, knowing which are already published. Multipart uploads an
-    /// earlier run left open are aborted first.
-    pub async fn load(job: &Job, sink: Sink, total: u64, store: &Store) -> Result<Parts, Error> {
+    /// The parts of `job` with the records its ingest stored (and stores), knowing which are already
+    /// published. Multipart uploads an earlier run left open are aborted first.
+    pub async fn load(
+        job: &Job,
+        sink: Sink,
+        ingest: watch::Receiver<Progress>,
+        store: &Store,
+    ) -> Result<Parts, Error> {
         if let Sink::S3(s3) = &sink {
             for open in store.open_uploads(&job.name).await? {
                 let (key, upload_id) = (open.key, open.upload_id);
@@ -70,7 +79,7 @@ impl Parts {
         Ok(Parts {
             job: job.clone(),
             sink,
-            total,
+            ingest,
             published,
             changes: None,
         })
@@ -91,9 +100,9 @@ impl Parts {
         let key = &self.job.name;
         let mut out = self.begin(name)?;
         let (mut upserts, mut failed) = (0, 0);
-        let mut from = 0;
-        while from < self.total {
-            let to = (from + PAGE_ROWS).min(self.total);
+        let (mut from, total) = (0, self.ingest.borrow().records);
+        while from < total {
+            let to = (from + PAGE_ROWS).min(total);
             let rows = store.upserts(key, previous, from..to).await?;
             let done = rows.iter().filter(|r| r.status == Status::Done).count() as u64;
             upserts += done;
@@ -130,14 +139,19 @@ impl Parts {
         self.job.output.records_per_part
     }
 
-    /// How many parts the job has.
+    /// How many parts the job has: while its inputs are read, how many it has whole.
     pub fn count(&self) -> u64 {
-        self.total.div_ceil(self.records_per_part())
+        let ingest = *self.ingest.borrow();
+        match ingest.complete {
+            true => ingest.records.div_ceil(self.records_per_part()),
+            false => ingest.records / self.records_per_part(),
+        }
     }
 
     fn range(&self, part: u64) -> (u64, u64) {
         let start = (part - 1) * self.records_per_part();
-        (start, (start + self.records_per_part()).min(self.total))
+        let total = self.ingest.borrow().records;
+        (start, (start + self.records_per_part()).min(total))
     }
 
     /// Publishes each of `parts` whose records all have an outcome. Returns how many were published.

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::connect::Endpoints;
 use super::fingerprint::{Fingerprint, describe_changes};
 use super::generation;
-use super::ingest::{Ingested, Unchanged, ingest};
+use super::ingest::{Ingest, Ingested, Progress, Unchanged};
 use super::lock::{JobLock, NotLocked};
 use super::parts::Parts;
 use super::shutdown::Shutdown;
@@ -153,18 +153,12 @@ async fn locked(
     let fingerprint = Fingerprint::of(job, &files);
     reconcile(h, &fingerprint, &sink, state).await?;
     let stored = store.job(&job.name).await?.expect("the job row exists");
-    let total = match stored.ingested {
-        true => stored.total,
-        false => read_inputs(h, files, s3, &fingerprint.settings).await?,
-    };
-    if let Some(g) = h.generation {
-        // Before anything is sent: the answers earlier generations got to the same requests.
-        let reused = store.reuse_answers(&job.name, &g.reuse_from).await?;
-        if reused > 0 {
-            crate::say!("reused {reused} answers from earlier generations (no call made for them)");
-        }
-    }
-    let mut parts = Parts::load(job, sink, total, store).await?;
+    let (progress, following) = watch::channel(Progress {
+        records: stored.total,
+        sendable: 0,
+        complete: stored.ingested,
+    });
+    let mut parts = Parts::load(job, sink, following.clone(), store).await?;
     if let Some(g) = h.generation {
         parts.write_changes_against(g.previous.clone());
     }
@@ -183,37 +177,83 @@ async fn locked(
             failed: counts.failed,
         });
     }
+    // Inputs not all read yet are read while the records already stored are sent.
+    let reading = (!stored.ingested).then(|| Reading {
+        files,
+        s3,
+        settings: fingerprint.settings,
+        from: stored.total,
+        progress,
+    });
 
     let started = Instant::now();
     let stats = Arc::new(RunStats::default());
-    let run_key = if counts.pending() > 0 {
-        stats.planned.store(counts.pending(), Ordering::Relaxed);
+    stats.planned.store(counts.pending(), Ordering::Relaxed);
+    let run_key = if counts.pending() > 0 || reading.is_some() {
         Some(store.start_run(&job.name, &run_row(job, &counts)).await?)
     } else {
         None
     };
-    let result = run(h, shutdown, &stats, (started, run_key), counts, parts).await;
+    let sending = Sending {
+        counts,
+        parts,
+        reading,
+        following,
+    };
+    let result = run(h, shutdown, &stats, (started, run_key), sending).await;
     if let Some(key) = run_key {
-        let outcome = match &result {
-            Ok(RunOutcome::Finished { .. }) => "finished".to_string(),
-            Ok(RunOutcome::Interrupted) => "interrupted".to_string(),
-            Err(e) => format!("stopped: {e}"),
-        };
-        // The run's own error is the one to report; failing to note its end (on a full disk, say) is not.
-        if let Err(e) = store.end_run(&job.name, key, &outcome).await {
-            crate::say!("warning: could not note the end of the run in the state database: {e}");
-        }
-        let s = stats.snapshot();
-        crate::say::event(
-            "finish",
-            serde_json::json!({
-                "job": job.name, "outcome": outcome, "seconds": started.elapsed().as_secs_f64(),
-                "succeeded": s.succeeded, "failed": s.failed, "throttled": s.throttled,
-                "transient": s.transient, "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
-            }),
-        );
+        note_end(h, (key, started), &stats, &result).await;
     }
     result
+}
+
+/// Notes how run `key` ended in the checkpoint, and says so in a `finish` event for a JSON log.
+async fn note_end(
+    h: &Held<'_>,
+    (key, started): (i64, Instant),
+    stats: &RunStats,
+    result: &Result<RunOutcome, Error>,
+) {
+    let job = h.job;
+    let outcome = match result {
+        Ok(RunOutcome::Finished { .. }) => "finished".to_string(),
+        Ok(RunOutcome::Interrupted) => "interrupted".to_string(),
+        Err(e) => format!("stopped: {e}"),
+    };
+    // The run's own error is the one to report; failing to note its end (on a full disk, say) is not.
+    if let Err(e) = h.store.end_run(&job.name, key, &outcome).await {
+        crate::say!("warning: could not note the end of the run in the state database: {e}");
+    }
+    let s = stats.snapshot();
+    crate::say::event(
+        "finish",
+        serde_json::json!({
+            "job": job.name, "outcome": outcome, "seconds": started.elapsed().as_secs_f64(),
+            "succeeded": s.succeeded, "failed": s.failed, "throttled": s.throttled,
+            "transient": s.transient, "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
+        }),
+    );
+}
+
+/// Inputs to read while the run sends.
+struct Reading<'a> {
+    files: Vec<source::InputFile>,
+    s3: Option<&'a S3>,
+    /// The job's settings as its fingerprint holds them.
+    settings: String,
+    /// Records an earlier run stored whole before it stopped.
+    from: u64,
+    progress: watch::Sender<Progress>,
+}
+
+/// What a run starts from: the records stored, the parts, the inputs still to read.
+struct Sending<'a> {
+    /// Before this run.
+    counts: Counts,
+    parts: Parts,
+    reading: Option<Reading<'a>>,
+    /// How far the ingest got.
+    following: watch::Receiver<Progress>,
 }
 
 /// New, resume or refuse: brings the stored job in line with the job file, or says why it cannot.
@@ -307,26 +347,34 @@ async fn start_over(
     Ok(())
 }
 
-/// Sends the pending records (if any), then publishes what is complete and the manifest.
+/// Sends the pending records (if any) while the inputs not yet read are read, then publishes what is complete
+/// and the manifest.
 async fn run(
     h: &Held<'_>,
     shutdown: Shutdown,
     stats: &Arc<RunStats>,
     (started, run_key): (Instant, Option<i64>),
-    counts: Counts,
-    mut parts: Parts,
+    sending: Sending<'_>,
 ) -> Result<RunOutcome, Error> {
     let (job, store, opts) = (h.job, h.store, h.opts);
     let job_file = opts.job_file.display().to_string();
-    if counts.pending() > 0 {
-        parts = send_pending(h, shutdown, stats, run_key, &counts, parts).await?;
-    }
+    let following = sending.following.clone();
+    let mut parts = match sending.counts.pending() > 0 || sending.reading.is_some() {
+        true => read_and_send(h, shutdown, stats, run_key, sending).await?,
+        false => sending.parts,
+    };
 
     let counts = store.counts(&job.name).await?;
-    if counts.pending() > 0 {
+    let all_read = following.borrow().complete;
+    if counts.pending() > 0 || !all_read {
         crate::say!(
             "{}",
-            summary::interrupted(counts.done + counts.failed, counts.pending(), &job_file)
+            summary::interrupted(
+                counts.done + counts.failed,
+                counts.pending(),
+                all_read,
+                &job_file
+            )
         );
         return Ok(RunOutcome::Interrupted);
     }
@@ -353,15 +401,72 @@ async fn run(
     })
 }
 
-/// Sends the pending records: connects, sets the budget (quotas the job file leaves out from the account),
-/// runs the workers, and returns the parts; a fatal error from Bedrock is returned as one.
+/// Reads the inputs not yet read while the records stored are sent: the first call goes as soon as the first
+/// records are stored. An input that cannot be read stops the sending (calls in flight finish); sending that
+/// stops (Ctrl-C, a fatal error) stops the reading, which the next run goes on with.
+async fn read_and_send(
+    h: &Held<'_>,
+    shutdown: Shutdown,
+    stats: &Arc<RunStats>,
+    run_key: Option<i64>,
+    sending: Sending<'_>,
+) -> Result<Parts, Error> {
+    let Sending {
+        counts,
+        parts,
+        reading,
+        following,
+    } = sending;
+    let Some(reading) = reading else {
+        return send_pending(
+            h,
+            shutdown,
+            stats,
+            run_key,
+            (&counts, false),
+            parts,
+            following,
+        )
+        .await;
+    };
+    let halt = shutdown.stop.child_token();
+    let ingesting = async {
+        let read = read_inputs(h, reading, &halt).await;
+        if read.is_err() {
+            shutdown.stop.cancel();
+        }
+        read
+    };
+    let sent = async {
+        let sent = send_pending(
+            h,
+            shutdown.clone(),
+            stats,
+            run_key,
+            (&counts, true),
+            parts,
+            following,
+        )
+        .await;
+        halt.cancel();
+        sent
+    };
+    let (read, sent) = tokio::join!(ingesting, sent);
+    read?;
+    sent
+}
+
+/// Sends the pending records, and those the ingest stores while it runs: connects, sets the budget (quotas the
+/// job file leaves out from the account), runs the workers, and returns the parts; a fatal error from Bedrock is
+/// returned as one.
 async fn send_pending(
     h: &Held<'_>,
     shutdown: Shutdown,
     stats: &Arc<RunStats>,
     run_key: Option<i64>,
-    counts: &Counts,
+    (counts, reading): (&Counts, bool),
     parts: Parts,
+    following: watch::Receiver<Progress>,
 ) -> Result<Parts, Error> {
     let (job, store, opts) = (h.job, h.store, h.opts);
     // Held until the calls are done: it may keep what serves them alive.
@@ -400,7 +505,7 @@ async fn send_pending(
         records_per_call: job.model.embed.as_ref().map_or(1, |e| e.records_per_call()),
         job: job.clone(),
     });
-    say_start(job, counts);
+    say_start(job, counts, reading);
     // Quotas taken from the account are read again while the run sends.
     let refreshing = CancellationToken::new();
     if let (false, Some(every)) = (sourced.is_empty(), job.budget.quota_refresh) {
@@ -421,7 +526,7 @@ async fn send_pending(
             refreshing.clone(),
         ));
     }
-    let sent = send(&ctx, store.clone(), parts).await;
+    let sent = send(&ctx, store.clone(), parts, following).await;
     refreshing.cancel();
     let parts = sent?;
     stopped_by(&ctx, &opts.job_file)?;
@@ -477,41 +582,66 @@ async fn note_daily_waits(ctx: Arc<worker::Ctx>, store: Store, key: i64, stop: C
     }
 }
 
-/// Says what this run sends: a line, and a `start` event for a JSON log.
-fn say_start(job: &Job, counts: &Counts) {
-    crate::say!(
-        "sending {} records to {} ({} done, {} failed before this run)",
-        counts.pending(),
-        job.model.id,
-        counts.done,
-        counts.failed
-    );
+/// Says what this run sends: a line, and a `start` event for a JSON log. While the inputs are read, the records
+/// to send are not all known yet.
+fn say_start(job: &Job, counts: &Counts, reading: bool) {
+    let (done, failed) = (counts.done, counts.failed);
+    match reading {
+        true => crate::say!(
+            "sending records to {} as they are read from {} ({} stored and pending, {done} done, {failed} failed \
+             before this run)",
+            job.model.id,
+            job.input.path,
+            counts.pending()
+        ),
+        false => crate::say!(
+            "sending {} records to {} ({done} done, {failed} failed before this run)",
+            counts.pending(),
+            job.model.id,
+        ),
+    }
     crate::say::event(
         "start",
         serde_json::json!({
             "job": job.name, "model": job.model.id, "pending": counts.pending(),
-            "done": counts.done, "failed": counts.failed,
+            "done": counts.done, "failed": counts.failed, "reading": reading,
         }),
     );
 }
 
-/// Ingests the inputs (an incremental job's unchanged files from an earlier generation) and says so; returns
-/// the record count.
+/// Reads the inputs (an incremental job's unchanged files from an earlier generation; its records answered
+/// from earlier generations where they can be) into the checkpoint, until `stop`, and says what it read.
 async fn read_inputs(
     h: &Held<'_>,
-    files: Vec<source::InputFile>,
-    s3: Option<&S3>,
-    settings: &str,
-) -> Result<u64, Error> {
+    r: Reading<'_>,
+    stop: &CancellationToken,
+) -> Result<Ingested, Error> {
     // `--fresh` reads every input again.
     let unchanged = match h.generation {
         Some(_) if h.opts.fresh => Some(Unchanged::default()),
-        Some(g) => Some(generation::unchanged(h.store, g, settings).await?),
+        Some(g) => Some(generation::unchanged(h.store, g, &r.settings).await?),
         None => None,
     };
-    let done = ingest(h.job, files, s3, h.store, unchanged.as_ref()).await?;
-    say_ingested(h.job, &done, unchanged.as_ref());
-    Ok(done.records)
+    let ingest = Ingest {
+        job: h.job,
+        store: h.store,
+        s3: r.s3,
+        unchanged: unchanged.as_ref(),
+        reuse_from: h.generation.map_or(&[], |g| &g.reuse_from),
+        from: r.from,
+        progress: r.progress,
+    };
+    let done = ingest.run(r.files, stop).await?;
+    if done.complete {
+        say_ingested(h.job, &done, unchanged.as_ref());
+    }
+    if done.reused > 0 {
+        crate::say!(
+            "reused {} answers from earlier generations (no call made for them)",
+            done.reused
+        );
+    }
+    Ok(done)
 }
 
 /// Says how many records were read, and for an incremental job how many files were taken unread.
@@ -554,7 +684,12 @@ pub(crate) async fn s3_client(job: &Job) -> Result<Option<S3>, Error> {
 }
 
 /// Feeds pending records to the workers and collects their outcomes until all are done or the run stops.
-async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Parts, Error> {
+async fn send(
+    ctx: &Arc<worker::Ctx>,
+    store: Store,
+    parts: Parts,
+    following: watch::Receiver<Progress>,
+) -> Result<Parts, Error> {
     let workers = ctx.job.budget.max_concurrency as usize;
     // Where a call carries many records, enough are queued for each worker to fill its calls.
     let queue = (workers * QUEUE_PER_WORKER * ctx.records_per_call).min(MAX_QUEUE);
@@ -568,12 +703,7 @@ async fn send(ctx: &Arc<worker::Ctx>, store: Store, parts: Parts) -> Result<Part
         ctx.stats.clone(),
         ctx.shutdown.clone(),
     ));
-    let feeder = tokio::spawn(feed(
-        store.clone(),
-        ctx.job.name.clone(),
-        record_tx,
-        ctx.shutdown.stop.clone(),
-    ));
+    let feeder = tokio::spawn(feed(ctx.clone(), store.clone(), record_tx, following));
     let record_rx = Arc::new(Mutex::new(record_rx));
     let mut pool = JoinSet::new();
     for _ in 0..workers {
@@ -662,19 +792,36 @@ fn say_throttles(job: &str, throttles: &[ThrottleEvent], learned: &LearnedRates)
     );
 }
 
+/// Hands the pending records to the workers in input order, those the ingest stores as it stores them, until
+/// the last is handed over, the ingest stops, or the run does.
 async fn feed(
+    ctx: Arc<worker::Ctx>,
     store: Store,
-    job: String,
     tx: mpsc::Sender<PendingRecord>,
-    stop: CancellationToken,
+    mut following: watch::Receiver<Progress>,
 ) -> Result<(), Error> {
-    let mut after = None;
+    let (job, stop) = (&ctx.job.name, &ctx.shutdown.stop);
+    // Pending before this run's ingest stored anything.
+    let before = ctx.stats.planned.load(Ordering::Relaxed);
+    let mut from = 0;
     loop {
-        let page = store.pending(&job, after, PAGE).await?;
+        let ingest = *following.borrow_and_update();
+        ctx.stats
+            .planned
+            .store(before + ingest.sendable, Ordering::Relaxed);
+        let page = store.pending(job, from..ingest.records, PAGE).await?;
         let Some(last) = page.last() else {
-            return Ok(());
+            if ingest.complete {
+                return Ok(());
+            }
+            // Wait for the ingest to store more; a finished ingest (stopped, or failed) stores nothing more.
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                more = following.changed() => if more.is_err() && !following.borrow().complete { return Ok(()) },
+            }
+            continue;
         };
-        after = Some(last.seq);
+        from = last.seq + 1;
         for record in page {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),

@@ -408,3 +408,56 @@ async fn a_job_whose_inputs_could_not_be_read_starts_over_once_fixed() {
     assert_eq!(fixed.code, Some(0), "{}", fixed.stderr);
     assert!(t.output_by_id("out").contains_key("q1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_sent_while_the_input_is_still_being_read() {
+    use std::io::Write as _;
+    use std::time::{Duration, Instant};
+
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.job(JSONL_JOB, &emu.endpoint());
+    // The input is a pipe: its end is written only once the first records were answered, so the run cannot
+    // have read all of its input before it sends.
+    let fifo = t.path().join("in.jsonl");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let line = |i: usize| format!("{{\"id\": \"r{i}\", \"prompt\": \"question {i}\"}}\n");
+    let (go_on, wait) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+        // Eight records make the first batch (a slow input hands over fewer): stored, then sent at once.
+        for i in 0..8 {
+            pipe.write_all(line(i).as_bytes()).unwrap();
+        }
+        pipe.flush().unwrap();
+        // The rest, and the end of the input, once the test saw answers (or gave up waiting).
+        let _ = wait.recv();
+        for i in 8..12 {
+            pipe.write_all(line(i).as_bytes()).unwrap();
+        }
+    });
+    let child = t.spawn_submit();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answered = || {
+        emu.stats()
+            .models
+            .get("m")
+            .map_or(0, |m| m.totals.succeeded)
+    };
+    while answered() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before_the_end = answered();
+    go_on.send(()).unwrap();
+    writer.join().unwrap();
+    let run = crate::common::job::Run::from(child.wait_with_output().await.unwrap());
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        before_the_end > 0,
+        "no call was answered while the input was open"
+    );
+    let out = t.output_by_id("out");
+    assert_eq!(out.len(), 12, "{out:?}");
+    assert_eq!(emu.stats().models["m"].totals.succeeded, 12);
+}
