@@ -2,11 +2,15 @@
 //! exit code. Everything else lives in the library.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
 use batchrun::cli::{self, Cli};
 use batchrun::{Error, ExitKind};
+
+// How long the end of the process waits for tasks still running.
+const SHUTDOWN: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
     reopen_closed_standard_streams();
@@ -19,7 +23,11 @@ fn main() -> ExitCode {
             return ExitCode::from(ExitKind::Internal as u8);
         }
     };
-    let kind = match runtime.block_on(cli::run(cli)) {
+    let result = runtime.block_on(cli::run(cli));
+    // Everything the run wrote is committed by now. What may still run is an input reader blocked in a read (a
+    // pipe nobody writes to, a stalled download) after a stop: it is not waited for.
+    runtime.shutdown_timeout(SHUTDOWN);
+    let kind = match result {
         Ok(kind) => kind,
         // A reader that stopped reading (`batchrun status | head -1`) is not an error, as for other tools.
         Err(Error::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitKind::Ok,

@@ -264,6 +264,16 @@ impl Store {
         .map_err(failed_to("count records"))
     }
 
+    /// Whether any of the job's outcomes came from a call (not a bad line, a duplicate id, or an answer taken
+    /// from an earlier generation): a job with none has nothing paid for to lose by starting over.
+    pub async fn any_called(&self, job: &str) -> Result<bool, CheckpointError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outcomes WHERE job = ? AND attempts > 0)")
+            .bind(job)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed_to("look for answered calls"))
+    }
+
     /// Input and output tokens over the job's outcomes.
     pub async fn token_totals(&self, job: &str) -> Result<TokenTotals, CheckpointError> {
         sqlx::query_as(

@@ -264,7 +264,15 @@ async fn reconcile(
     state: &std::path::Path,
 ) -> Result<(), Error> {
     let (job, store, opts) = (h.job, h.store, h.opts);
-    match store.job(&job.name).await? {
+    let stored = store.job(&job.name).await?;
+    // A run sends what it stored while it reads: a job whose inputs were not all read has paid for nothing when
+    // no outcome came from a call, and then starts over with its new settings.
+    let kept = match &stored {
+        Some(s) if !s.ingested => store.any_called(&job.name).await?,
+        Some(_) => true,
+        None => false,
+    };
+    match stored {
         Some(stored) if stored.clearing => {
             crate::say!(
                 "job `{}`: finishing a fresh start that was interrupted: earlier output removed, results discarded",
@@ -275,16 +283,15 @@ async fn reconcile(
         Some(stored) if !opts.fresh && fingerprint.matches(&stored_fingerprint(&stored)) => {
             crate::say!("resuming job `{}` (state {})", job.name, state.display());
         }
-        // A job whose inputs were never all read has sent nothing: it starts over with its new settings.
-        Some(stored) if !opts.fresh && stored.ingested => {
+        Some(stored) if !opts.fresh && kept => {
             return Err(Error::JobChanged {
                 name: job.name.clone(),
                 path: opts.job_file.clone(),
                 changes: describe_changes(&stored_fingerprint(&stored), fingerprint),
             });
         }
-        existing => {
-            if existing.as_ref().is_some_and(|j| j.ingested) {
+        _ => {
+            if kept {
                 crate::say!(
                     "starting job `{}` over (--fresh): earlier results discarded",
                     job.name

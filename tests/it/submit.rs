@@ -409,35 +409,37 @@ async fn a_job_whose_inputs_could_not_be_read_starts_over_once_fixed() {
     assert!(t.output_by_id("out").contains_key("q1"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_are_sent_while_the_input_is_still_being_read() {
+/// A named pipe at `in.jsonl` in `t`, written by a thread: eight records at once (the first batch the run
+/// stores and sends), then, when the returned sender says so or is dropped, `more` records and the end.
+fn piped_input(
+    t: &TestJob,
+    more: usize,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     use std::io::Write as _;
-    use std::time::{Duration, Instant};
-
-    let emu = emulator(PROFILE).await;
-    let t = TestJob::new();
-    t.job(JSONL_JOB, &emu.endpoint());
-    // The input is a pipe: its end is written only once the first records were answered, so the run cannot
-    // have read all of its input before it sends.
     let fifo = t.path().join("in.jsonl");
     let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
     let line = |i: usize| format!("{{\"id\": \"r{i}\", \"prompt\": \"question {i}\"}}\n");
     let (go_on, wait) = std::sync::mpsc::channel::<()>();
     let writer = std::thread::spawn(move || {
         let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
-        // Eight records make the first batch (a slow input hands over fewer): stored, then sent at once.
         for i in 0..8 {
             pipe.write_all(line(i).as_bytes()).unwrap();
         }
         pipe.flush().unwrap();
-        // The rest, and the end of the input, once the test saw answers (or gave up waiting).
-        let _ = wait.recv();
-        for i in 8..12 {
-            pipe.write_all(line(i).as_bytes()).unwrap();
+        if wait.recv().is_ok() {
+            for i in 8..8 + more {
+                pipe.write_all(line(i).as_bytes()).unwrap();
+            }
         }
     });
-    let child = t.spawn_submit();
+    (go_on, writer)
+}
+
+/// Waits (up to 20 s) until the emulator answered a call for model `m`; returns how many it answered.
+async fn first_answer(emu: &batchrun::emulator::EmulatorHandle) -> u64 {
+    use std::time::{Duration, Instant};
     let deadline = Instant::now() + Duration::from_secs(20);
     let answered = || {
         emu.stats()
@@ -448,7 +450,19 @@ async fn records_are_sent_while_the_input_is_still_being_read() {
     while answered() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let before_the_end = answered();
+    answered()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_sent_while_the_input_is_still_being_read() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.job(JSONL_JOB, &emu.endpoint());
+    // The input's end is written only once the first records were answered, so the run cannot have read all of
+    // its input before it sends.
+    let (go_on, writer) = piped_input(&t, 4);
+    let child = t.spawn_submit();
+    let before_the_end = first_answer(&emu).await;
     go_on.send(()).unwrap();
     writer.join().unwrap();
     let run = crate::common::job::Run::from(child.wait_with_output().await.unwrap());
@@ -460,4 +474,46 @@ async fn records_are_sent_while_the_input_is_still_being_read() {
     let out = t.output_by_id("out");
     assert_eq!(out.len(), 12, "{out:?}");
     assert_eq!(emu.stats().models["m"].totals.succeeded, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_while_reading_exits_and_its_answers_are_not_discarded_by_a_changed_input() {
+    let emu = emulator(PROFILE).await;
+    let t = TestJob::new();
+    t.job(JSONL_JOB, &emu.endpoint());
+    let (go_on, writer) = piped_input(&t, 0);
+    let child = t.spawn_submit();
+    assert!(first_answer(&emu).await > 0, "no call was answered");
+    // Ctrl-C while the reader waits on the pipe: the run drains and exits; the reader is not waited for.
+    crate::common::signal(&child, "INT");
+    let exited = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output());
+    let output = exited
+        .await
+        .expect("the run exits while its reader still waits on the pipe");
+    let run = crate::common::job::Run::from(output.unwrap());
+    assert_eq!(run.code, Some(130), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("(and the inputs not read yet)"),
+        "{}",
+        run.stderr
+    );
+    drop(go_on);
+    writer.join().unwrap();
+    // Answers were paid for: a changed input is refused, not a silent fresh start.
+    std::fs::remove_file(t.path().join("in.jsonl")).unwrap();
+    let lines: String = (0..10)
+        .map(|i| format!("{{\"id\": \"r{i}\", \"prompt\": \"question {i}\"}}\n"))
+        .collect();
+    t.write("in.jsonl", lines);
+    let refused = t.submit(&[]).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("input file changed: in.jsonl")
+            && refused.stderr.contains("--fresh"),
+        "{}",
+        refused.stderr
+    );
+    let fresh = t.submit(&["--fresh"]).await;
+    assert_eq!(fresh.code, Some(0), "{}", fresh.stderr);
+    assert_eq!(t.output_by_id("out").len(), 10);
 }
