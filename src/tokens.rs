@@ -13,6 +13,12 @@ fn encoder() -> &'static CoreBPE {
         .get_or_init(|| tiktoken_rs::cl100k_base().expect("the cl100k_base tables are compiled in"))
 }
 
+/// Builds the encoder on a thread of its own, so that a run's first record does not wait for it (it takes
+/// about 50 ms, more on a busy machine): the run opens its state and connects meanwhile.
+pub fn prepare() {
+    std::thread::spawn(encoder);
+}
+
 // Text is counted in pieces of about this many bytes, cut at whitespace where there is some: BPE's time and
 // memory grow faster than the length of one run of text (a 30 MB line took 1.6 GB), and a cut costs at most a
 // token of accuracy per piece.

@@ -67,6 +67,7 @@ const PAGE: u32 = 256;
 
 /// Runs (or resumes) the job in `opts`, stopping early when `shutdown` says so.
 pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutcome, Error> {
+    source::prepare();
     let job = Job::load(&opts.job_file)?;
     // S3 locations are checked (listed, the output bucket reached) before anything is sent.
     let s3 = s3_client(&job).await?;
