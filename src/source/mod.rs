@@ -13,15 +13,15 @@ mod request;
 use std::path::Path;
 
 pub use batches::{BATCH, Reader, read_in_batches};
+pub use files::{InputFile, Origin, list_local};
+pub use reader::items;
+pub use request::RequestBuilder;
 
 /// Readies what reading takes a while to build (the token counter), on a thread of its own, so that the first
 /// records are not held up by it: a run calls this first.
 pub fn prepare() {
     crate::tokens::prepare();
 }
-pub use files::{InputFile, Origin, list_local};
-pub use reader::items;
-pub use request::RequestBuilder;
 
 use crate::job::{InputFormat, Job, Location};
 use crate::s3::{S3, S3Error, Selection};
