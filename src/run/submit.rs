@@ -513,7 +513,8 @@ async fn send_pending(
         records_per_call: job.model.embed.as_ref().map_or(1, |e| e.records_per_call()),
         job: job.clone(),
     });
-    say_start(job, counts, reading);
+    let ingest = *following.borrow();
+    say_start(job, counts, reading, ingest);
     // Quotas taken from the account are read again while the run sends.
     let refreshing = CancellationToken::new();
     if let (false, Some(every)) = (sourced.is_empty(), job.budget.quota_refresh) {
@@ -590,28 +591,28 @@ async fn note_daily_waits(ctx: Arc<worker::Ctx>, store: Store, key: i64, stop: C
     }
 }
 
-/// Says what this run sends: a line, and a `start` event for a JSON log. While the inputs are read, the records
-/// to send are not all known yet.
-fn say_start(job: &Job, counts: &Counts, reading: bool) {
+/// Says what this run sends: a line, and a `start` event for a JSON log. While the inputs are still read, the
+/// records to send are not all known yet; `ingest` says how far the reading got.
+fn say_start(job: &Job, counts: &Counts, reading: bool, ingest: Progress) {
     let (done, failed) = (counts.done, counts.failed);
+    let pending = counts.pending() + ingest.sendable;
+    let reading = reading && !ingest.complete;
     match reading {
         true => crate::say!(
-            "sending records to {} as they are read from {} ({} stored and pending, {done} done, {failed} failed \
-             before this run)",
+            "sending records to {} as they are read from {} ({pending} read and pending so far, {done} done, \
+             {failed} failed before this run)",
             job.model.id,
             job.input.path,
-            counts.pending()
         ),
         false => crate::say!(
-            "sending {} records to {} ({done} done, {failed} failed before this run)",
-            counts.pending(),
+            "sending {pending} records to {} ({done} done, {failed} failed before this run)",
             job.model.id,
         ),
     }
     crate::say::event(
         "start",
         serde_json::json!({
-            "job": job.name, "model": job.model.id, "pending": counts.pending(),
+            "job": job.name, "model": job.model.id, "pending": pending,
             "done": counts.done, "failed": counts.failed, "reading": reading,
         }),
     );
