@@ -409,6 +409,11 @@ async fn a_job_whose_inputs_could_not_be_read_starts_over_once_fixed() {
     assert!(t.output_by_id("out").contains_key("q1"));
 }
 
+/// JSONL record `i`: id `r{i}`.
+fn question(i: usize) -> String {
+    format!("{{\"id\": \"r{i}\", \"prompt\": \"question {i}\"}}\n")
+}
+
 /// A named pipe at `in.jsonl` in `t`, written by a thread: eight records at once (the first batch the run
 /// stores and sends), then, when the returned sender says so or is dropped, `more` records and the end.
 fn piped_input(
@@ -420,17 +425,16 @@ fn piped_input(
     let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
-    let line = |i: usize| format!("{{\"id\": \"r{i}\", \"prompt\": \"question {i}\"}}\n");
     let (go_on, wait) = std::sync::mpsc::channel::<()>();
     let writer = std::thread::spawn(move || {
         let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
         for i in 0..8 {
-            pipe.write_all(line(i).as_bytes()).unwrap();
+            pipe.write_all(question(i).as_bytes()).unwrap();
         }
         pipe.flush().unwrap();
         if wait.recv().is_ok() {
             for i in 8..8 + more {
-                pipe.write_all(line(i).as_bytes()).unwrap();
+                pipe.write_all(question(i).as_bytes()).unwrap();
             }
         }
     });
@@ -501,10 +505,7 @@ async fn a_run_stopped_while_reading_exits_and_its_answers_are_not_discarded_by_
     writer.join().unwrap();
     // Answers were paid for: a changed input is refused, not a silent fresh start.
     std::fs::remove_file(t.path().join("in.jsonl")).unwrap();
-    let lines: String = (0..10)
-        .map(|i| format!("{{\"id\": \"r{i}\", \"prompt\": \"question {i}\"}}\n"))
-        .collect();
-    t.write("in.jsonl", lines);
+    t.write("in.jsonl", (0..10).map(question).collect::<String>());
     let refused = t.submit(&[]).await;
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(
