@@ -5,6 +5,9 @@
 //! cargo bench --bench quota -- [--seconds 60] [--warmup 20] [--scenario NAME]... [--client NAME]... [--json FILE]
 //! ```
 //!
+//! With `BENCH_LOG=1`, each batchrun run prints what batchrun said and the emulator's series, a second a field:
+//! `second:succeeded/throttled/most in flight`.
+//!
 //! Clients:
 //! - `fixed-pool`: 16 workers calling Converse through the AWS SDK with its standard retry mode (3 attempts,
 //!   full-jitter backoff); a call that still fails is a failed record. What most hand-written loops do.
@@ -740,6 +743,20 @@ async fn batchrun(s: &Scenario, emu: &EmulatorHandle, deadline: Duration, record
     store.close().await;
     if counts.done == 0 {
         eprintln!("batchrun did nothing:\n{log}");
+    } else if std::env::var_os("BENCH_LOG").is_some() {
+        eprintln!("{log}");
+        for (model, stats) in emu.stats().models {
+            let seconds: Vec<String> = stats
+                .series
+                .iter()
+                .map(|a| {
+                    let c = &a.counts;
+                    let throttled = c.throttled_rpm + c.throttled_tpm + c.throttled_tpd;
+                    format!("{}:{}/{throttled}/{}", a.second, c.succeeded, a.in_flight)
+                })
+                .collect();
+            eprintln!("{model}: {}", seconds.join(" "));
+        }
     }
     // batchrun's own figure for the sending phase: "finished: N records this run in T (R records/s)".
     let records_per_s = log

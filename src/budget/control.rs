@@ -188,6 +188,11 @@ impl Limit {
 
     /// The quota itself changed to `ceiling` (an approved increase, or a cut, read from the account): the rate
     /// keeps its share of the ceiling, so a run uses a raised quota at once instead of probing up to it.
+    ///
+    /// What was measured against the old quota says nothing about the new one: the first throttle after the change
+    /// resyncs like a run's first. Without this, a quota doubled a third into a 60 s run met a throttle just after
+    /// the raise (Bedrock's bucket still near empty); the estimate, the mean rate since a sync 19 s earlier, was
+    /// the old quota, and the rate went back to it and probed up for 20 s (issue 14, `quota-raised`: 0.846).
     pub fn set_ceiling(&mut self, ceiling: f64, now: Instant) {
         let share = self.ceiling.map_or(1.0, |c| self.rate / c.max(1.0));
         self.ceiling = Some(ceiling);
@@ -195,6 +200,14 @@ impl Limit {
         self.rate = (ceiling * share).clamp(self.floor, ceiling);
         self.estimate = None;
         self.last_change = now;
+        self.last_sync = None;
+        self.area = 0.0;
+        self.area_at = now;
+        self.measured_cut = false;
+        self.recovering = false;
+        self.failed_recoveries = 0;
+        self.recent.clear();
+        self.hold = MIN_HOLD;
     }
 
     /// The share of the ceiling in use (1 without a ceiling): the multiplier saved for a resumed run.
@@ -427,6 +440,35 @@ mod tests {
 
     fn s(x: f64) -> Duration {
         Duration::from_secs_f64(x)
+    }
+
+    #[test]
+    fn a_throttle_just_after_the_quota_changed_resyncs_instead_of_measuring_the_old_quota() {
+        let t0 = Instant::now();
+        let mut l = Limit::configured(300.0, None, t0);
+        // A run at the old quota: its first throttle resynced, a later one measured it.
+        l.on_throttle(t0, 1.0, None, t0 + s(0.1));
+        l.on_throttle(t0 + s(0.5), 1.0, None, t0 + s(1.0));
+        let before = l.rate();
+        assert!(before < 300.0, "{before}");
+        // Nineteen seconds on, the account says the quota doubled; Bedrock's bucket is still near empty and the
+        // next request is throttled.
+        let raised = t0 + s(20.0);
+        l.set_ceiling(600.0, raised);
+        assert_eq!(l.rate(), before * 2.0);
+        assert_eq!(
+            l.on_throttle(raised + s(0.05), 1.0, None, raised + s(0.1)),
+            Reaction::Resync
+        );
+        assert_eq!(l.rate(), before * 2.0);
+        // A rate really above the new quota is measured by the throttle after that, against the new rate only.
+        let Reaction::Cut {
+            estimate: Some(e), ..
+        } = l.on_throttle(raised + s(2.0), 1.0, None, raised + s(5.1))
+        else {
+            panic!("not cut")
+        };
+        assert!(e > 500.0 && e < before * 2.0, "{e}");
     }
 
     #[test]

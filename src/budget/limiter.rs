@@ -543,6 +543,9 @@ impl Budget {
             Some(q) => {
                 q.limit.set_ceiling(per_minute as f64, now);
                 q.bucket.set_rate(q.limit.rate(), now);
+                // What Bedrock gave out since earlier syncs bounds the old quota, not the new one.
+                q.synced = None;
+                q.episode = None;
             }
             None => {
                 *slot = Some(Quota::new(
