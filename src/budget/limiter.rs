@@ -143,6 +143,62 @@ pub struct Usage {
     pub throttled_tpm: u64,
 }
 
+/// `a + b`, where either may be missing.
+fn add_either(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x + y),
+        (x, None) | (None, x) => x,
+    }
+}
+
+impl Usage {
+    /// Several budgets as one (a run with several targets): what they use together against what they allow
+    /// together.
+    pub fn total(all: impl IntoIterator<Item = Usage>) -> Usage {
+        all.into_iter().fold(Usage::default(), |a, b| Usage {
+            rpm_used: a.rpm_used + b.rpm_used,
+            tpm_used: a.tpm_used + b.tpm_used,
+            rpm_rate: add_either(a.rpm_rate, b.rpm_rate),
+            rpm_budget: add_either(a.rpm_budget, b.rpm_budget),
+            tpm_rate: add_either(a.tpm_rate, b.tpm_rate),
+            tpm_budget: add_either(a.tpm_budget, b.tpm_budget),
+            concurrency_cap: a.concurrency_cap + b.concurrency_cap,
+            in_flight: a.in_flight + b.in_flight,
+            throttled_rpm: a.throttled_rpm + b.throttled_rpm,
+            throttled_tpm: a.throttled_tpm + b.throttled_tpm,
+        })
+    }
+}
+
+impl Second {
+    /// The seconds of several budgets (a run with several targets) as one series: counts and rates added up,
+    /// second by second.
+    pub fn merged(all: impl IntoIterator<Item = Second>) -> Vec<Second> {
+        let mut by_second: BTreeMap<i64, Second> = BTreeMap::new();
+        for s in all {
+            match by_second.entry(s.at_s) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(s);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let m = o.get_mut();
+                    m.admitted += s.admitted;
+                    m.reserved_tokens += s.reserved_tokens;
+                    m.settled_tokens += s.settled_tokens;
+                    m.succeeded += s.succeeded;
+                    m.throttled_rpm += s.throttled_rpm;
+                    m.throttled_tpm += s.throttled_tpm;
+                    m.in_flight += s.in_flight;
+                    m.rpm_rate = add_either(m.rpm_rate, s.rpm_rate);
+                    m.tpm_rate = add_either(m.tpm_rate, s.tpm_rate);
+                    m.concurrency_cap += s.concurrency_cap;
+                }
+            }
+        }
+        by_second.into_values().collect()
+    }
+}
+
 /// What a run learned, saved in the checkpoint so a resumed run starts from it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LearnedRates {

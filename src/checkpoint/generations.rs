@@ -249,6 +249,7 @@ mod tests {
             output_tokens: 0,
             latency_ms: 5,
             call_records: None,
+            target: None,
         }
     }
 

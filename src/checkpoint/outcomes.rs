@@ -61,6 +61,8 @@ pub struct Finished {
     pub latency_ms: u64,
     /// How many records the call that answered it carried, for a model that takes many inputs a call.
     pub call_records: Option<u32>,
+    /// The target whose call answered it, for a job with several.
+    pub target: Option<String>,
 }
 
 impl Finished {
@@ -77,6 +79,7 @@ impl Finished {
             output_tokens: 0,
             latency_ms: 0,
             call_records: None,
+            target: None,
         }
     }
 }
@@ -105,6 +108,8 @@ pub struct OutputRow {
     pub meta: Option<String>,
     /// How many records the call that answered it carried, for a model that takes many inputs a call.
     pub call_records: Option<u32>,
+    /// The target whose call answered it, for a job with several.
+    pub target: Option<String>,
 }
 
 /// The SELECT of an [`OutputRow`] (records joined to their outcomes, `r` and `o`), for a `WHERE` to follow.
@@ -112,7 +117,7 @@ macro_rules! output_row_select {
     () => {
         "SELECT r.record_id, r.request, o.status, CASE WHEN o.status = 'done' THEN coalesce(o.result, \
          (SELECT a.result FROM answers a WHERE a.hash = r.request_hash)) END AS result, o.error_code, o.error_message, \
-         o.input_tokens, o.output_tokens, r.meta, o.call_records \
+         o.input_tokens, o.output_tokens, r.meta, o.call_records, o.target \
          FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq "
     };
 }
@@ -225,7 +230,7 @@ impl Store {
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, \
-                 input_tokens, output_tokens, latency_ms, finished_at, call_records) ",
+                 input_tokens, output_tokens, latency_ms, finished_at, call_records, target) ",
             );
             b.push_values(chunk, |mut row, o| {
                 row.push_bind(job.to_string())
@@ -239,7 +244,8 @@ impl Store {
                     .push_bind(o.output_tokens as i64)
                     .push_bind(o.latency_ms as i64)
                     .push_bind(t)
-                    .push_bind(o.call_records.map(i64::from));
+                    .push_bind(o.call_records.map(i64::from))
+                    .push_bind(o.target.clone());
             });
             b.push(" ON CONFLICT DO NOTHING");
             b.build()
@@ -444,6 +450,7 @@ mod tests {
             output_tokens,
             latency_ms,
             call_records: None,
+            target: None,
         }
     }
 
@@ -514,6 +521,7 @@ mod tests {
                 output_tokens: 4,
                 meta: None,
                 call_records: None,
+                target: None,
             }
         );
         let rows = store.output_rows("j", 699..702).await.unwrap();

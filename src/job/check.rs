@@ -41,7 +41,7 @@ const DEFAULT_RECORDS_PER_PART: u64 = 1000;
 // Bounds on numbers, so that no value in a job file can overflow the arithmetic built on it.
 /// The largest `maxTokens` Bedrock takes (a 32-bit integer).
 pub const MAX_TOKENS: u32 = i32::MAX as u32;
-const MAX_RATE: u64 = 1_000_000_000_000;
+pub(super) const MAX_RATE: u64 = 1_000_000_000_000;
 const MAX_DELAY_MS: u64 = 3_600_000;
 const MAX_RECORDS_PER_PART: u64 = 1_000_000_000;
 const MAX_TIMEOUT_SECS: f64 = 86_400.0;
@@ -55,20 +55,20 @@ const MAX_CHUNK_TOKENS: u64 = 1_000_000;
 // Long replies from large models take minutes; a hung connection should not hold a record for longer.
 const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     path: &'a Path,
 }
 
 impl Checker<'_> {
-    fn at(&self, span: Range<usize>, message: impl AsRef<str>) -> JobError {
+    pub(super) fn at(&self, span: Range<usize>, message: impl AsRef<str>) -> JobError {
         JobError::Invalid {
             path: self.path.to_path_buf(),
             message: render_at(self.text, span, message.as_ref()),
         }
     }
 
-    fn plain(&self, message: impl Into<String>) -> JobError {
+    pub(super) fn plain(&self, message: impl Into<String>) -> JobError {
         JobError::Invalid {
             path: self.path.to_path_buf(),
             message: message.into(),
@@ -115,7 +115,7 @@ fn within_unit<T: Into<f64> + Copy>(
 }
 
 /// Refuses a value above `max`, naming the key and why it has that bound.
-fn at_most<T: Copy + PartialOrd + std::fmt::Display>(
+pub(super) fn at_most<T: Copy + PartialOrd + std::fmt::Display>(
     c: &Checker<'_>,
     v: Option<&Spanned<T>>,
     max: T,
@@ -140,7 +140,7 @@ fn at_most<T: Copy + PartialOrd + std::fmt::Display>(
     }
 }
 
-fn positive<T: Copy + PartialOrd + Default + std::fmt::Display>(
+pub(super) fn positive<T: Copy + PartialOrd + Default + std::fmt::Display>(
     c: &Checker<'_>,
     v: &Option<Spanned<T>>,
     key: &str,
@@ -646,53 +646,14 @@ fn endpoint_table(
     e: &EndpointTable,
     dir: &Path,
 ) -> Result<(Endpoint, Duration), JobError> {
-    let endpoint = match &e.url {
-        None => Endpoint::Aws,
-        Some(u) if u.get_ref() == "emulator" => Endpoint::Emulator {
-            profile: e
-                .emulator_profile
-                .as_ref()
-                .map(|p| resolve(dir, p.get_ref())),
-        },
-        Some(u)
-            if u.get_ref().starts_with("http://")
-                && !e.allow_insecure_http
-                && !loopback(u.get_ref()) =>
-        {
-            return Err(c.at(
-                u.span(),
-                "endpoint.url is plain http:// to another host: every request (signed with your AWS \
-                 credentials) and every prompt and reply would cross the network unencrypted; use https://, \
-                 or set endpoint.allow-insecure-http = true if the network is yours",
-            ));
-        }
-        Some(u) if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") => {
-            Endpoint::Url(u.get_ref().trim_end_matches('/').to_string())
-        }
-        Some(u) => {
-            return Err(c.at(
-                u.span(),
-                "endpoint.url must be \"emulator\" or an http:// or https:// URL; leave it out for real Bedrock",
-            ));
-        }
-    };
-    if let Some(p) = &e.emulator_profile {
-        if !matches!(endpoint, Endpoint::Emulator { .. }) {
-            return Err(c.at(
-                p.span(),
-                "endpoint.emulator-profile needs endpoint.url = \"emulator\"",
-            ));
-        }
-        if !dir.join(p.get_ref()).is_file() {
-            return Err(c.at(
-                p.span(),
-                format!(
-                    "endpoint.emulator-profile: no such file {}",
-                    dir.join(p.get_ref()).display()
-                ),
-            ));
-        }
-    }
+    let endpoint = endpoint_url(
+        c,
+        "endpoint",
+        (e.url.as_ref(), e.emulator_profile.as_ref()),
+        e.allow_insecure_http,
+        dir,
+    )?
+    .unwrap_or(Endpoint::Aws);
     let timeout = match &e.timeout_secs {
         Some(t) if !(*t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS) => {
             return Err(c.at(
@@ -707,6 +668,66 @@ fn endpoint_table(
         None => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
     };
     Ok((endpoint, timeout))
+}
+
+/// A table's `url` and `emulator-profile` (of `[endpoint]` or a `[[target]]`, named by `table`), checked;
+/// `None` when no URL is given.
+pub(super) fn endpoint_url(
+    c: &Checker<'_>,
+    table: &str,
+    (url, profile): (Option<&Spanned<String>>, Option<&Spanned<String>>),
+    allow_insecure_http: bool,
+    dir: &Path,
+) -> Result<Option<Endpoint>, JobError> {
+    let endpoint = match url {
+        None => None,
+        Some(u) if u.get_ref() == "emulator" => Some(Endpoint::Emulator {
+            profile: profile.map(|p| resolve(dir, p.get_ref())),
+        }),
+        Some(u)
+            if u.get_ref().starts_with("http://")
+                && !allow_insecure_http
+                && !loopback(u.get_ref()) =>
+        {
+            return Err(c.at(
+                u.span(),
+                format!(
+                    "{table}.url is plain http:// to another host: every request (signed with your AWS \
+                     credentials) and every prompt and reply would cross the network unencrypted; use https://, \
+                     or set {table}.allow-insecure-http = true if the network is yours"
+                ),
+            ));
+        }
+        Some(u) if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") => {
+            Some(Endpoint::Url(u.get_ref().trim_end_matches('/').to_string()))
+        }
+        Some(u) => {
+            return Err(c.at(
+                u.span(),
+                format!(
+                    "{table}.url must be \"emulator\" or an http:// or https:// URL; leave it out for real Bedrock"
+                ),
+            ));
+        }
+    };
+    if let Some(p) = profile {
+        if !matches!(endpoint, Some(Endpoint::Emulator { .. })) {
+            return Err(c.at(
+                p.span(),
+                format!("{table}.emulator-profile needs {table}.url = \"emulator\""),
+            ));
+        }
+        if !dir.join(p.get_ref()).is_file() {
+            return Err(c.at(
+                p.span(),
+                format!(
+                    "{table}.emulator-profile: no such file {}",
+                    dir.join(p.get_ref()).display()
+                ),
+            ));
+        }
+    }
+    Ok(endpoint)
 }
 
 impl Job {
@@ -755,6 +776,8 @@ impl Job {
         let retry = retry_table(&c, &file.retry)?;
         let output = output_table(&c, &file.output, &input, &dir, &name)?;
         let (endpoint, timeout) = endpoint_table(&c, &file.endpoint, &dir)?;
+        let targets =
+            super::targets::targets(&c, &file.target, &model, (&budget, &endpoint), &dir)?;
         let s3 = S3Settings {
             region: file.s3.region.clone(),
             force_path_style: file.s3.force_path_style,
@@ -774,6 +797,7 @@ impl Job {
             endpoint,
             timeout,
             s3,
+            targets,
         })
     }
 }

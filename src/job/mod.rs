@@ -11,12 +11,13 @@ mod location;
 mod overlap;
 mod settings;
 pub mod spec;
+mod targets;
 
 pub use check::{MAX_TOKENS, MIN_CHUNK_TOKENS};
 pub use embed::{EmbedFamily, EmbedSettings};
 pub use error::JobError;
 pub use location::Location;
 pub use settings::{
-    BurndownFrom, ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings,
+    BurndownFrom, ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings, Target,
 };
 pub use spec::{Api, InputFormat, OnDailyQuota, OutputFormat};

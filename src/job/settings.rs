@@ -39,6 +39,25 @@ pub struct Job {
     pub s3: S3Settings,
     /// `job.incremental`: the generations kept; `None` for a one-shot job.
     pub incremental: Option<u32>,
+    /// The quotas that serve the records: at least one.
+    pub targets: Vec<Target>,
+}
+
+/// `[[target]]`, checked (or the one target `[model]`, `[budget]` and `[endpoint]` make).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Unique among the job's targets.
+    pub name: String,
+    /// Model id, inference profile or ARN.
+    pub model: String,
+    /// Region, when the job sets one.
+    pub region: Option<String>,
+    /// Which Bedrock.
+    pub endpoint: Endpoint,
+    /// Requests per minute, when the job states it.
+    pub rpm: Option<u64>,
+    /// Tokens per minute, when the job states it.
+    pub tpm: Option<u64>,
 }
 
 /// `[model]`, checked.
@@ -200,6 +219,20 @@ impl Job {
             input: &self.input,
             output: &self.output,
         }
+    }
+
+    /// The job as its target `i` serves it: that target's model, region, endpoint and budget, and no other
+    /// target. The run gives each target its own client and budget from it.
+    pub fn for_target(&self, i: usize) -> Job {
+        let t = &self.targets[i];
+        let mut job = self.clone();
+        job.model.id = t.model.clone();
+        job.model.region = t.region.clone();
+        job.endpoint = t.endpoint.clone();
+        job.budget.rpm = t.rpm;
+        job.budget.tpm = t.tpm;
+        job.targets = vec![t.clone()];
+        job
     }
 
     /// The default state database: `.batchrun/state.db` in the job file's folder.

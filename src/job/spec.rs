@@ -45,6 +45,36 @@ pub struct JobFile {
     pub s3: S3Table,
     /// `[chunk]`: split each document into chunks of tokens, one record each.
     pub chunk: Option<ChunkTable>,
+    /// `[[target]]`: the quotas that serve the job's records, each a model or inference profile in a region with
+    /// a budget of its own. Left out: one, made of `[model]`, `[budget]` and `[endpoint]`.
+    #[serde(default)]
+    pub target: Vec<TargetTable>,
+}
+
+/// `[[target]]`: one quota that can serve the job's records. Requests are shaped by `[model]` whichever target
+/// serves them; a target names where they go and how fast. Each request goes to a target with room at that
+/// moment; a throttle from one target slows only that target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TargetTable {
+    /// How the target is named in messages, the output and the report [default: its region when the targets
+    /// differ by region only, its model when they differ by model only, else `model@region`].
+    pub name: Option<Spanned<String>>,
+    /// Model id, inference profile id (`us.…`, `eu.…`, `global.…`) or ARN [default: `model.id`].
+    pub model: Option<Spanned<String>>,
+    /// AWS region [default: `model.region`, else the standard AWS configuration].
+    pub region: Option<Spanned<String>>,
+    /// Endpoint URL, as `endpoint.url` [default: `endpoint.url`].
+    pub url: Option<Spanned<String>>,
+    /// With `url = "emulator"`: the emulator profile (TOML), relative to the job file's folder.
+    pub emulator_profile: Option<Spanned<String>>,
+    /// Allow an `http://` URL on a host other than this machine's loopback (see `endpoint.allow-insecure-http`).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Requests per minute of this target's quota [default: `budget.rpm`, else the account's, else learned].
+    pub rpm: Option<Spanned<u64>>,
+    /// Tokens per minute of this target's quota [default: `budget.tpm`, else the account's, else learned].
+    pub tpm: Option<Spanned<u64>>,
 }
 
 /// `[chunk]`: documents split into chunks by tokens (counted with tiktoken `cl100k_base`, as the budget counts).

@@ -28,8 +28,8 @@ pub enum ProgressMode {
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One progress line: text, or a `progress` event in JSON mode.
-fn progress_line(stats: &RunStats, budget: &Budget, elapsed: Duration) {
-    let (s, u) = (stats.snapshot(), budget.usage());
+fn progress_line(stats: &RunStats, budgets: &[Arc<Budget>], elapsed: Duration) {
+    let (s, u) = (stats.snapshot(), usage(budgets));
     if crate::say::json() {
         crate::say::event(
             "progress",
@@ -46,10 +46,15 @@ fn progress_line(stats: &RunStats, budget: &Budget, elapsed: Duration) {
     }
 }
 
+/// What the run's budgets (one a target) use together.
+fn usage(budgets: &[Arc<Budget>]) -> crate::budget::Usage {
+    crate::budget::Usage::total(budgets.iter().map(|b| b.usage()))
+}
+
 /// Runs the reporter until `done` is cancelled.
 pub fn spawn(
     stats: Arc<RunStats>,
-    budget: Arc<Budget>,
+    budgets: Vec<Arc<Budget>>,
     mode: ProgressMode,
     done: CancellationToken,
 ) -> JoinHandle<()> {
@@ -69,7 +74,7 @@ pub fn spawn(
                 loop {
                     tokio::select! {
                         _ = done.cancelled() => return,
-                        _ = tick.tick() => progress_line(&stats, &budget, started.elapsed()),
+                        _ = tick.tick() => progress_line(&stats, &budgets, started.elapsed()),
                     }
                 }
             }
@@ -89,7 +94,7 @@ pub fn spawn(
                     let s = stats.snapshot();
                     bar.set_length(s.planned);
                     bar.set_position(s.finished());
-                    bar.set_message(bar_message(&s, started.elapsed(), &budget.usage()));
+                    bar.set_message(bar_message(&s, started.elapsed(), &usage(&budgets)));
                     tokio::select! {
                         _ = done.cancelled() => break,
                         _ = tick.tick() => {}

@@ -32,12 +32,14 @@ fn measure_key(m: Measure) -> &'static str {
 pub type Sourced = Vec<(&'static str, String)>;
 
 /// `job` with `budget.rpm` and `budget.tpm`, where the job file leaves them out, set to the account's applied
-/// quotas for the job's model in the scope it is called in; and which ones were.
+/// quotas for the job's model in the scope it is called in; and which ones were. What it says begins with
+/// `label` (the target's name, in a job with several).
 pub async fn with_account_quotas(
     job: &Job,
-    connection: &Connection,
+    (connection, label): (&Connection, Option<&str>),
     store: &Store,
 ) -> Result<(Job, Sourced), Error> {
+    let lead = label.map_or(String::new(), |l| format!("target {l}: "));
     if job.budget.rpm.is_some() && job.budget.tpm.is_some() {
         return Ok((job.clone(), Vec::new()));
     }
@@ -50,7 +52,7 @@ pub async fn with_account_quotas(
         }
         Err(Unread::Denied) => {
             crate::say!(
-                "warning: no permission to read Service Quotas in {region} (servicequotas:ListServiceQuotas): \
+                "warning: {lead}no permission to read Service Quotas in {region} (servicequotas:ListServiceQuotas): \
                  quotas not set in [budget] are learned from throttles"
             );
             return Ok((job.clone(), Vec::new()));
@@ -59,12 +61,12 @@ pub async fn with_account_quotas(
             let cached = store.cached_quotas(&region, id).await?;
             if cached.is_empty() {
                 crate::say!(
-                    "warning: {why}; quotas not set in [budget] are learned from throttles"
+                    "warning: {lead}{why}; quotas not set in [budget] are learned from throttles"
                 );
                 return Ok((job.clone(), Vec::new()));
             }
             let at = crate::report::status::utc(cached[0].read_at);
-            crate::say!("warning: {why}; using the quotas read at {at}");
+            crate::say!("warning: {lead}{why}; using the quotas read at {at}");
             (cached, format!("cached, read {at}"))
         }
     };
@@ -75,7 +77,7 @@ pub async fn with_account_quotas(
         if let Some(q) = quotas.iter().find(|q| q.measure == key) {
             sourced.push((key, q.code.clone()));
         }
-        crate::say!("{line}");
+        crate::say!("{lead}{line}");
     }
     Ok((out, sourced))
 }

@@ -20,6 +20,7 @@ mod generation;
 mod ingest;
 pub(crate) mod lock;
 mod parts;
+mod route;
 mod shutdown;
 pub(crate) mod submit;
 mod worker;

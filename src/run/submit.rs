@@ -15,9 +15,10 @@ use super::generation;
 use super::ingest::{Ingest, Ingested, Progress, Unchanged};
 use super::lock::{JobLock, NotLocked};
 use super::parts::Parts;
+use super::route::{Route, Routes};
 use super::shutdown::Shutdown;
 use super::{worker, writer};
-use crate::budget::{Budget, LearnedRates, ThrottleEvent, ThrottleKind};
+use crate::budget::{Budget, LearnedRates, Second, ThrottleEvent, ThrottleKind};
 use crate::checkpoint::{Counts, PendingRecord, RunRow, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
@@ -477,32 +478,23 @@ async fn send_pending(
     following: watch::Receiver<Progress>,
 ) -> Result<Parts, Error> {
     let (job, store, opts) = (h.job, h.store, h.opts);
-    // Held until the calls are done: it may keep what serves them alive.
-    let connection = opts.endpoints.connect(job).await?;
-    let invoker = Invoker::connect(
-        job,
-        connection.url.as_deref(),
-        connection.static_credentials,
-    )
-    .await?;
     for line in crate::report::plan::model_notes(&job.model) {
         crate::say!("{line}");
     }
-    // A quota the job file leaves out starts at the account's applied value; the run notes what it ran with.
-    let (budgeted, sourced) = super::account::with_account_quotas(job, &connection, store).await?;
-    if let Some(key) = run_key {
-        let b = &budgeted.budget;
-        let from = (!sourced.is_empty()).then(|| {
-            let keys: Vec<&str> = sourced.iter().map(|(key, _)| *key).collect();
-            keys.join(",")
-        });
-        store
-            .note_run_budget(&job.name, key, b.rpm, b.tpm, from.as_deref())
-            .await?;
+    // Each target's connection is held until the calls are done: it may keep what serves them alive.
+    let mut targets = Vec::with_capacity(job.targets.len());
+    for i in 0..job.targets.len() {
+        targets.push(connect_target(h, i).await?);
     }
+    if let Some(key) = run_key {
+        note_run_budget(h, key, &targets).await?;
+    }
+    let routes = targets
+        .iter_mut()
+        .map(|t| t.route.take().expect("each target's route is taken once"))
+        .collect();
     let ctx = Arc::new(worker::Ctx {
-        budget: Budget::new(&budgeted, learned(h).await?),
-        invoker,
+        routes: Routes::new(routes),
         stats: stats.clone(),
         shutdown,
         fatal: std::sync::Mutex::new(None),
@@ -517,15 +509,17 @@ async fn send_pending(
     say_start(job, counts, reading, ingest);
     // Quotas taken from the account are read again while the run sends.
     let refreshing = CancellationToken::new();
-    if let (false, Some(every)) = (sourced.is_empty(), job.budget.quota_refresh) {
-        tokio::spawn(super::account::refresh(
-            ctx.budget.clone(),
-            budgeted.clone(),
-            (connection.url.clone(), connection.static_credentials),
-            sourced,
-            every,
-            refreshing.clone(),
-        ));
+    for (i, t) in targets.iter().enumerate() {
+        if let (false, Some(every)) = (t.sourced.is_empty(), job.budget.quota_refresh) {
+            tokio::spawn(super::account::refresh(
+                ctx.routes.get(i).budget.clone(),
+                t.budgeted.clone(),
+                (t.connection.url.clone(), t.connection.static_credentials),
+                t.sourced.clone(),
+                every,
+                refreshing.clone(),
+            ));
+        }
     }
     if let (Some(key), Some(_)) = (run_key, &ctx.daily_gate) {
         tokio::spawn(note_daily_waits(
@@ -540,6 +534,66 @@ async fn send_pending(
     let parts = sent?;
     stopped_by(&ctx, &opts.job_file)?;
     Ok(parts)
+}
+
+/// One target, connected: its route (until the run takes it), its connection (held while the run sends), and
+/// the job as it serves it, with the quotas the job file leaves out taken from the account.
+struct ConnectedTarget {
+    route: Option<Route>,
+    connection: super::Connection,
+    budgeted: Job,
+    sourced: super::account::Sourced,
+}
+
+/// Connects target `i` of the job: its client, and its budget from the job file, else from the account's
+/// applied quotas for its model in its region, starting from what an earlier run learned (a job of one target).
+async fn connect_target(h: &Held<'_>, i: usize) -> Result<ConnectedTarget, Error> {
+    let (job, store, opts) = (h.job, h.store, h.opts);
+    let target = job.for_target(i);
+    let connection = opts.endpoints.connect(&target).await?;
+    let invoker = Invoker::connect(
+        &target,
+        connection.url.as_deref(),
+        connection.static_credentials,
+    )
+    .await?;
+    let label = (job.targets.len() > 1).then_some(job.targets[i].name.as_str());
+    let (budgeted, sourced) =
+        super::account::with_account_quotas(&target, (&connection, label), store).await?;
+    // What a run learned is kept for the job as a whole: it fits a job of one target only.
+    let learned = match job.targets.len() {
+        1 => learned(h).await?,
+        _ => None,
+    };
+    let route = Route::new(
+        job.targets[i].name.clone(),
+        invoker,
+        Budget::new(&budgeted, learned),
+    );
+    Ok(ConnectedTarget {
+        route: Some(route),
+        connection,
+        budgeted,
+        sourced,
+    })
+}
+
+/// Notes in the run's row the quotas it ran with: the targets' together, and which came from the account.
+async fn note_run_budget(h: &Held<'_>, key: i64, targets: &[ConnectedTarget]) -> Result<(), Error> {
+    let sum = |get: fn(&Job) -> Option<u64>| -> Option<u64> {
+        targets.iter().map(|t| get(&t.budgeted)).sum()
+    };
+    let (rpm, tpm) = (sum(|j| j.budget.rpm), sum(|j| j.budget.tpm));
+    let mut keys: Vec<&str> = targets
+        .iter()
+        .flat_map(|t| t.sourced.iter().map(|(key, _)| *key))
+        .collect();
+    keys.dedup();
+    let from = (!keys.is_empty()).then(|| keys.join(","));
+    h.store
+        .note_run_budget(&h.job.name, key, rpm, tpm, from.as_deref())
+        .await?;
+    Ok(())
 }
 
 /// What stopped the run, if Bedrock did: a fatal error, or the daily token quota.
@@ -593,6 +647,17 @@ async fn note_daily_waits(ctx: Arc<worker::Ctx>, store: Store, key: i64, stop: C
 
 /// Says what this run sends: a line, and a `start` event for a JSON log. While the inputs are still read, the
 /// records to send are not all known yet; `ingest` says how far the reading got.
+/// Where the records go: the model, or the targets by name.
+fn destination(job: &Job) -> String {
+    match &job.targets[..] {
+        [one] => one.model.clone(),
+        several => {
+            let names: Vec<&str> = several.iter().map(|t| t.name.as_str()).collect();
+            format!("{} targets ({})", several.len(), names.join(", "))
+        }
+    }
+}
+
 fn say_start(job: &Job, counts: &Counts, reading: bool, ingest: Progress) {
     let (done, failed) = (counts.done, counts.failed);
     let pending = counts.pending() + ingest.sendable;
@@ -601,12 +666,12 @@ fn say_start(job: &Job, counts: &Counts, reading: bool, ingest: Progress) {
         true => crate::say!(
             "sending records to {} as they are read from {} ({pending} read and pending so far, {done} done, \
              {failed} failed before this run)",
-            job.model.id,
+            destination(job),
             job.input.path,
         ),
         false => crate::say!(
             "sending {pending} records to {} ({done} done, {failed} failed before this run)",
-            job.model.id,
+            destination(job),
         ),
     }
     crate::say::event(
@@ -699,7 +764,8 @@ async fn send(
     parts: Parts,
     following: watch::Receiver<Progress>,
 ) -> Result<Parts, Error> {
-    let workers = ctx.job.budget.max_concurrency as usize;
+    // budget.max-concurrency is each target's: the workers are enough to fill them all.
+    let workers = ctx.job.budget.max_concurrency as usize * ctx.routes.all().len();
     // Where a call carries many records, enough are queued for each worker to fill its calls.
     let queue = (workers * QUEUE_PER_WORKER * ctx.records_per_call).min(MAX_QUEUE);
     let (record_tx, record_rx) = mpsc::channel::<PendingRecord>(queue.max(QUEUE_PER_WORKER));
@@ -726,7 +792,7 @@ async fn send(
     let progress_done = CancellationToken::new();
     let reporter = progress::spawn(
         ctx.stats.clone(),
-        ctx.budget.clone(),
+        ctx.routes.all().iter().map(|r| r.budget.clone()).collect(),
         ctx.progress,
         progress_done.clone(),
     );
@@ -770,13 +836,17 @@ async fn record(ctx: Arc<worker::Ctx>, store: Store, done: CancellationToken) ->
             _ = tick.tick() => false,
         };
         let job = &ctx.job.name;
-        let throttles = ctx.budget.take_throttles();
-        say_throttles(job, &throttles, &ctx.budget.learned());
+        let budgets: Vec<&Arc<Budget>> = ctx.routes.all().iter().map(|r| &r.budget).collect();
+        let throttles: Vec<ThrottleEvent> =
+            budgets.iter().flat_map(|b| b.take_throttles()).collect();
+        say_throttles(job, &throttles, &budgets[0].learned());
         store.insert_throttles(job, &throttles).await?;
-        store
-            .insert_seconds(job, &ctx.budget.take_seconds(last))
-            .await?;
-        store.save_learned(job, &ctx.budget.learned()).await?;
+        let seconds = Second::merged(budgets.iter().flat_map(|b| b.take_seconds(last)));
+        store.insert_seconds(job, &seconds).await?;
+        // What a run learned is kept for the job as a whole: it fits a job of one target only.
+        if let [only] = budgets[..] {
+            store.save_learned(job, &only.learned()).await?;
+        }
         if last {
             return Ok(());
         }

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, mpsc};
 
 use super::daily::{DailyGate, Pass};
+use super::route::{Routes, Verdict};
 use super::shutdown::Shutdown;
-use crate::budget::Budget;
 use crate::checkpoint::{Finished, PendingRecord, Status};
-use crate::invoke::{CallError, Class, Invoker, Reply, retry};
+use crate::invoke::{CallError, Class, Reply, retry};
 use crate::job::{Job, embed};
 use crate::report::RunStats;
 use crate::report::progress::ProgressMode;
@@ -26,10 +26,8 @@ const PACK_LINGER: Duration = Duration::from_millis(50);
 pub struct Ctx {
     /// The job.
     pub job: Job,
-    /// The client.
-    pub invoker: Invoker,
-    /// The budget.
-    pub budget: Arc<Budget>,
+    /// The targets, each with its client and budget.
+    pub routes: Routes,
     /// Counters.
     pub stats: Arc<RunStats>,
     /// Stop signals.
@@ -104,8 +102,7 @@ async fn take(
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         };
-        let reservation = ctx.budget.reservation(tokens + next.est_tokens, 0);
-        if !ctx.budget.can_ever_admit(reservation) {
+        if !ctx.routes.can_ever_admit(tokens + next.est_tokens, 0) {
             *carried = Some(next);
             break;
         }
@@ -125,11 +122,18 @@ async fn process(ctx: &Ctx, record: PendingRecord) -> Option<Finished> {
             reply,
             attempts,
             started,
+            target,
         } => {
             count(ctx, &reply);
             // Where calls may carry many records, every outcome says how many its call carried.
             let carried = (ctx.records_per_call > 1).then_some(1);
-            Some(done(record.seq, attempts, started, reply, carried))
+            Some(done(
+                record.seq,
+                (attempts, started),
+                reply,
+                carried,
+                target,
+            ))
         }
         Called::Failed(failure) => Some(failure.of(record.seq)),
         Called::Stopped => None,
@@ -147,12 +151,13 @@ async fn process_pack(ctx: &Ctx, pack: Vec<PendingRecord>) -> Vec<Finished> {
         return one_by_one(ctx, pack).await;
     };
     let est: u64 = pack.iter().map(|r| r.est_tokens).sum();
-    let (reply, attempts, started) = match call(ctx, &body, est, 0).await {
+    let (reply, attempts, started, target) = match call(ctx, &body, est, 0).await {
         Called::Replied {
             reply,
             attempts,
             started,
-        } => (reply, attempts, started),
+            target,
+        } => (reply, attempts, started, target),
         Called::Failed(f) if f.permanent => return one_by_one(ctx, pack).await,
         Called::Failed(f) => return pack.iter().map(|r| f.clone().of(r.seq)).collect(),
         Called::Stopped => return Vec::new(),
@@ -176,7 +181,13 @@ async fn process_pack(ctx: &Ctx, pack: Vec<PendingRecord>) -> Vec<Finished> {
                 output_tokens: 0,
                 latency_ms: reply.latency_ms,
             };
-            done(record.seq, attempts, started, part, Some(n as u32))
+            done(
+                record.seq,
+                (attempts, started),
+                part,
+                Some(n as u32),
+                target.clone(),
+            )
         })
         .collect()
 }
@@ -214,11 +225,12 @@ fn shares(total: u64, pack: &[PendingRecord]) -> Vec<u64> {
 
 /// How a call's retries ended.
 enum Called {
-    /// Answered, after `attempts` calls, the first at `started`.
+    /// Answered by `target` (named for a job with several), after `attempts` calls, the first at `started`.
     Replied {
         reply: Reply,
         attempts: u32,
         started: Instant,
+        target: Option<String>,
     },
     /// Failed for good.
     Failed(Failure),
@@ -239,32 +251,39 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
             },
             None => None,
         };
-        let admission = tokio::select! {
+        let admitted = tokio::select! {
             // A stop wins over an admission ready at the same moment: no call starts after a stop.
             biased;
             _ = ctx.shutdown.stop.cancelled() => return Called::Stopped,
-            a = ctx.budget.admit(est_tokens, max_tokens) => a,
+            a = ctx.routes.admit(est_tokens, max_tokens) => a,
+        };
+        // No target left: the last one's error stopped the run.
+        let Some((target, admission)) = admitted else {
+            return Called::Stopped;
         };
         if ctx.shutdown.stop.is_cancelled() {
             return Called::Stopped;
         }
+        let route = ctx.routes.get(target);
         tries.attempts += 1;
         let started = *first_attempt.get_or_insert_with(Instant::now);
         ctx.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = tokio::select! {
             _ = ctx.shutdown.abort.cancelled() => None,
-            r = ctx.invoker.call(request, est_tokens) => Some(r),
+            r = route.invoker.call(request, est_tokens) => Some(r),
         };
         ctx.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         let error = match result {
             None => return Called::Stopped,
             Some(Ok(reply)) => {
                 admission.settle(reply.input_tokens, reply.output_tokens);
+                route.answered();
                 daily_answered(ctx, pass, true);
                 return Called::Replied {
                     reply,
                     attempts: tries.attempts,
                     started,
+                    target: ctx.routes.several().then(|| route.name.clone()),
                 };
             }
             Some(Err(e)) => e,
@@ -273,6 +292,11 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
             admission.throttled(&error.message);
         } else {
             drop(admission);
+        }
+        // A failure of the target rather than of the record: the record goes to another target.
+        if target_failed(ctx, target, &error) {
+            daily_answered(ctx, pass, false);
+            continue;
         }
         if let (Some(gate), Some(pass), true) = (&ctx.daily_gate, pass, is_daily(&error)) {
             // The gate does the waiting; the record is tried again when it opens.
@@ -292,6 +316,59 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Whether `error` from target `i` put the target out of use (dropped for good, or resting) while others serve:
+/// says so once.
+fn target_failed(ctx: &Ctx, i: usize, error: &CallError) -> bool {
+    let route = ctx.routes.get(i);
+    let others = ctx.routes.others_in_use(i);
+    match route.failed(error, others, tokio::time::Instant::now()) {
+        Verdict::Record => false,
+        Verdict::Dropped(reason) => {
+            let left: Vec<&str> = ctx
+                .routes
+                .all()
+                .iter()
+                .filter(|r| r.dropped().is_none())
+                .map(|r| r.name.as_str())
+                .collect();
+            crate::say!(
+                "warning: target {} is dropped for this run ({reason}); the job goes on with {}",
+                route.name,
+                left.join(", ")
+            );
+            true
+        }
+        Verdict::Rests(rest) => {
+            crate::say!(
+                "warning: target {} failed {} calls in a row ({}: {}); the other targets serve for the next {}",
+                route.name,
+                super::route::FAILURES_TO_REST,
+                error.code,
+                brief(&error.message),
+                crate::report::format::duration(rest)
+            );
+            true
+        }
+    }
+}
+
+/// An error message without the client's debug dump of the error that it may end with (`… (DispatchFailure {
+/// … })`), which says nothing more to a reader.
+fn brief(message: &str) -> &str {
+    let dump = |rest: &str| {
+        let name: String = rest
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        name.starts_with(|c: char| c.is_ascii_uppercase())
+            && (rest[name.len()..].starts_with('(') || rest[name.len()..].starts_with(" {"))
+    };
+    message
+        .match_indices(" (")
+        .find(|(i, _)| dump(&message[i + 2..]))
+        .map_or(message, |(i, _)| &message[..i])
 }
 
 /// Bedrock's "Too many tokens per day".
@@ -338,13 +415,23 @@ fn daily_answered(ctx: &Ctx, pass: Option<Pass>, answered: bool) {
     }
 }
 
-/// A record whose reservation can never fit the TPM budget fails at once, without a call.
+/// A record whose reservation can never fit the TPM budget (of any target) fails at once, without a call.
 fn never_admitted(ctx: &Ctx, record: &PendingRecord) -> Option<Finished> {
-    let reservation = ctx.budget.reservation(record.est_tokens, record.max_tokens);
-    if ctx.budget.can_ever_admit(reservation) {
+    if ctx
+        .routes
+        .can_ever_admit(record.est_tokens, record.max_tokens)
+    {
         return None;
     }
-    let tpm = ctx.budget.tpm().unwrap_or_default();
+    let budget = &ctx.routes.get(0).budget;
+    let reservation = budget.reservation(record.est_tokens, record.max_tokens);
+    let tpm = ctx
+        .routes
+        .all()
+        .iter()
+        .filter_map(|r| r.budget.tpm())
+        .max()
+        .unwrap_or_default();
     Some(Finished::failed(
         record.seq,
         0,
@@ -367,13 +454,13 @@ fn count(ctx: &Ctx, reply: &Reply) {
         .fetch_add(reply.output_tokens, Ordering::Relaxed);
 }
 
-/// Record `seq` done with `reply`.
+/// Record `seq` done with `reply`, after `attempts` calls from `started`, answered by `target`.
 fn done(
     seq: u64,
-    attempts: u32,
-    started: Instant,
+    (attempts, started): (u32, Instant),
     reply: Reply,
     call_records: Option<u32>,
+    target: Option<String>,
 ) -> Finished {
     Finished {
         seq,
@@ -387,6 +474,7 @@ fn done(
         // The record's latency: from its first attempt to the reply, retries included.
         latency_ms: started.elapsed().as_millis() as u64,
         call_records,
+        target,
     }
 }
 
@@ -486,5 +574,22 @@ impl Tries {
                 Next::Stop
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_message_is_told_without_the_client_s_debug_dump() {
+        let m = "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error \
+                 111) (DispatchFailure(DispatchFailure { source: ConnectorError { kind: Io } }))";
+        assert_eq!(
+            super::brief(m),
+            "dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(
+            super::brief("Too many requests (slow down)"),
+            "Too many requests (slow down)"
+        );
     }
 }

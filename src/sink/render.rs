@@ -14,6 +14,8 @@ pub struct Layout {
     /// Documents are split into chunks: CSV rows carry each chunk's place in its document (JSONL lines carry
     /// it whenever a record has one).
     pub chunked: bool,
+    /// The job has several targets: CSV rows name the one that answered (JSONL lines do whenever one did).
+    pub targets: bool,
 }
 
 impl Layout {
@@ -22,6 +24,7 @@ impl Layout {
         Layout {
             format: job.output.format,
             chunked: job.input.chunk.is_some(),
+            targets: job.targets.len() > 1,
         }
     }
 }
@@ -75,7 +78,7 @@ pub fn render_part(rows: &[OutputRow], layout: Layout) -> Vec<u8> {
 pub fn render_rows(rows: &[OutputRow], layout: Layout, first: bool) -> Vec<u8> {
     match layout.format {
         OutputFormat::Jsonl => jsonl(rows),
-        OutputFormat::Csv => csv(rows, layout.chunked, first),
+        OutputFormat::Csv => csv(rows, layout, first),
     }
 }
 
@@ -111,6 +114,10 @@ fn jsonl(rows: &[OutputRow]) -> Vec<u8> {
                 if let Some(n) = r.call_records {
                     out.push_str(",\"recordsInCall\":");
                     out.push_str(&n.to_string());
+                }
+                if let Some(t) = &r.target {
+                    out.push_str(",\"target\":");
+                    out.push_str(&json_string(t));
                 }
             }
             _ => {
@@ -156,8 +163,10 @@ pub fn render_delete(record_id: &str, meta: Option<&str>) -> Vec<u8> {
     line.into_bytes()
 }
 
-/// CSV rows, after a header when `first`; with the chunk columns when `chunked`.
-fn csv(rows: &[OutputRow], chunked: bool, first: bool) -> Vec<u8> {
+/// CSV rows, after a header when `first`; with the chunk columns for a chunked job, and the target's last for a
+/// job with several.
+fn csv(rows: &[OutputRow], layout: Layout, first: bool) -> Vec<u8> {
+    let chunked = layout.chunked;
     let mut w = csv::Writer::from_writer(Vec::new());
     if first {
         let mut header = vec!["recordId"];
@@ -172,6 +181,9 @@ fn csv(rows: &[OutputRow], chunked: bool, first: bool) -> Vec<u8> {
             "inputTokens",
             "outputTokens",
         ]);
+        if layout.targets {
+            header.push("target");
+        }
         w.write_record(header).expect("writing to memory");
     }
     for r in rows {
@@ -200,6 +212,9 @@ fn csv(rows: &[OutputRow], chunked: bool, first: bool) -> Vec<u8> {
             r.input_tokens.to_string(),
             r.output_tokens.to_string(),
         ]);
+        if layout.targets {
+            fields.push(r.target.clone().unwrap_or_default());
+        }
         w.write_record(&fields).expect("writing to memory");
     }
     w.into_inner().expect("writing to memory")
@@ -280,6 +295,7 @@ mod tests {
             output_tokens: 2,
             meta: None,
             call_records: None,
+            target: None,
         }
     }
 
@@ -287,6 +303,7 @@ mod tests {
         Layout {
             format,
             chunked: false,
+            targets: false,
         }
     }
 

@@ -15,4 +15,5 @@ mod numbers;
 mod s3;
 mod structure;
 mod submit;
+mod targets;
 mod unattended;

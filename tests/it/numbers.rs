@@ -30,6 +30,8 @@ const JOB_KEYS: &[(&str, &str)] = &[
     ("chunk", "tokens"),
     ("chunk", "overlap"),
     ("model", "dimensions"),
+    ("target", "rpm"),
+    ("target", "tpm"),
 ];
 
 /// Keys of an emulator profile's model table that hold numbers.
@@ -145,6 +147,9 @@ fn job_file(dir: &Path, table: &str, key: &str, value: &str, endpoint: &str) {
         std::fs::create_dir_all(dir.join("docs")).unwrap();
         std::fs::write(dir.join("docs/a.md"), "One.\n").unwrap();
     }
+    if table == "target" {
+        tables.push(("target", String::new()));
+    }
     for (name, body) in &mut tables {
         if *name == table {
             // The key replaces an ordinary line of the same name.
@@ -158,7 +163,11 @@ fn job_file(dir: &Path, table: &str, key: &str, value: &str, endpoint: &str) {
     }
     let mut text = "[job]\nname = \"numbers\"\n".to_string();
     for (name, body) in tables {
-        text.push_str(&format!("[{name}]\n{body}"));
+        // Targets are an array of tables.
+        match name {
+            "target" => text.push_str(&format!("[[target]]\n{body}")),
+            _ => text.push_str(&format!("[{name}]\n{body}")),
+        }
     }
     std::fs::write(dir.join("job.toml"), text).unwrap();
     std::fs::write(
