@@ -540,7 +540,10 @@ impl Tries {
             }
             Class::Transient => {
                 self.transients += 1;
-                if self.transients >= r.max_attempts {
+                // Each target may fail a record's call for reasons of its own (a region down): the record gives
+                // up only after as many tries on each.
+                let targets = ctx.routes.all().len() as u32;
+                if self.transients >= r.max_attempts.saturating_mul(targets) {
                     let message = format!(
                         "gave up after {} attempts: {}",
                         self.attempts, error.message
