@@ -15,7 +15,7 @@ use crate::checkpoint::{CheckpointError, OutcomeStats, Store};
 use crate::error::Error;
 use crate::invoke::Invoker;
 use crate::job::Job;
-use crate::report::plan::{NeverFit, Plan, PlanFacts, compute, render};
+use crate::report::plan::{NeverFit, Plan, PlanFacts, PlanTarget, compute, render};
 use crate::run::submit::s3_client;
 use crate::run::{Connection, Endpoints, Expected, Unread, fill_budget, read_own};
 use crate::source::{self, Item, Record, read_in_batches};
@@ -73,10 +73,21 @@ pub async fn planned_on(
             &owned
         }
     };
-    let (job, account_notes, tpd) = with_account_quotas(connection, job).await;
+    let (job, account_notes, tpd, targets) = match job.targets.len() {
+        1 => {
+            let (job, notes, tpd) = with_account_quotas(connection, job).await;
+            (job, notes, tpd, Vec::new())
+        }
+        _ => {
+            let (job, notes, targets) = targets_quotas(opts, job).await?;
+            (job, notes, None, targets)
+        }
+    };
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
     let (learned, observed) = earlier_run(opts, &job).await?;
+    // What a run learned is kept for jobs of one target only.
+    let learned = learned.filter(|_| targets.is_empty());
     let ratio = learned.map_or(1.0, |l| l.token_ratio);
     let profile = opts.endpoints.expected(&job)?;
     let counter = if opts.exact {
@@ -122,6 +133,7 @@ pub async fn planned_on(
         model_notes: [crate::report::plan::model_notes(&job.model), account_notes].concat(),
         tpd,
         over_context: (0, job.model.facts.context),
+        targets,
     };
     // Every record, read as ingest reads it.
     let batches = read_in_batches(&job, files, s3.as_ref());
@@ -192,6 +204,35 @@ async fn with_account_quotas(
         .find(|q| q.measure == "tpd")
         .map(|q| (q.value.round() as u64, q.code));
     (job, notes, tpd)
+}
+
+/// A job with several targets: each one's quotas (the job file's, else the account's for its model in its
+/// region), lines saying where they came from, and the job with their sums as its budget and their concurrency
+/// together.
+async fn targets_quotas(
+    opts: &PlanOptions,
+    mut job: Job,
+) -> Result<(Job, Vec<String>, Vec<PlanTarget>), Error> {
+    let mut notes = Vec::new();
+    let mut targets = Vec::new();
+    for (i, t) in job.targets.iter().enumerate() {
+        let served = job.for_target(i);
+        let connection = opts.endpoints.connect(&served).await?;
+        let (served, lines, _) = with_account_quotas(&connection, served).await;
+        notes.extend(lines.into_iter().map(|l| format!("target {}: {l}", t.name)));
+        targets.push(PlanTarget {
+            name: t.name.clone(),
+            rpm: served.budget.rpm,
+            tpm: served.budget.tpm,
+        });
+    }
+    job.budget.rpm = targets.iter().map(|t| t.rpm).sum();
+    job.budget.tpm = targets.iter().map(|t| t.tpm).sum();
+    job.budget.max_concurrency = job
+        .budget
+        .max_concurrency
+        .saturating_mul(targets.len() as u32);
+    Ok((job, notes, targets))
 }
 
 /// What an earlier run of this job saw: the rates it learned and its outcomes, if the state database exists

@@ -78,6 +78,20 @@ pub struct PlanFacts {
     pub tpd: Option<(u64, String)>,
     /// Records whose input and `max-tokens` together exceed the model's context window, and that window.
     pub over_context: (u64, Option<u64>),
+    /// A job with several targets: each one's name and quotas (`rpm` and `tpm` above are their sums, and
+    /// `max_concurrency` is theirs together). Empty for a job of one target.
+    pub targets: Vec<PlanTarget>,
+}
+
+/// One target of a job with several, as the plan sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanTarget {
+    /// Its name.
+    pub name: String,
+    /// Its requests per minute, from the job file or the account.
+    pub rpm: Option<u64>,
+    /// Its tokens per minute, likewise.
+    pub tpm: Option<u64>,
 }
 
 /// What the model table adds to the job file, as lines to show before a run or in a plan: warnings first (a
@@ -186,6 +200,9 @@ pub struct Plan {
     pub lower_max_tokens: Option<(u64, f64)>,
     /// What the deadline needs: RPM, TPM, concurrency.
     pub needed: Option<(u64, u64, u64)>,
+    /// A job with several targets: what binds each and the requests per minute it allows, in the order of
+    /// [`PlanFacts::targets`]; `rate` is their sum.
+    pub targets: Vec<(Bound, f64)>,
 }
 
 /// The arithmetic.
@@ -207,20 +224,57 @@ pub fn compute(f: &PlanFacts) -> Plan {
     let rpm_allows = rpm;
     let tpm_allows = tpm.map(|t| t / charge.max(l_min * reservation).max(1.0));
     let concurrency_allows = f.max_concurrency as f64 / l_min;
-    let tpm_bound = if l_min * reservation > charge {
-        Bound::TpmReservations
-    } else {
-        Bound::TpmCharges
+    let binding = |rpm: Option<f64>, tpm_allows: Option<f64>, concurrency_allows: f64| {
+        let tpm_bound = if l_min * reservation > charge {
+            Bound::TpmReservations
+        } else {
+            Bound::TpmCharges
+        };
+        [
+            (Bound::Concurrency, Some(concurrency_allows)),
+            (Bound::Rpm, rpm),
+            (tpm_bound, tpm_allows),
+        ]
+        .into_iter()
+        .filter_map(|(b, allows)| Some((b, allows?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("concurrency is always a candidate")
     };
-    let (bound, rate) = [
-        (Bound::Concurrency, Some(concurrency_allows)),
-        (Bound::Rpm, rpm_allows),
-        (tpm_bound, tpm_allows),
-    ]
-    .into_iter()
-    .filter_map(|(b, allows)| Some((b, allows?)))
-    .min_by(|a, b| a.1.total_cmp(&b.1))
-    .expect("concurrency is always a candidate");
+    let (mut bound, mut rate) = binding(rpm_allows, tpm_allows, concurrency_allows);
+    // Several targets: each is bound by its own limits, and the job gets what they allow together; the bound
+    // named is the one that holds back the most of it.
+    let per_target = concurrency_allows / f.targets.len().max(1) as f64;
+    let targets: Vec<(Bound, f64)> = f
+        .targets
+        .iter()
+        .map(|t| {
+            let by_tokens = t
+                .tpm
+                .map(|t| t as f64 / charge.max(l_min * reservation).max(1.0));
+            binding(t.rpm.map(|r| r as f64), by_tokens, per_target)
+        })
+        .collect();
+    if !targets.is_empty() {
+        rate = targets.iter().map(|(_, a)| a).sum();
+        bound = [
+            Bound::Rpm,
+            Bound::TpmCharges,
+            Bound::TpmReservations,
+            Bound::Concurrency,
+        ]
+        .into_iter()
+        .max_by(|a, b| {
+            let share = |k: Bound| -> f64 {
+                targets
+                    .iter()
+                    .filter(|(b, _)| *b == k)
+                    .map(|(_, r)| r)
+                    .sum()
+            };
+            share(*a).total_cmp(&share(*b))
+        })
+        .expect("four kinds");
+    }
     let sendable = f.records.saturating_sub(f.never_fit_count);
     let wall = Duration::from_secs_f64(sendable as f64 / rate.max(1e-9) * 60.0);
     let cost = f.price.as_ref().map(|(p, _, _)| {
@@ -258,6 +312,7 @@ pub fn compute(f: &PlanFacts) -> Plan {
         cost,
         lower_max_tokens,
         needed,
+        targets,
     }
 }
 
@@ -295,7 +350,10 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         t.push('\n');
     }
     request_lines(&mut t, f, p);
-    limit_lines(&mut t, f, p);
+    match f.targets.is_empty() {
+        true => limit_lines(&mut t, f, p),
+        false => target_lines(&mut t, f, p),
+    }
     let _ = writeln!(
         t,
         "\nexpected time    {} at {} requests/min",
@@ -418,6 +476,35 @@ fn daily_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
             share.ceil() as u64
         );
     }
+}
+
+/// A job with several targets: what each allows and what binds it, and what they allow together.
+fn target_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
+    let _ = writeln!(
+        t,
+        "\nrequests per minute each target allows (each request goes to one with room; concurrency {} a target at \
+         {:.1}s each):",
+        f.max_concurrency / f.targets.len().max(1) as u64,
+        f.latency_s
+    );
+    let quota = |q: Option<u64>| q.map_or("not set".to_string(), int);
+    for (target, (bound, allows)) in f.targets.iter().zip(&p.targets) {
+        let _ = writeln!(
+            t,
+            "  {:<24} RPM {:<10} TPM {:<12} {:>10}  {}",
+            target.name,
+            quota(target.rpm),
+            quota(target.tpm),
+            per_min(*allows),
+            bound.describe()
+        );
+    }
+    let _ = writeln!(
+        t,
+        "  → together: {} requests/min, mostly {}",
+        per_min(p.rate),
+        p.bound.describe()
+    );
 }
 
 /// Requests per minute each limit allows, and which one binds.
@@ -563,6 +650,7 @@ mod tests {
             model_notes: Vec::new(),
             tpd: None,
             over_context: (0, Some(200_000)),
+            targets: Vec::new(),
         }
     }
 

@@ -200,3 +200,61 @@ async fn when_every_target_is_dropped_the_run_stops_resumably_and_a_fixed_job_fi
     let (n, counts) = by_target(&t);
     assert_eq!((n, counts.get("b").copied()), (20, Some(20)), "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_what_each_region_allows_and_what_they_allow_together() {
+    let (east, west) = (region(300, true).await, region(120, true).await);
+    let t = job(
+        50,
+        &[
+            ("east", "us-east-1", &east.endpoint()),
+            ("west", "us-west-2", &west.endpoint()),
+        ],
+    );
+    // No budget in the job: each region's quota comes from its own Service Quotas.
+    let text = std::fs::read_to_string(t.path().join("job.toml"))
+        .unwrap()
+        .replace("[budget]\nrpm = 600\n", "");
+    t.write("job.toml", text);
+    let out = t.command(&["plan", "job.toml"]).output().await.unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{plan}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        plan.contains("target east: RPM 300 from Service Quotas"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("target west: RPM 120 from Service Quotas"),
+        "{plan}"
+    );
+    let row = |name: &str| {
+        plan.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {plan}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        row("east").contains("RPM 300 TPM not set 300 RPM-bound"),
+        "{plan}"
+    );
+    assert!(
+        row("west").contains("RPM 120 TPM not set 120 RPM-bound"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("→ together: 420 requests/min, mostly RPM-bound"),
+        "{plan}"
+    );
+    // 50 records at 420 a minute.
+    assert!(
+        plan.contains("expected time    7.1s at 420 requests/min"),
+        "{plan}"
+    );
+}
