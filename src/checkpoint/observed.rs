@@ -81,16 +81,36 @@ fn merge() -> String {
     format!(" ON CONFLICT (job, at_s) DO UPDATE SET {}", set.join(", "))
 }
 
+/// What one target of a job with several answered, over all its runs.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TargetStats {
+    /// The target's name.
+    pub name: String,
+    /// Records it answered.
+    pub answered: u64,
+    /// Their input tokens.
+    pub input_tokens: u64,
+    /// Their output tokens.
+    pub output_tokens: u64,
+    /// Median latency of its answers, milliseconds (retries on other targets included).
+    pub p50_ms: u64,
+    /// 99th percentile, likewise.
+    pub p99_ms: u64,
+    /// Throttles it returned.
+    pub throttles: u64,
+}
+
 impl Store {
-    /// Records throttles.
+    /// Records throttles, of `target` in a job with several.
     pub async fn insert_throttles(
         &self,
-        job: &str,
+        (job, target): (&str, Option<&str>),
         events: &[ThrottleEvent],
     ) -> Result<(), CheckpointError> {
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO throttles (job, at_ms, kind, message, cut, rpm_level, tpm_level, rpm_rate, tpm_rate) ",
+                "INSERT INTO throttles (job, at_ms, kind, message, cut, rpm_level, tpm_level, rpm_rate, tpm_rate, \
+                 target) ",
             );
             b.push_values(chunk, |mut row, e| {
                 row.push_bind(job.to_string())
@@ -101,7 +121,8 @@ impl Store {
                     .push_bind(e.rpm_level)
                     .push_bind(e.tpm_level)
                     .push_bind(e.rpm_rate)
-                    .push_bind(e.tpm_rate);
+                    .push_bind(e.tpm_rate)
+                    .push_bind(target);
             });
             b.build()
                 .persistent(false)
@@ -110,6 +131,34 @@ impl Store {
                 .map_err(failed_to("record throttles"))?;
         }
         Ok(())
+    }
+
+    /// A job with several targets: what each one answered, and its throttles, by target name.
+    pub async fn by_target(&self, job: &str) -> Result<Vec<TargetStats>, CheckpointError> {
+        sqlx::query_as(
+            "WITH answered AS (SELECT target, latency_ms, input_tokens, output_tokens, \
+               row_number() OVER (PARTITION BY target ORDER BY latency_ms) AS i, \
+               count(*) OVER (PARTITION BY target) AS n \
+               FROM outcomes WHERE job = ?1 AND target IS NOT NULL), \
+             per AS (SELECT target, count(*) AS answered, sum(input_tokens) AS input_tokens, \
+               sum(output_tokens) AS output_tokens, \
+               max(CASE WHEN i = (n + 1) / 2 THEN latency_ms END) AS p50_ms, \
+               max(CASE WHEN i = (n * 99 + 99) / 100 THEN latency_ms END) AS p99_ms \
+               FROM answered GROUP BY target), \
+             thr AS (SELECT target, count(*) AS throttles FROM throttles WHERE job = ?1 AND target IS NOT NULL \
+               GROUP BY target) \
+             SELECT t.target AS name, coalesce(p.answered, 0) AS answered, \
+               coalesce(p.input_tokens, 0) AS input_tokens, coalesce(p.output_tokens, 0) AS output_tokens, \
+               coalesce(p.p50_ms, 0) AS p50_ms, coalesce(p.p99_ms, 0) AS p99_ms, \
+               coalesce(h.throttles, 0) AS throttles \
+             FROM (SELECT target FROM per UNION SELECT target FROM thr) t \
+             LEFT JOIN per p ON p.target = t.target LEFT JOIN thr h ON h.target = t.target ORDER BY t.target",
+        )
+        .bind(job)
+        .persistent(false)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed_to("sum up the job's targets"))
     }
 
     /// Throttles by quota: `(rpm, tpm, tpd)`.
@@ -241,7 +290,7 @@ mod tests {
             event(ThrottleKind::Tpm),
             event(ThrottleKind::Tpd),
         ];
-        store.insert_throttles("j", &events).await.unwrap();
+        store.insert_throttles(("j", None), &events).await.unwrap();
         assert_eq!(store.throttle_counts("j").await.unwrap(), (1, 2, 1));
     }
 }

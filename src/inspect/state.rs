@@ -228,6 +228,7 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
         errors: store.errors_by_code(&key).await?,
         learned: store.learned(&key).await?,
         deadline: opts.deadline,
+        targets: store.by_target(&key).await?,
     };
     store.close().await;
     let diagnosis = diagnose::diagnose(&facts);

@@ -10,7 +10,7 @@ use super::format::{int, money, round_up};
 use crate::budget::LearnedRates;
 use crate::budget::Second;
 use crate::catalogue::Price;
-use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow};
+use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow, TargetStats};
 
 /// Everything the report is made from.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,8 @@ pub struct ReportFacts {
     pub price: Option<(Price, String, String)>,
     /// `--deadline`: what quota finishes the job in this time.
     pub deadline: Option<Duration>,
+    /// A job with several targets: what each answered (empty for a job of one).
+    pub targets: Vec<TargetStats>,
 }
 
 /// The numbers the diagnosis rests on.
@@ -474,6 +476,7 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
         cost
     );
     budget_lines(&mut t, f, d);
+    target_lines(&mut t, f);
     failures(&mut t, f);
     let _ = writeln!(t, "\ndiagnosis: {}", d.verdict);
     if !d.recommendations.is_empty() {
@@ -483,6 +486,41 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
         }
     }
     t
+}
+
+/// A job with several targets: what each answered, its throttles, latency and tokens, and what they cost at the
+/// job's model price.
+fn target_lines(t: &mut String, f: &ReportFacts) {
+    if f.targets.is_empty() {
+        return;
+    }
+    let answered: u64 = f.targets.iter().map(|x| x.answered).sum();
+    let _ = writeln!(
+        t,
+        "  targets     {} (answered, share, throttles, latency median / p99, tokens in / out{})",
+        f.targets.len(),
+        if f.price.is_some() { ", cost" } else { "" }
+    );
+    for x in &f.targets {
+        let cost = f.price.as_ref().map_or(String::new(), |(p, currency, _)| {
+            let amount =
+                (x.input_tokens as f64 * p.input + x.output_tokens as f64 * p.output) / 1e6;
+            format!(", {}", money(amount, currency))
+        });
+        let _ = writeln!(
+            t,
+            "    {:<22} {:>9} {:>4.0} %  {:>5} throttle{}  {} / {}  in {} / out {}{cost}",
+            x.name,
+            int(x.answered),
+            100.0 * x.answered as f64 / answered.max(1) as f64,
+            int(x.throttles),
+            if x.throttles == 1 { " " } else { "s" },
+            duration(Duration::from_millis(x.p50_ms)),
+            duration(Duration::from_millis(x.p99_ms)),
+            int(x.input_tokens),
+            int(x.output_tokens),
+        );
+    }
 }
 
 /// Throughput, budget, throttles, max-tokens and calls: how the quota was used.
@@ -690,6 +728,7 @@ mod tests {
             }),
             price: None,
             deadline: None,
+            targets: Vec::new(),
         }
     }
 

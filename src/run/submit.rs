@@ -837,10 +837,12 @@ async fn record(ctx: Arc<worker::Ctx>, store: Store, done: CancellationToken) ->
         };
         let job = &ctx.job.name;
         let budgets: Vec<&Arc<Budget>> = ctx.routes.all().iter().map(|r| &r.budget).collect();
-        let throttles: Vec<ThrottleEvent> =
-            budgets.iter().flat_map(|b| b.take_throttles()).collect();
-        say_throttles(job, &throttles, &budgets[0].learned());
-        store.insert_throttles(job, &throttles).await?;
+        for route in ctx.routes.all() {
+            let throttles = route.budget.take_throttles();
+            let target = ctx.routes.several().then_some(route.name.as_str());
+            say_throttles((job, target), &throttles, &route.budget.learned());
+            store.insert_throttles((job, target), &throttles).await?;
+        }
         let seconds = Second::merged(budgets.iter().flat_map(|b| b.take_seconds(last)));
         store.insert_seconds(job, &seconds).await?;
         // What a run learned is kept for the job as a whole: it fits a job of one target only.
@@ -855,7 +857,11 @@ async fn record(ctx: Arc<worker::Ctx>, store: Store, done: CancellationToken) ->
 
 /// The `throttles` event of a JSON log: the throttles since the last one (every few seconds while there are
 /// any), by quota, and the rates the budget holds after them.
-fn say_throttles(job: &str, throttles: &[ThrottleEvent], learned: &LearnedRates) {
+fn say_throttles(
+    (job, target): (&str, Option<&str>),
+    throttles: &[ThrottleEvent],
+    learned: &LearnedRates,
+) {
     if throttles.is_empty() {
         return;
     }
@@ -863,7 +869,7 @@ fn say_throttles(job: &str, throttles: &[ThrottleEvent], learned: &LearnedRates)
     crate::say::event(
         "throttles",
         serde_json::json!({
-            "job": job, "rpm": of(ThrottleKind::Rpm), "tpm": of(ThrottleKind::Tpm), "tpd": of(ThrottleKind::Tpd),
+            "job": job, "target": target, "rpm": of(ThrottleKind::Rpm), "tpm": of(ThrottleKind::Tpm), "tpd": of(ThrottleKind::Tpd),
             "cuts": throttles.iter().filter(|t| t.cut).count(),
             "rpm_rate": learned.rpm_rate, "tpm_rate": learned.tpm_rate,
             "last_message": throttles.last().map(|t| t.message.as_str()),

@@ -97,6 +97,26 @@ async fn two_regions_share_the_records_and_each_line_names_the_one_that_answered
         succeeded(&east) > 0 && succeeded(&west) > 0,
         "one region did everything: {counts:?}"
     );
+    // The report breaks the job down by target: what each answered, as each region counted it.
+    let out = t.command(&["report", "job.toml"]).output().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("  targets     2 (answered, share, throttles"),
+        "{report}"
+    );
+    for (name, emu) in [("east", &east), ("west", &west)] {
+        let row = report
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {report}"));
+        let answered: u64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(answered, succeeded(emu), "{row}");
+        let throttled = emu.stats().models[HAIKU].totals.throttled_rpm;
+        assert!(
+            row.contains(&format!(" {throttled} throttle")),
+            "{throttled} throttled by {name}: {row}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
