@@ -250,6 +250,7 @@ mod tests {
             latency_ms: 5,
             call_records: None,
             target: None,
+            tier: None,
         }
     }
 

@@ -63,6 +63,8 @@ pub struct Finished {
     pub call_records: Option<u32>,
     /// The target whose call answered it, for a job with several.
     pub target: Option<String>,
+    /// The service tier that served its call, when the call named one.
+    pub tier: Option<String>,
 }
 
 impl Finished {
@@ -80,6 +82,7 @@ impl Finished {
             latency_ms: 0,
             call_records: None,
             target: None,
+            tier: None,
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct OutputRow {
     pub call_records: Option<u32>,
     /// The target whose call answered it, for a job with several.
     pub target: Option<String>,
+    /// The service tier that served its call, when the call named one.
+    pub tier: Option<String>,
 }
 
 /// The SELECT of an [`OutputRow`] (records joined to their outcomes, `r` and `o`), for a `WHERE` to follow.
@@ -117,7 +122,7 @@ macro_rules! output_row_select {
     () => {
         "SELECT r.record_id, r.request, o.status, CASE WHEN o.status = 'done' THEN coalesce(o.result, \
          (SELECT a.result FROM answers a WHERE a.hash = r.request_hash)) END AS result, o.error_code, o.error_message, \
-         o.input_tokens, o.output_tokens, r.meta, o.call_records, o.target \
+         o.input_tokens, o.output_tokens, r.meta, o.call_records, o.target, o.tier \
          FROM records r JOIN outcomes o ON o.job = r.job AND o.seq = r.seq "
     };
 }
@@ -230,7 +235,7 @@ impl Store {
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, \
-                 input_tokens, output_tokens, latency_ms, finished_at, call_records, target) ",
+                 input_tokens, output_tokens, latency_ms, finished_at, call_records, target, tier) ",
             );
             b.push_values(chunk, |mut row, o| {
                 row.push_bind(job.to_string())
@@ -245,7 +250,8 @@ impl Store {
                     .push_bind(o.latency_ms as i64)
                     .push_bind(t)
                     .push_bind(o.call_records.map(i64::from))
-                    .push_bind(o.target.clone());
+                    .push_bind(o.target.clone())
+                    .push_bind(o.tier.clone());
             });
             b.push(" ON CONFLICT DO NOTHING");
             b.build()
@@ -451,6 +457,7 @@ mod tests {
             latency_ms,
             call_records: None,
             target: None,
+            tier: None,
         }
     }
 
@@ -522,6 +529,7 @@ mod tests {
                 meta: None,
                 call_records: None,
                 target: None,
+                tier: None,
             }
         );
         let rows = store.output_rows("j", 699..702).await.unwrap();

@@ -83,6 +83,31 @@ pub struct ModelProfile {
     /// The model's name in its Service Quotas quota names ("Anthropic Claude 3 Haiku"); left out, one is made
     /// from the model id.
     pub display_name: Option<String>,
+    /// The service tiers the model offers besides `default` (`flex`, `priority`): a request for another answers
+    /// ValidationException, as Bedrock does for a model without it. One quota serves every tier (AWS: "Your
+    /// on-demand quota for a model is shared across all service tiers").
+    pub service_tiers: Vec<String>,
+    /// Latency of a Flex reply against a default one: Flex requests wait behind others (AWS: "requests may see
+    /// increased latency").
+    pub flex_latency: f64,
+    /// Latency of a Priority reply against a default one (AWS: "up to 25% better output tokens per second").
+    pub priority_latency: f64,
+}
+
+impl ModelProfile {
+    /// Whether the model serves `tier` (`default` always).
+    pub fn offers(&self, tier: &str) -> bool {
+        tier == "default" || self.service_tiers.iter().any(|t| t == tier)
+    }
+
+    /// How much longer than a default reply a reply in `tier` takes.
+    pub fn tier_latency(&self, tier: Option<&str>) -> f64 {
+        match tier {
+            Some("flex") => self.flex_latency,
+            Some("priority") => self.priority_latency,
+            _ => 1.0,
+        }
+    }
 }
 
 /// A simulated second client on the same quota, taking `high` of the refill for the first half of every
@@ -161,6 +186,9 @@ impl Default for ModelProfile {
             neighbour: None,
             quota_changes: Vec::new(),
             display_name: None,
+            service_tiers: Vec::new(),
+            flex_latency: 2.0,
+            priority_latency: 0.8,
         }
     }
 }
@@ -434,6 +462,7 @@ impl EmulatorConfig {
             check_quota_and_tokens(m, &key)?;
             check_latency_and_faults(m, &key)?;
             check_quota_changes(m, &key)?;
+            check_tiers(m, &key)?;
         }
         if let Some(after) = self.service_quotas.approve_after_s
             && !(after.is_finite() && after >= 0.0)
@@ -502,6 +531,34 @@ fn check_quota_and_tokens(
                 m.output_tokens.min, m.output_tokens.max
             ),
         ));
+    }
+    Ok(())
+}
+
+/// A profile's service tiers: names Bedrock has, and latency factors that are positive numbers.
+fn check_tiers(m: &ModelProfile, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if let Some(t) = m
+        .service_tiers
+        .iter()
+        .find(|t| !["flex", "priority", "reserved"].contains(&t.as_str()))
+    {
+        return Err(invalid(
+            &key("service-tiers"),
+            &format!(
+                "{t:?} is not a service tier; list \"flex\", \"priority\" or \"reserved\" (\"default\" is always served)"
+            ),
+        ));
+    }
+    for (v, field) in [
+        (m.flex_latency, "flex-latency"),
+        (m.priority_latency, "priority-latency"),
+    ] {
+        if !(v.is_finite() && v > 0.0 && v <= 1000.0) {
+            return Err(invalid(
+                &key(field),
+                "must be a factor above 0 and at most 1000",
+            ));
+        }
     }
     Ok(())
 }

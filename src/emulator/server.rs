@@ -401,6 +401,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply
         shared
             .service_quotas
             .live_profile(&shared.config, &model_id, profile, shared.uptime_s());
+    // InvokeModel names its service tier in a header (Converse in its body).
+    let tier_header = req
+        .headers()
+        .get("x-amzn-bedrock-service-tier")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -423,7 +429,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply
             });
         }
         Operation::Converse => wire::parse_converse(&body),
-        Operation::Invoke => wire::parse_invoke(&body),
+        Operation::Invoke => wire::parse_invoke(&body).map(|call| wire::Call {
+            tier: tier_header,
+            ..call
+        }),
     };
     let request = Routed {
         shared,
@@ -477,6 +486,16 @@ impl Routed {
             return Err(ErrorReply::new(
                 ErrorKind::AccessDenied,
                 "You don't have access to the model with the specified model ID.",
+            ));
+        }
+        // Bedrock's exact wording for a tier the model lacks is not documented; this one names the tier.
+        if let Some(tier) = call.tier.as_deref().filter(|t| !p.offers(t)) {
+            return Err(ErrorReply::new(
+                ErrorKind::Validation,
+                format!(
+                    "The model {} does not support the {tier} service tier. Try again with the default service tier.",
+                    self.model_id
+                ),
             ));
         }
         let max_tokens = if call.shape.generates() {
@@ -626,6 +645,7 @@ impl Routed {
                 Shape::CohereEmbedding { texts, .. } => texts.len() as u64,
                 _ => 1,
             },
+            tier: call.tier.clone(),
             charge_on_drop: true,
         };
         if let Some(f) = after {
@@ -640,7 +660,8 @@ impl Routed {
             return Err(Abort);
         }
         let l = &self.profile.latency;
-        let base = l.first_token_ms + l.per_token_ms * reply.output_tokens as f64;
+        let base = (l.first_token_ms + l.per_token_ms * reply.output_tokens as f64)
+            * self.profile.tier_latency(call.tier.as_deref());
         let delay_ms = base * (1.0 + l.jitter * (2.0 * jitter_draw - 1.0));
         if delay_ms > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(delay_ms / 1000.0)).await;
@@ -680,8 +701,12 @@ impl Routed {
             latency_ms,
             dimensions: self.profile.embedding_dimensions,
         };
-        let mut body = serde_json::to_vec(&wire::reply_body(&call.shape, &call.prompt, &outcome))
-            .expect("reply serializes");
+        let mut value = wire::reply_body(&call.shape, &call.prompt, &outcome);
+        // The tier that served the call, when one was asked for: Converse in its body, InvokeModel in a header.
+        if let (Some(tier), Operation::Converse) = (&call.tier, self.op) {
+            value["serviceTier"] = json!({ "type": tier });
+        }
+        let mut body = serde_json::to_vec(&value).expect("reply serializes");
         if malformed {
             body.truncate(body.len() / 2);
         }
@@ -700,6 +725,13 @@ impl Routed {
                 "x-amzn-bedrock-invocation-latency",
                 HeaderValue::from(latency_ms),
             );
+            if let Some(tier) = call
+                .tier
+                .as_deref()
+                .and_then(|t| HeaderValue::from_str(t).ok())
+            {
+                headers.insert("x-amzn-bedrock-service-tier", tier);
+            }
         }
         resp
     }
@@ -730,6 +762,8 @@ struct InFlight {
     output_tokens: u64,
     /// Texts embedded (a Cohere call carries up to 96), else 1.
     items: u64,
+    /// The service tier asked for.
+    tier: Option<String>,
     charge_on_drop: bool,
 }
 
@@ -761,6 +795,9 @@ impl InFlight {
                 c.succeeded += u64::from(succeeded);
                 c.succeeded_items += if succeeded { items } else { 0 };
             });
+            if let (true, Some(tier)) = (succeeded, self.tier.take()) {
+                *m.stats.answered_by_tier.entry(tier).or_default() += 1;
+            }
         } else {
             m.quota.release(reservation, now);
         }

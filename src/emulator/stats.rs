@@ -63,6 +63,9 @@ pub struct ModelStats {
     pub max_in_flight: u64,
     /// Injected faults by kind.
     pub faults_by_kind: BTreeMap<String, u64>,
+    /// Requests answered in a service tier they asked for, by tier (requests that named none are not counted).
+    #[serde(default)]
+    pub answered_by_tier: BTreeMap<String, u64>,
     /// Per-second counts, one entry per second with activity, oldest first; the last day is kept.
     pub series: VecDeque<ActiveSecond>,
 }

@@ -187,6 +187,9 @@ pub struct Call {
     pub temperature: Option<f64>,
     /// The request's shape, which decides the reply's shape.
     pub shape: Shape,
+    /// The service tier asked for: Converse's `serviceTier.type`, InvokeModel's `X-Amzn-Bedrock-Service-Tier`
+    /// header (set by the server, which reads headers).
+    pub tier: Option<String>,
 }
 
 const TOKENS_PER_MESSAGE: u64 = 3;
@@ -218,6 +221,14 @@ struct ConverseBody {
     #[serde(default)]
     system: Vec<TextBlock>,
     inference_config: Option<InferenceConfig>,
+    service_tier: Option<TierBody>,
+}
+
+/// Converse's `serviceTier`: `{"type": "flex"}`.
+#[derive(Deserialize)]
+struct TierBody {
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +284,7 @@ fn converse_call(req: ConverseBody) -> Result<Call, ErrorReply> {
         max_tokens: config.as_ref().and_then(|c| c.max_tokens),
         temperature: config.and_then(|c| c.temperature),
         shape: Shape::Converse,
+        tier: req.service_tier.map(|t| t.kind),
     })
 }
 
@@ -311,6 +323,7 @@ pub fn parse_invoke(body: &[u8]) -> Result<Call, ErrorReply> {
             max_tokens: Some(max_tokens),
             temperature: obj.get("temperature").and_then(Value::as_f64),
             shape: Shape::AnthropicMessages,
+            tier: None,
         });
     }
     if obj.contains_key("inputText") || obj.contains_key("texts") {
@@ -328,6 +341,7 @@ pub fn parse_invoke(body: &[u8]) -> Result<Call, ErrorReply> {
             max_tokens,
             temperature: obj.get("temperature").and_then(Value::as_f64),
             shape: Shape::Prompt,
+            tier: None,
         });
     }
     Err(malformed())
@@ -404,6 +418,7 @@ fn embedding_call(p: PromptBuilder, shape: Shape) -> Call {
         max_tokens: None,
         temperature: None,
         shape,
+        tier: None,
     }
 }
 

@@ -1,5 +1,7 @@
 //! The Bedrock Runtime client and one call.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
@@ -12,12 +14,12 @@ use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ConversationRole, ConverseOutput as OutputUnion, ConverseTokensRequest,
     CountTokensInput, InferenceConfiguration, InvokeModelTokensRequest, Message,
-    SystemContentBlock,
+    ServiceTier as SdkServiceTier, ServiceTierType, SystemContentBlock,
 };
 use serde_json::{Value, json};
 
 use super::classify::{CallError, Class, classify};
-use crate::job::{Api, Job};
+use crate::job::{Api, Job, ServiceTier};
 
 /// The client could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,8 @@ pub struct Reply {
     pub output_tokens: u64,
     /// Wall time of the call.
     pub latency_ms: u64,
+    /// The service tier that served the call, when the reply says (it does when one was asked for).
+    pub tier: Option<String>,
 }
 
 /// Sends one job's requests.
@@ -49,7 +53,18 @@ pub struct Invoker {
     client: Client,
     model_id: String,
     api: Api,
+    /// The service tier calls name (see [`TIERS`]; 0 for none); shared by clones, so that dropping it (a model
+    /// that does not offer it) holds for every call from then on.
+    tier: Arc<AtomicU8>,
 }
+
+/// The tiers an [`Invoker`] names, by their index in its `tier` (0: none).
+const TIERS: [Option<ServiceTier>; 4] = [
+    None,
+    Some(ServiceTier::Default),
+    Some(ServiceTier::Flex),
+    Some(ServiceTier::Priority),
+];
 
 // Connecting to a regional endpoint takes milliseconds; a connect that hangs is a network problem to retry.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,11 +131,26 @@ impl Invoker {
                     .build(),
             )
             .build();
+        let tier = TIERS
+            .iter()
+            .position(|t| *t == job.model.service_tier)
+            .unwrap_or(0);
         Ok(Invoker {
             client: Client::from_conf(config),
             model_id: job.model.id.clone(),
             api: job.model.api,
+            tier: Arc::new(AtomicU8::new(tier as u8)),
         })
+    }
+
+    /// The service tier calls name, if any.
+    pub fn tier(&self) -> Option<ServiceTier> {
+        TIERS[usize::from(self.tier.load(Ordering::Relaxed)).min(TIERS.len() - 1)]
+    }
+
+    /// Calls name no service tier from now on (Bedrock serves the default). Returns whether they named one.
+    pub fn drop_tier(&self) -> bool {
+        self.tier.swap(0, Ordering::Relaxed) != 0
     }
 
     /// Sends one request body (as stored in the checkpoint) and returns the reply or the classified error.
@@ -131,6 +161,12 @@ impl Invoker {
                 let body: Value = serde_json::from_str(request)
                     .map_err(|e| permanent(format!("stored request is not JSON: {e}")))?;
                 let (messages, system, config) = converse_parts(&body)?;
+                let tier = self.tier().map(|t| {
+                    SdkServiceTier::builder()
+                        .r#type(ServiceTierType::from(t.as_str()))
+                        .build()
+                        .expect("a tier has its type")
+                });
                 let out = self
                     .client
                     .converse()
@@ -138,6 +174,7 @@ impl Invoker {
                     .set_messages(Some(messages))
                     .set_system(system)
                     .inference_config(config)
+                    .set_service_tier(tier)
                     .send()
                     .await
                     .map_err(classify)?;
@@ -151,6 +188,7 @@ impl Invoker {
                     .content_type("application/json")
                     .accept("application/json")
                     .body(Blob::new(request.as_bytes().to_vec()))
+                    .set_service_tier(self.tier().map(|t| ServiceTierType::from(t.as_str())))
                     .send()
                     .await
                     .map_err(classify)?;
@@ -163,6 +201,7 @@ impl Invoker {
                     input_tokens: input,
                     output_tokens: output,
                     latency_ms: started.elapsed().as_millis() as u64,
+                    tier: out.service_tier().map(|t| t.as_str().to_string()),
                 })
             }
         }
@@ -283,6 +322,7 @@ fn converse_reply(out: &ConverseOutput, elapsed: Duration) -> Reply {
         input_tokens: input,
         output_tokens: output,
         latency_ms: elapsed.as_millis() as u64,
+        tier: out.service_tier().map(|t| t.r#type().as_str().to_string()),
     }
 }
 

@@ -269,6 +269,8 @@ fn model_table(
         facts,
         listed,
         embed: embed_settings(c, m)?,
+        service_tier: m.service_tier,
+        unsupported_tier: m.unsupported_tier,
     };
     Ok(model)
 }

@@ -20,4 +20,4 @@ pub use location::Location;
 pub use settings::{
     BurndownFrom, ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings, Target,
 };
-pub use spec::{Api, InputFormat, OnDailyQuota, OutputFormat};
+pub use spec::{Api, InputFormat, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier};

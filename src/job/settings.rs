@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::embed::EmbedSettings;
 use super::location::Location;
-use super::spec::{Api, InputFormat, OnDailyQuota, OutputFormat};
+use super::spec::{Api, InputFormat, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier};
 use crate::catalogue::ModelFacts;
 use crate::s3::S3Settings;
 
@@ -58,6 +58,8 @@ pub struct Target {
     pub rpm: Option<u64>,
     /// Tokens per minute, when the job states it.
     pub tpm: Option<u64>,
+    /// The service tier its calls name, if any.
+    pub service_tier: Option<ServiceTier>,
 }
 
 /// `[model]`, checked.
@@ -94,6 +96,13 @@ pub struct ModelSettings {
     /// `api = "embed"`: the family and what is asked of it. Left out of the fingerprint for other APIs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embed: Option<EmbedSettings>,
+    /// The service tier calls name, if any. Not part of the fingerprint: it changes price and speed, not what is
+    /// asked.
+    #[serde(skip)]
+    pub service_tier: Option<ServiceTier>,
+    /// What a run does when a model does not offer `service_tier`.
+    #[serde(skip)]
+    pub unsupported_tier: UnsupportedTier,
 }
 
 /// Where a model's output burndown came from.
@@ -231,6 +240,7 @@ impl Job {
         job.endpoint = t.endpoint.clone();
         job.budget.rpm = t.rpm;
         job.budget.tpm = t.tpm;
+        job.model.service_tier = t.service_tier;
         job.targets = vec![t.clone()];
         job
     }

@@ -75,6 +75,8 @@ pub struct TargetTable {
     pub rpm: Option<Spanned<u64>>,
     /// Tokens per minute of this target's quota [default: `budget.tpm`, else the account's, else learned].
     pub tpm: Option<Spanned<u64>>,
+    /// This target's service tier [default: `model.service-tier`].
+    pub service_tier: Option<ServiceTier>,
 }
 
 /// `[chunk]`: documents split into chunks by tokens (counted with tiktoken `cl100k_base`, as the budget counts).
@@ -149,6 +151,48 @@ pub struct ModelTable {
     pub system: Option<String>,
     /// Quota tokens charged per output token [default: the model table's value for the model, else 1].
     pub output_burndown: Option<Spanned<u32>>,
+    /// Bedrock's service tier for every call: `flex` (a discount, for calls that may wait longer), `priority` (a
+    /// premium, for faster replies) or `default`; left out, none is named and Bedrock serves the default. Each
+    /// `[[target]]` may name its own.
+    pub service_tier: Option<ServiceTier>,
+    /// When a model does not offer `service-tier` (Bedrock answers ValidationException): `use-default` (the
+    /// default, with a warning: the target's calls go on in the default tier) or `stop` the run, resumably.
+    #[serde(default)]
+    pub unsupported_tier: UnsupportedTier,
+}
+
+/// A Bedrock service tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceTier {
+    /// Standard inference.
+    Default,
+    /// Discounted; served after other tiers when demand is high.
+    Flex,
+    /// At a premium; served before other tiers.
+    Priority,
+}
+
+impl ServiceTier {
+    /// The name Bedrock uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceTier::Default => "default",
+            ServiceTier::Flex => "flex",
+            ServiceTier::Priority => "priority",
+        }
+    }
+}
+
+/// `model.unsupported-tier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnsupportedTier {
+    /// Go on in the default tier, with a warning.
+    #[default]
+    UseDefault,
+    /// Stop the run, resumably.
+    Stop,
 }
 
 /// How input records are read.

@@ -25,6 +25,7 @@ pub(super) fn targets(
             endpoint: endpoint.clone(),
             rpm: budget.rpm,
             tpm: budget.tpm,
+            service_tier: model.service_tier,
         }]);
     }
     let mut targets = Vec::with_capacity(tables.len());
@@ -109,6 +110,7 @@ fn target(
         endpoint: own_endpoint.unwrap_or_else(|| endpoint.clone()),
         rpm: rpm.or(budget.rpm),
         tpm: tpm.or(budget.tpm),
+        service_tier: t.service_tier.or(model.service_tier),
     })
 }
 
@@ -172,6 +174,7 @@ mod tests {
                 endpoint: Endpoint::Aws,
                 rpm: None,
                 tpm: Some(5000),
+                service_tier: None,
             }]
         );
         // The job as its one target serves it is the job.

@@ -180,6 +180,7 @@ async fn process_pack(ctx: &Ctx, pack: Vec<PendingRecord>) -> Vec<Finished> {
                 input_tokens,
                 output_tokens: 0,
                 latency_ms: reply.latency_ms,
+                tier: reply.tier.clone(),
             };
             done(
                 record.seq,
@@ -293,6 +294,15 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
         } else {
             drop(admission);
         }
+        // A tier the model does not offer: the record goes again in the default tier, or the run stops.
+        match tier_refused(ctx, target, &error) {
+            Some(true) => {
+                daily_answered(ctx, pass, false);
+                continue;
+            }
+            Some(false) => return Called::Stopped,
+            None => {}
+        }
         // A failure of the target rather than of the record: the record goes to another target.
         if target_failed(ctx, target, &error) {
             daily_answered(ctx, pass, false);
@@ -316,6 +326,52 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Whether `error` says target `i`'s model does not offer the service tier its calls name: `Some(true)` when
+/// its calls go on in the default tier (`model.unsupported-tier = "use-default"`, said once), `Some(false)` when
+/// the run stops on it (`"stop"`), `None` when the error is about something else.
+fn tier_refused(ctx: &Ctx, i: usize, error: &CallError) -> Option<bool> {
+    let route = ctx.routes.get(i);
+    // The tier the job names for the target, not the one its calls name now: a call sent before another's
+    // refusal dropped the tier is refused too, and goes again like the first.
+    let tier = ctx.job.targets[i].service_tier?;
+    let about_tier = error.code == "ValidationException"
+        && error.message.to_ascii_lowercase().contains("service tier");
+    if !about_tier {
+        return None;
+    }
+    if ctx.job.model.unsupported_tier == crate::job::UnsupportedTier::Stop {
+        let stop = CallError {
+            class: Class::Fatal,
+            message: format!(
+                "{} (model.service-tier = \"{}\" and model.unsupported-tier = \"stop\"; choose another tier, or \
+                 \"use-default\" to go on in the default tier)",
+                error.message,
+                tier.as_str()
+            ),
+            ..error.clone()
+        };
+        ctx.fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(stop);
+        ctx.shutdown.stop.cancel();
+        return Some(false);
+    }
+    if route.invoker.drop_tier() {
+        let whose = match ctx.routes.several() {
+            true => format!("target {}", route.name),
+            false => format!("model {}", ctx.job.model.id),
+        };
+        crate::say!(
+            "warning: {whose} does not offer the {} service tier ({}); its calls go on in the default tier \
+             (model.unsupported-tier = \"stop\" stops instead)",
+            tier.as_str(),
+            error.message
+        );
+    }
+    Some(true)
 }
 
 /// Whether `error` from target `i` put the target out of use (dropped for good, or resting) while others serve:
@@ -475,6 +531,7 @@ fn done(
         latency_ms: started.elapsed().as_millis() as u64,
         call_records,
         target,
+        tier: reply.tier,
     }
 }
 

@@ -119,6 +119,10 @@ fn jsonl(rows: &[OutputRow]) -> Vec<u8> {
                     out.push_str(",\"target\":");
                     out.push_str(&json_string(t));
                 }
+                if let Some(t) = &r.tier {
+                    out.push_str(",\"serviceTier\":");
+                    out.push_str(&json_string(t));
+                }
             }
             _ => {
                 out.push_str(",\"error\":{\"errorCode\":");
@@ -296,6 +300,7 @@ mod tests {
             meta: None,
             call_records: None,
             target: None,
+            tier: None,
         }
     }
 

@@ -16,4 +16,5 @@ mod s3;
 mod structure;
 mod submit;
 mod targets;
+mod tiers;
 mod unattended;

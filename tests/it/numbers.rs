@@ -52,6 +52,8 @@ const PROFILE_KEYS: &[&str] = &[
     "embedding-dimensions",
     "faults.service-unavailable",
     "faults.hang-ms",
+    "flex-latency",
+    "priority-latency",
 ];
 
 /// Numeric flags, with the command that takes them.
