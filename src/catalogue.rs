@@ -40,6 +40,14 @@ pub struct ModelFacts {
     pub batch_input: Option<f64>,
     /// Batch-inference price per million output tokens.
     pub batch_output: Option<f64>,
+    /// Flex-tier price per million input tokens.
+    pub flex_input: Option<f64>,
+    /// Flex-tier price per million output tokens.
+    pub flex_output: Option<f64>,
+    /// Priority-tier price per million input tokens.
+    pub priority_input: Option<f64>,
+    /// Priority-tier price per million output tokens.
+    pub priority_output: Option<f64>,
 }
 
 impl ModelFacts {
@@ -57,13 +65,19 @@ impl ModelFacts {
             input,
             output,
             batch_input,
-            batch_output
+            batch_output,
+            flex_input,
+            flex_output,
+            priority_input,
+            priority_output
         );
         self
     }
 
     fn without_prices(mut self) -> ModelFacts {
         (self.input, self.output, self.batch_input, self.batch_output) = (None, None, None, None);
+        (self.flex_input, self.flex_output) = (None, None);
+        (self.priority_input, self.priority_output) = (None, None);
         self
     }
 }
@@ -197,6 +211,21 @@ impl Catalogue {
         })
     }
 
+    /// The price of `model_id` in service tier `tier` (`default`: the on-demand price); `None` when the table
+    /// does not give it.
+    pub fn tier_price(&self, model_id: &str, tier: &str) -> Option<Price> {
+        let f = self.of(model_id)?;
+        let (input, output) = match tier {
+            "flex" => (f.flex_input, f.flex_output),
+            "priority" => (f.priority_input, f.priority_output),
+            _ => (f.input, f.output),
+        };
+        Some(Price {
+            input: input?,
+            output: output?,
+        })
+    }
+
     /// The batch-inference price of `model_id`.
     pub fn batch_price(&self, model_id: &str) -> Option<Price> {
         let f = self.of(model_id)?;
@@ -246,6 +275,10 @@ fn check(id: &str, f: &ModelFacts) -> Result<(), String> {
         ("output", f.output),
         ("batch-input", f.batch_input),
         ("batch-output", f.batch_output),
+        ("flex-input", f.flex_input),
+        ("flex-output", f.flex_output),
+        ("priority-input", f.priority_input),
+        ("priority-output", f.priority_output),
     ] {
         if let Some(v) = v
             && !(v.is_finite() && v >= 0.0)

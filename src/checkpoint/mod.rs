@@ -46,7 +46,7 @@ pub use generations::{Deleted, Generation};
 pub use inputs::{InputSpan, StoredRecord};
 pub use jobs::StoredJob;
 pub use lock::{Holder, Locked};
-pub use observed::TargetStats;
+pub use observed::{TargetStats, TierStats};
 pub use open::schema_version;
 pub use outcomes::{
     Counts, ErrorGroup, FailedRecord, Finished, OutcomeStats, OutputRow, Status, TokenTotals,

@@ -100,6 +100,21 @@ pub struct TargetStats {
     pub throttles: u64,
 }
 
+/// What one service tier served of a job, over all its runs.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TierStats {
+    /// The tier (`flex`, `priority`, `default`).
+    pub tier: String,
+    /// Records it answered.
+    pub answered: u64,
+    /// Their input tokens.
+    pub input_tokens: u64,
+    /// Their output tokens.
+    pub output_tokens: u64,
+    /// Median latency of those records, milliseconds.
+    pub p50_ms: u64,
+}
+
 impl Store {
     /// Records throttles, of `target` in a job with several.
     pub async fn insert_throttles(
@@ -159,6 +174,25 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(failed_to("sum up the job's targets"))
+    }
+
+    /// What each service tier served, for the records whose calls named one.
+    pub async fn by_tier(&self, job: &str) -> Result<Vec<TierStats>, CheckpointError> {
+        sqlx::query_as(
+            "WITH served AS (SELECT tier, latency_ms, input_tokens, output_tokens, \
+               row_number() OVER (PARTITION BY tier ORDER BY latency_ms) AS i, \
+               count(*) OVER (PARTITION BY tier) AS n \
+               FROM outcomes WHERE job = ?1 AND tier IS NOT NULL) \
+             SELECT tier, count(*) AS answered, sum(input_tokens) AS input_tokens, \
+               sum(output_tokens) AS output_tokens, \
+               coalesce(max(CASE WHEN i = (n + 1) / 2 THEN latency_ms END), 0) AS p50_ms \
+             FROM served GROUP BY tier ORDER BY tier",
+        )
+        .bind(job)
+        .persistent(false)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed_to("sum up the job's service tiers"))
     }
 
     /// Throttles by quota: `(rpm, tpm, tpd)`.

@@ -134,6 +134,16 @@ pub async fn planned_on(
         tpd,
         over_context: (0, job.model.facts.context),
         targets,
+        tier: job
+            .model
+            .service_tier
+            .filter(|t| *t != crate::job::ServiceTier::Default)
+            .map(|t| {
+                (
+                    t.as_str().to_string(),
+                    prices.tier_price(&job.model.id, t.as_str()),
+                )
+            }),
     };
     // Every record, read as ingest reads it.
     let batches = read_in_batches(&job, files, s3.as_ref());

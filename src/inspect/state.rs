@@ -204,6 +204,16 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
     let max_tokens = runs.last().and_then(|r| r.max_tokens);
     let counts = store.counts(&key).await?;
     let tokens = store.token_totals(&key).await?;
+    let model_id = runs.last().map(|r| r.model_id.clone()).unwrap_or_default();
+    let tiers = store
+        .by_tier(&key)
+        .await?
+        .into_iter()
+        .map(|t| {
+            let price = prices.tier_price(&model_id, &t.tier);
+            (t, price)
+        })
+        .collect();
     let facts = ReportFacts {
         job: name.clone(),
         job_file: opts
@@ -229,6 +239,7 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
         learned: store.learned(&key).await?,
         deadline: opts.deadline,
         targets: store.by_target(&key).await?,
+        tiers,
     };
     store.close().await;
     let diagnosis = diagnose::diagnose(&facts);

@@ -10,7 +10,7 @@ use super::format::{int, money, round_up};
 use crate::budget::LearnedRates;
 use crate::budget::Second;
 use crate::catalogue::Price;
-use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow, TargetStats};
+use crate::checkpoint::{ErrorGroup, OutcomeStats, RunRow, TargetStats, TierStats};
 
 /// Everything the report is made from.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,9 @@ pub struct ReportFacts {
     pub deadline: Option<Duration>,
     /// A job with several targets: what each answered (empty for a job of one).
     pub targets: Vec<TargetStats>,
+    /// What each service tier served (records whose calls named one), with the tier's price when the model
+    /// table gives it.
+    pub tiers: Vec<(TierStats, Option<Price>)>,
 }
 
 /// The numbers the diagnosis rests on.
@@ -460,12 +463,30 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
         .price
         .as_ref()
         .map_or(String::new(), |(p, currency, as_of)| {
+            let at = |q: &Price, input: u64, output: u64| {
+                (input as f64 * q.input + output as f64 * q.output) / 1e6
+            };
+            // Tokens a tier with a known price served are paid at that price.
+            let mut total = at(p, f.input_tokens, f.output_tokens);
+            let mut priced = Vec::new();
+            for (x, tier_price) in &f.tiers {
+                if let Some(tp) = tier_price.filter(|_| x.tier != "default") {
+                    total -= at(p, x.input_tokens, x.output_tokens)
+                        - at(&tp, x.input_tokens, x.output_tokens);
+                    priced.push(x.tier.as_str());
+                }
+            }
+            let tiers = match priced.is_empty() {
+                true => String::new(),
+                false => format!(
+                    ", {} at {} price",
+                    priced.join(" and "),
+                    if priced.len() == 1 { "its" } else { "their" }
+                ),
+            };
             format!(
-                "; cost {} (on-demand prices as of {as_of})",
-                money(
-                    (f.input_tokens as f64 * p.input + f.output_tokens as f64 * p.output) / 1e6,
-                    currency
-                )
+                "; cost {} (on-demand prices as of {as_of}{tiers})",
+                money(total, currency)
             )
         });
     let _ = writeln!(
@@ -477,6 +498,7 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
     );
     budget_lines(&mut t, f, d);
     target_lines(&mut t, f);
+    tier_lines(&mut t, f);
     failures(&mut t, f);
     let _ = writeln!(t, "\ndiagnosis: {}", d.verdict);
     if !d.recommendations.is_empty() {
@@ -517,6 +539,45 @@ fn target_lines(t: &mut String, f: &ReportFacts) {
             if x.throttles == 1 { " " } else { "s" },
             duration(Duration::from_millis(x.p50_ms)),
             duration(Duration::from_millis(x.p99_ms)),
+            int(x.input_tokens),
+            int(x.output_tokens),
+        );
+    }
+}
+
+/// What each service tier served, what it cost, and what the same tokens cost in the default tier.
+fn tier_lines(t: &mut String, f: &ReportFacts) {
+    for (x, tier_price) in &f.tiers {
+        let price_of =
+            |p: &Price| (x.input_tokens as f64 * p.input + x.output_tokens as f64 * p.output) / 1e6;
+        let cost = match (tier_price, &f.price) {
+            (Some(tp), Some((p, currency, _))) => {
+                let (paid, default) = (price_of(tp), price_of(p));
+                let (word, by) = if paid <= default {
+                    ("saved", default - paid)
+                } else {
+                    ("cost", paid - default)
+                };
+                format!(
+                    "; cost {} ({word} {} against the default tier)",
+                    money(paid, currency),
+                    money(by, currency)
+                )
+            }
+            (None, Some(_)) if x.tier != "default" => {
+                format!(
+                    "; no {} price in the model table (add {0}-input and {0}-output)",
+                    x.tier
+                )
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            t,
+            "  tier {:<9} {} records, median latency {}, tokens in {} / out {}{cost}",
+            x.tier,
+            int(x.answered),
+            duration(Duration::from_millis(x.p50_ms)),
             int(x.input_tokens),
             int(x.output_tokens),
         );
@@ -729,6 +790,7 @@ mod tests {
             price: None,
             deadline: None,
             targets: Vec::new(),
+            tiers: Vec::new(),
         }
     }
 

@@ -78,6 +78,9 @@ pub struct PlanFacts {
     pub tpd: Option<(u64, String)>,
     /// Records whose input and `max-tokens` together exceed the model's context window, and that window.
     pub over_context: (u64, Option<u64>),
+    /// The service tier the job's calls name, other than the default, and its price when the model table gives
+    /// one.
+    pub tier: Option<(String, Option<Price>)>,
     /// A job with several targets: each one's name and quotas (`rpm` and `tpm` above are their sums, and
     /// `max_concurrency` is theirs together). Empty for a job of one target.
     pub targets: Vec<PlanTarget>,
@@ -195,6 +198,8 @@ pub struct Plan {
     pub wall: Duration,
     /// Expected cost: input, output.
     pub cost: Option<(f64, f64)>,
+    /// Output tokens expected in all.
+    pub output_total: f64,
     /// With `max-tokens` lowered to twice the expected output: that value and the requests per minute TPM would
     /// then allow (only when reservations bind).
     pub lower_max_tokens: Option<(u64, f64)>,
@@ -310,6 +315,7 @@ pub fn compute(f: &PlanFacts) -> Plan {
         rate,
         wall,
         cost,
+        output_total: out * sendable as f64,
         lower_max_tokens,
         needed,
         targets,
@@ -378,6 +384,7 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
             );
         }
     }
+    tier_lines(&mut t, f, p);
     never_fit_lines(&mut t, f);
     daily_lines(&mut t, f, p);
     if let (Some((rpm, tpm, conc)), Some(d)) = (p.needed, f.deadline) {
@@ -394,6 +401,42 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         );
     }
     t
+}
+
+/// A job in the Flex or Priority tier: its cost at the tier's price against the default tier's, or why it is
+/// not known.
+fn tier_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
+    let (Some((tier, tier_price)), Some((i, o)), Some((_, currency, _))) =
+        (&f.tier, p.cost, &f.price)
+    else {
+        return;
+    };
+    match tier_price {
+        Some(tp) => {
+            let cost = (f.input_tokens as f64 * tp.input + p.output_total * tp.output) / 1e6;
+            let default = i + o;
+            let (word, by) = if cost <= default {
+                ("saves", default - cost)
+            } else {
+                ("costs", cost - default)
+            };
+            let _ = writeln!(
+                t,
+                "in {tier}         {} ({word} {} against the default tier's {}); the same quota serves every tier",
+                money(cost, currency),
+                money(by, currency),
+                money(default, currency)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                t,
+                "in {tier}         price unknown: the model table gives no {tier} price for {} (the cost above is the \
+                 default tier's; add {tier}-input and {tier}-output with --models FILE)",
+                f.model_id
+            );
+        }
+    }
 }
 
 /// Records, tokens, what one request reserves and is charged, latency.
@@ -651,6 +694,7 @@ mod tests {
             tpd: None,
             over_context: (0, Some(200_000)),
             targets: Vec::new(),
+            tier: None,
         }
     }
 

@@ -173,3 +173,45 @@ async fn a_tier_the_model_lacks_stops_the_run_resumably_when_the_job_says_stop()
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(t.output_lines("out").len(), 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_report_price_a_flex_job_against_the_default_tier() {
+    let emu = tiers_emulator("").await;
+    let t = tier_job(&emu, FLEXIBLE, 10, "service-tier = \"flex\"");
+    // Prices per million tokens: 1.00 / 4.00 in the default tier, half that in Flex.
+    t.write(
+        "models.toml",
+        format!(
+            "[models.\"{FLEXIBLE}\"]\ninput = 1.0\noutput = 4.0\nflex-input = 0.5\nflex-output = 2.0\n"
+        ),
+    )
+    .env("BATCHRUN_MODELS", Some("models.toml"));
+    let out = t.command(&["plan", "job.toml"]).output().await.unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{plan}");
+    let line = plan
+        .lines()
+        .find(|l| l.starts_with("in flex"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        line.contains("saves") && line.contains("against the default tier's"),
+        "{line}"
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let out = t.command(&["report", "job.toml"]).output().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let line = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("tier flex"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(line.contains(" 10 records, median latency "), "{line}");
+    // Half the default price: what was saved equals what was paid.
+    let amounts: Vec<&str> = line
+        .split('$')
+        .skip(1)
+        .map(|a| a.split([' ', ')']).next().unwrap())
+        .collect();
+    assert_eq!(amounts.len(), 2, "{line}");
+    assert_eq!(amounts[0], amounts[1], "{line}");
+}
