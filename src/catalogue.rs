@@ -48,6 +48,10 @@ pub struct ModelFacts {
     pub priority_input: Option<f64>,
     /// Priority-tier price per million output tokens.
     pub priority_output: Option<f64>,
+    /// Price per million input tokens read from the prompt cache.
+    pub cache_read_input: Option<f64>,
+    /// Price per million input tokens written to the prompt cache.
+    pub cache_write_input: Option<f64>,
 }
 
 impl ModelFacts {
@@ -69,7 +73,9 @@ impl ModelFacts {
             flex_input,
             flex_output,
             priority_input,
-            priority_output
+            priority_output,
+            cache_read_input,
+            cache_write_input
         );
         self
     }
@@ -78,6 +84,7 @@ impl ModelFacts {
         (self.input, self.output, self.batch_input, self.batch_output) = (None, None, None, None);
         (self.flex_input, self.flex_output) = (None, None);
         (self.priority_input, self.priority_output) = (None, None);
+        (self.cache_read_input, self.cache_write_input) = (None, None);
         self
     }
 }
@@ -226,6 +233,12 @@ impl Catalogue {
         })
     }
 
+    /// The prices of `model_id`'s input tokens read from the prompt cache and written to it, per million.
+    pub fn cache_prices(&self, model_id: &str) -> Option<(f64, f64)> {
+        let f = self.of(model_id)?;
+        Some((f.cache_read_input?, f.cache_write_input?))
+    }
+
     /// The batch-inference price of `model_id`.
     pub fn batch_price(&self, model_id: &str) -> Option<Price> {
         let f = self.of(model_id)?;
@@ -279,6 +292,8 @@ fn check(id: &str, f: &ModelFacts) -> Result<(), String> {
         ("flex-output", f.flex_output),
         ("priority-input", f.priority_input),
         ("priority-output", f.priority_output),
+        ("cache-read-input", f.cache_read_input),
+        ("cache-write-input", f.cache_write_input),
     ] {
         if let Some(v) = v
             && !(v.is_finite() && v >= 0.0)

@@ -826,13 +826,30 @@ impl Admission {
 
     /// Charges what the call used (`input + output × burndown`), gives the rest of the reservation back, and
     /// learns from the call's latency and its input count.
-    pub fn settle(mut self, input_tokens: u64, output_tokens: u64) {
+    pub fn settle(self, input_tokens: u64, output_tokens: u64) {
+        self.settle_cached(input_tokens, (0, 0), output_tokens);
+    }
+
+    /// As [`Admission::settle`], for a call whose prompt cache read `read` input tokens and wrote `write` (neither
+    /// in `input_tokens`, as Bedrock reports them). Bedrock reserved them with the rest of the input; at
+    /// settlement it charges the tokens written like any input and gives back those read ("InputTokenCount +
+    /// CacheWriteInputTokens + OutputTokenCount × BurndownRate" in AWS's quota dashboard sample,
+    /// https://repost.aws/articles/ARfUsSkaWeSLiWZbv0OVSG1Q; the user guide names the metrics but not the sum).
+    pub fn settle_cached(
+        mut self,
+        input_tokens: u64,
+        (read, write): (u64, u64),
+        output_tokens: u64,
+    ) {
         let budget = self.budget.clone();
         let now = Instant::now();
         {
             let mut inner = budget.lock();
             self.finish(&mut inner);
-            let charged = super::quota::charged(input_tokens, output_tokens, budget.burndown);
+            let charged =
+                super::quota::charged(input_tokens + write, output_tokens, budget.burndown);
+            // The local estimate counts the whole prompt, cached or not.
+            let input_tokens = input_tokens + read + write;
             if let Some(q) = inner.tpm.as_mut() {
                 q.bucket.adjust(self.taken() as i64 - charged as i64, now);
                 let units = q.units(self.reserved);

@@ -251,6 +251,7 @@ mod tests {
             call_records: None,
             target: None,
             tier: None,
+            cached: (0, 0),
         }
     }
 

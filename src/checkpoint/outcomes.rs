@@ -65,6 +65,8 @@ pub struct Finished {
     pub target: Option<String>,
     /// The service tier that served its call, when the call named one.
     pub tier: Option<String>,
+    /// Input tokens its call read from the prompt cache, and wrote to it.
+    pub cached: (u64, u64),
 }
 
 impl Finished {
@@ -83,6 +85,7 @@ impl Finished {
             call_records: None,
             target: None,
             tier: None,
+            cached: (0, 0),
         }
     }
 }
@@ -153,6 +156,10 @@ pub struct TokenTotals {
     pub input: u64,
     /// Output tokens.
     pub output: u64,
+    /// Input tokens read from the prompt cache (not in `input`).
+    pub cache_read: u64,
+    /// Input tokens written to the prompt cache (not in `input`).
+    pub cache_write: u64,
 }
 
 /// Failed records grouped by error code.
@@ -235,7 +242,8 @@ impl Store {
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let mut b = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, \
-                 input_tokens, output_tokens, latency_ms, finished_at, call_records, target, tier) ",
+                 input_tokens, output_tokens, latency_ms, finished_at, call_records, target, tier, cache_read_tokens, \
+                 cache_write_tokens) ",
             );
             b.push_values(chunk, |mut row, o| {
                 row.push_bind(job.to_string())
@@ -251,7 +259,9 @@ impl Store {
                     .push_bind(t)
                     .push_bind(o.call_records.map(i64::from))
                     .push_bind(o.target.clone())
-                    .push_bind(o.tier.clone());
+                    .push_bind(o.tier.clone())
+                    .push_bind(o.cached.0 as i64)
+                    .push_bind(o.cached.1 as i64);
             });
             b.push(" ON CONFLICT DO NOTHING");
             b.build()
@@ -289,7 +299,8 @@ impl Store {
     /// Input and output tokens over the job's outcomes.
     pub async fn token_totals(&self, job: &str) -> Result<TokenTotals, CheckpointError> {
         sqlx::query_as(
-            "SELECT coalesce(sum(input_tokens), 0) AS input, coalesce(sum(output_tokens), 0) AS output \
+            "SELECT coalesce(sum(input_tokens), 0) AS input, coalesce(sum(output_tokens), 0) AS output, \
+             coalesce(sum(cache_read_tokens), 0) AS cache_read, coalesce(sum(cache_write_tokens), 0) AS cache_write \
              FROM outcomes WHERE job = ?",
         )
         .bind(job)
@@ -458,6 +469,7 @@ mod tests {
             call_records: None,
             target: None,
             tier: None,
+            cached: (0, 0),
         }
     }
 
@@ -504,7 +516,9 @@ mod tests {
             store.token_totals("j").await.unwrap(),
             TokenTotals {
                 input: 1800,
-                output: 2400
+                output: 2400,
+                cache_read: 0,
+                cache_write: 0,
             }
         );
         let t = now();

@@ -92,6 +92,13 @@ pub struct ModelProfile {
     pub flex_latency: f64,
     /// Latency of a Priority reply against a default one (AWS: "up to 25% better output tokens per second").
     pub priority_latency: f64,
+    /// Whether the model caches prompt prefixes at Converse `cachePoint`s (Bedrock lists the Claude and Nova models
+    /// that do). Left out, a cache point is accepted and nothing is cached (what Bedrock does with one on a model
+    /// without caching is not documented).
+    pub prompt_caching: bool,
+    /// The fewest tokens a prefix must have to be cached (1,024 for Claude 3.7 Sonnet, 2,048 for Claude 3.5
+    /// Haiku, 1,000 for Nova, in AWS's table); a shorter one is neither written nor read.
+    pub cache_min_tokens: u64,
 }
 
 impl ModelProfile {
@@ -189,6 +196,8 @@ impl Default for ModelProfile {
             service_tiers: Vec::new(),
             flex_latency: 2.0,
             priority_latency: 0.8,
+            prompt_caching: false,
+            cache_min_tokens: 1024,
         }
     }
 }

@@ -199,6 +199,34 @@ struct ModelState {
     /// Requests seen, numbering the fault and jitter draws.
     seq: u64,
     stats: ModelStats,
+    /// Cached prompt prefixes, by hash: when each entry expires (a read starts its time to live again).
+    cache: std::collections::HashMap<u64, Instant>,
+}
+
+impl ModelState {
+    /// Input tokens the request reads from the prompt cache and writes to it: its prefix is read when an entry
+    /// for it lives, else written (and kept for its time to live); a model without caching, or a prefix under the
+    /// model's minimum, does neither.
+    fn cached(
+        &mut self,
+        p: &ModelProfile,
+        prefix: Option<wire::CachePrefix>,
+        now: Instant,
+    ) -> (u64, u64) {
+        let Some(prefix) = prefix.filter(|c| p.prompt_caching && c.tokens >= p.cache_min_tokens)
+        else {
+            return (0, 0);
+        };
+        let expires = now + Duration::from_secs(prefix.ttl_s);
+        let hit = self.cache.get(&prefix.hash).is_some_and(|t| *t > now);
+        self.cache.retain(|_, t| *t > now);
+        self.cache.insert(prefix.hash, expires);
+        if hit {
+            (prefix.tokens, 0)
+        } else {
+            (0, prefix.tokens)
+        }
+    }
 }
 
 impl ModelState {
@@ -281,6 +309,7 @@ impl Shared {
                 ModelState {
                     quota: Quota::new(profile, now),
                     seq: 0,
+                    cache: std::collections::HashMap::new(),
                     stats: ModelStats {
                         first_request_ms: now.saturating_duration_since(self.started).as_millis()
                             as u64,
@@ -464,6 +493,8 @@ enum Verdict {
         reservation: Reservation,
         after: Option<Fault>,
         jitter_draw: f64,
+        /// Input tokens read from the prompt cache, and written to it.
+        cached: (u64, u64),
     },
 }
 
@@ -611,6 +642,7 @@ impl Routed {
                         reservation,
                         after: fault,
                         jitter_draw: unit(seed ^ mix64(seq) ^ 0x5eed),
+                        cached: m.cached(p, call.cache, now),
                     }
                 }
             }
@@ -623,15 +655,17 @@ impl Routed {
             Ok(n) => n,
             Err(err) => return Ok(self.reject(err)),
         };
-        let (reservation, after, jitter_draw) = match self.decide(&call, max_tokens, started) {
-            Verdict::Refuse(err) => return Ok(error_response(&err, &self.request_id)),
-            Verdict::Drop => return Err(Abort),
-            Verdict::Admitted {
-                reservation,
-                after,
-                jitter_draw,
-            } => (reservation, after, jitter_draw),
-        };
+        let (reservation, after, jitter_draw, cached) =
+            match self.decide(&call, max_tokens, started) {
+                Verdict::Refuse(err) => return Ok(error_response(&err, &self.request_id)),
+                Verdict::Drop => return Err(Abort),
+                Verdict::Admitted {
+                    reservation,
+                    after,
+                    jitter_draw,
+                    cached,
+                } => (reservation, after, jitter_draw, cached),
+            };
         let reply = self.generate(&call, max_tokens);
         // From here on the request holds a reservation; the guard settles it even if the client goes away and
         // this future is dropped mid-sleep.
@@ -640,6 +674,7 @@ impl Routed {
             model_id: self.model_id.clone(),
             reservation: Some(reservation),
             input_tokens: call.input_tokens,
+            cached,
             output_tokens: reply.output_tokens,
             items: match &call.shape {
                 Shape::CohereEmbedding { texts, .. } => texts.len() as u64,
@@ -673,7 +708,7 @@ impl Routed {
         }
         let malformed = after == Some(Fault::Malformed);
         flight.finish(!malformed);
-        Ok(self.answer(&call, &reply, started, malformed))
+        Ok(self.answer(&call, (&reply, cached), started, malformed))
     }
 
     /// The model's output: text for the generating APIs, nothing for embeddings.
@@ -691,12 +726,19 @@ impl Routed {
 
     /// The 200 reply in the call's shape, with InvokeModel's token and latency headers; cut in half when the
     /// `malformed` fault was drawn.
-    fn answer(&self, call: &Call, reply: &Reply, started: Instant, malformed: bool) -> HttpReply {
+    fn answer(
+        &self,
+        call: &Call,
+        (reply, (read, write)): (&Reply, (u64, u64)),
+        started: Instant,
+        malformed: bool,
+    ) -> HttpReply {
         let latency_ms = started.elapsed().as_millis() as u64;
         let outcome = Outcome {
             model_id: &self.model_id,
             request_id: &self.request_id,
-            input_tokens: call.input_tokens,
+            input_tokens: call.input_tokens - read - write,
+            cached: call.cache.map(|_| (read, write)),
             reply,
             latency_ms,
             dimensions: self.profile.embedding_dimensions,
@@ -758,7 +800,10 @@ struct InFlight {
     shared: Arc<Shared>,
     model_id: String,
     reservation: Option<Reservation>,
+    /// Every input token of the request, cached or not.
     input_tokens: u64,
+    /// Of those, read from the prompt cache and written to it.
+    cached: (u64, u64),
     output_tokens: u64,
     /// Texts embedded (a Cohere call carries up to 96), else 1.
     items: u64,
@@ -784,12 +829,27 @@ impl InFlight {
             .expect("an admitted model has state");
         m.stats.leave();
         if charge {
-            let charged = m
-                .quota
-                .settle(reservation, self.input_tokens, self.output_tokens, now);
-            let (input, output, items) = (self.input_tokens, self.output_tokens, self.items);
+            // Tokens read from the cache are reserved with the rest of the input and given back at settlement;
+            // tokens written to it are charged like any input. The settlement AWS documents in its quota
+            // dashboard sample ("InputTokenCount + CacheWriteInputTokens + OutputTokenCount × BurndownRate", the
+            // first without the cache's tokens; the user guide's quotas-token-burndown page names the metrics
+            // but not the sum): https://repost.aws/articles/ARfUsSkaWeSLiWZbv0OVSG1Q
+            let (read, write) = self.cached;
+            let charged = m.quota.settle(
+                reservation,
+                self.input_tokens - read,
+                self.output_tokens,
+                now,
+            );
+            let (input, output, items) = (
+                self.input_tokens - read - write,
+                self.output_tokens,
+                self.items,
+            );
             m.stats.bump(second, |c: &mut Counters| {
                 c.input_tokens += input;
+                c.cache_read_tokens += read;
+                c.cache_write_tokens += write;
                 c.output_tokens += output;
                 c.charged_tokens += charged;
                 c.succeeded += u64::from(succeeded);

@@ -27,8 +27,14 @@ pub struct Counters {
     pub faults: u64,
     /// Requests refused as invalid (400), denied (403) or for an unknown model (404).
     pub rejected: u64,
-    /// Input tokens of settled requests.
+    /// Input tokens of settled requests, those read from or written to the prompt cache left out.
     pub input_tokens: u64,
+    /// Input tokens of settled requests read from the prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Input tokens of settled requests written to the prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// Output tokens of settled requests.
     pub output_tokens: u64,
     /// Quota tokens charged at settlement: `input + output × burndown`.

@@ -190,6 +190,19 @@ pub struct Call {
     /// The service tier asked for: Converse's `serviceTier.type`, InvokeModel's `X-Amzn-Bedrock-Service-Tier`
     /// header (set by the server, which reads headers).
     pub tier: Option<String>,
+    /// The prompt before the request's last Converse `cachePoint`, if it has one.
+    pub cache: Option<CachePrefix>,
+}
+
+/// The part of a prompt before a cache point: what the cache is keyed on, and how long an entry lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePrefix {
+    /// FNV-1a of the prompt text up to the cache point.
+    pub hash: u64,
+    /// Its input tokens.
+    pub tokens: u64,
+    /// The entry's time to live: 5 minutes, or an hour when the cache point says `"ttl": "1h"`.
+    pub ttl_s: u64,
 }
 
 const TOKENS_PER_MESSAGE: u64 = 3;
@@ -199,6 +212,7 @@ const TOKENS_PER_MESSAGE: u64 = 3;
 struct PromptBuilder {
     prompt: String,
     tokens: u64,
+    cache: Option<CachePrefix>,
 }
 
 impl PromptBuilder {
@@ -210,6 +224,15 @@ impl PromptBuilder {
 
     fn message(&mut self) {
         self.tokens += TOKENS_PER_MESSAGE;
+    }
+
+    /// A cache point: everything so far is the cacheable prefix (the last cache point of a request wins).
+    fn cache_point(&mut self, ttl: Option<&str>) {
+        self.cache = Some(CachePrefix {
+            hash: text::fnv1a(self.prompt.as_bytes()),
+            tokens: self.tokens,
+            ttl_s: if ttl == Some("1h") { 3600 } else { 300 },
+        });
     }
 }
 
@@ -238,11 +261,30 @@ struct ConverseMessage {
     content: Vec<TextBlock>,
 }
 
-// A Converse content block is a union; only its `text` member matters here, the others are accepted and
-// count no tokens.
+// A Converse content block is a union; only its `text` and `cachePoint` members matter here, the others are
+// accepted and count no tokens.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct TextBlock {
     text: Option<String>,
+    cache_point: Option<CachePointBody>,
+}
+
+/// `{"cachePoint": {"type": "default", "ttl": "1h"}}`.
+#[derive(Deserialize)]
+struct CachePointBody {
+    ttl: Option<String>,
+}
+
+impl TextBlock {
+    fn add_to(&self, p: &mut PromptBuilder) {
+        if let Some(t) = &self.text {
+            p.text(t);
+        }
+        if let Some(c) = &self.cache_point {
+            p.cache_point(c.ttl.as_deref());
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -267,14 +309,12 @@ fn converse_call(req: ConverseBody) -> Result<Call, ErrorReply> {
     }
     let mut p = PromptBuilder::default();
     for block in &req.system {
-        p.text(block.text.as_deref().unwrap_or(""));
+        block.add_to(&mut p);
     }
     for message in &req.messages {
         p.message();
         for block in &message.content {
-            if let Some(t) = &block.text {
-                p.text(t);
-            }
+            block.add_to(&mut p);
         }
     }
     let config = req.inference_config;
@@ -285,6 +325,7 @@ fn converse_call(req: ConverseBody) -> Result<Call, ErrorReply> {
         temperature: config.and_then(|c| c.temperature),
         shape: Shape::Converse,
         tier: req.service_tier.map(|t| t.kind),
+        cache: p.cache,
     })
 }
 
@@ -324,6 +365,7 @@ pub fn parse_invoke(body: &[u8]) -> Result<Call, ErrorReply> {
             temperature: obj.get("temperature").and_then(Value::as_f64),
             shape: Shape::AnthropicMessages,
             tier: None,
+            cache: None,
         });
     }
     if obj.contains_key("inputText") || obj.contains_key("texts") {
@@ -342,6 +384,7 @@ pub fn parse_invoke(body: &[u8]) -> Result<Call, ErrorReply> {
             temperature: obj.get("temperature").and_then(Value::as_f64),
             shape: Shape::Prompt,
             tier: None,
+            cache: None,
         });
     }
     Err(malformed())
@@ -419,6 +462,7 @@ fn embedding_call(p: PromptBuilder, shape: Shape) -> Call {
         temperature: None,
         shape,
         tier: None,
+        cache: None,
     }
 }
 
@@ -464,8 +508,10 @@ pub struct Outcome<'a> {
     pub model_id: &'a str,
     /// The request id.
     pub request_id: &'a str,
-    /// Input tokens.
+    /// Input tokens, those read from or written to the cache left out (as Bedrock counts them).
     pub input_tokens: u64,
+    /// Input tokens read from the cache, and written to it: `Some` when the request had a cache point.
+    pub cached: Option<(u64, u64)>,
     /// The generated reply (empty for embeddings).
     pub reply: &'a Reply,
     /// Latency reported in `metrics.latencyMs`.
@@ -481,6 +527,22 @@ fn stop_reason_converse(stop: Stop) -> &'static str {
     }
 }
 
+/// Converse's `usage`: with the cache's counts when the request had a cache point (`totalTokens` counts every
+/// input token, cached or not).
+fn usage(o: &Outcome<'_>, output: u64) -> Value {
+    let (read, write) = o.cached.unwrap_or((0, 0));
+    let mut u = json!({
+        "inputTokens": o.input_tokens,
+        "outputTokens": output,
+        "totalTokens": o.input_tokens + read + write + output,
+    });
+    if o.cached.is_some() {
+        u["cacheReadInputTokens"] = json!(read);
+        u["cacheWriteInputTokens"] = json!(write);
+    }
+    u
+}
+
 /// The success body for a call of `shape`.
 pub fn reply_body(shape: &Shape, call_prompt: &str, o: &Outcome<'_>) -> Value {
     let output = o.reply.output_tokens;
@@ -488,11 +550,7 @@ pub fn reply_body(shape: &Shape, call_prompt: &str, o: &Outcome<'_>) -> Value {
         Shape::Converse => json!({
             "output": { "message": { "role": "assistant", "content": [ { "text": o.reply.text } ] } },
             "stopReason": stop_reason_converse(o.reply.stop),
-            "usage": {
-                "inputTokens": o.input_tokens,
-                "outputTokens": output,
-                "totalTokens": o.input_tokens + output,
-            },
+            "usage": usage(o, output),
             "metrics": { "latencyMs": o.latency_ms },
         }),
         Shape::AnthropicMessages => json!({

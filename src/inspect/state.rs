@@ -240,6 +240,10 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
         deadline: opts.deadline,
         targets: store.by_target(&key).await?,
         tiers,
+        cache: (
+            (tokens.cache_read, tokens.cache_write),
+            prices.cache_prices(&model_id),
+        ),
     };
     store.close().await;
     let diagnosis = diagnose::diagnose(&facts);

@@ -12,9 +12,10 @@ use aws_sdk_bedrockruntime::config::{Credentials, Region};
 use aws_sdk_bedrockruntime::operation::converse::ConverseOutput;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseOutput as OutputUnion, ConverseTokensRequest,
-    CountTokensInput, InferenceConfiguration, InvokeModelTokensRequest, Message,
-    ServiceTier as SdkServiceTier, ServiceTierType, SystemContentBlock,
+    CachePointBlock, CachePointType, CacheTtl, ContentBlock, ConversationRole,
+    ConverseOutput as OutputUnion, ConverseTokensRequest, CountTokensInput, InferenceConfiguration,
+    InvokeModelTokensRequest, Message, ServiceTier as SdkServiceTier, ServiceTierType,
+    SystemContentBlock,
 };
 use serde_json::{Value, json};
 
@@ -45,6 +46,10 @@ pub struct Reply {
     pub latency_ms: u64,
     /// The service tier that served the call, when the reply says (it does when one was asked for).
     pub tier: Option<String>,
+    /// Input tokens read from the prompt cache (not in `input_tokens`).
+    pub cache_read: u64,
+    /// Input tokens written to the prompt cache (not in `input_tokens`).
+    pub cache_write: u64,
 }
 
 /// Sends one job's requests.
@@ -202,6 +207,8 @@ impl Invoker {
                     output_tokens: output,
                     latency_ms: started.elapsed().as_millis() as u64,
                     tier: out.service_tier().map(|t| t.as_str().to_string()),
+                    cache_read: 0,
+                    cache_write: 0,
                 })
             }
         }
@@ -267,24 +274,32 @@ fn converse_parts(body: &Value) -> Result<ConverseParts, CallError> {
         };
         let mut builder = Message::builder().role(role);
         for block in m["content"].as_array().into_iter().flatten() {
-            match block["text"].as_str() {
-                Some(t) => builder = builder.content(ContentBlock::Text(t.to_string())),
-                None => {
+            match (block["text"].as_str(), cache_point(block)?) {
+                (Some(t), _) => builder = builder.content(ContentBlock::Text(t.to_string())),
+                (None, Some(c)) => builder = builder.content(ContentBlock::CachePoint(c)),
+                (None, None) => {
                     return Err(permanent(format!(
-                        "only text content blocks are supported, got {block}"
+                        "only text and cache point content blocks are supported, got {block}"
                     )));
                 }
             }
         }
         messages.push(builder.build().map_err(|e| permanent(e.to_string()))?);
     }
-    let system = body["system"].as_array().map(|blocks| {
-        blocks
-            .iter()
-            .filter_map(|b| b["text"].as_str())
-            .map(|t| SystemContentBlock::Text(t.to_string()))
-            .collect()
-    });
+    let system = match body["system"].as_array() {
+        None => None,
+        Some(blocks) => {
+            let mut out = Vec::with_capacity(blocks.len());
+            for b in blocks {
+                if let Some(t) = b["text"].as_str() {
+                    out.push(SystemContentBlock::Text(t.to_string()));
+                } else if let Some(c) = cache_point(b)? {
+                    out.push(SystemContentBlock::CachePoint(c));
+                }
+            }
+            Some(out)
+        }
+    };
     let c = &body["inferenceConfig"];
     let config = InferenceConfiguration::builder()
         .set_max_tokens(c["maxTokens"].as_i64().map(|n| n as i32))
@@ -292,6 +307,18 @@ fn converse_parts(body: &Value) -> Result<ConverseParts, CallError> {
         .set_top_p(c["topP"].as_f64().map(|t| t as f32))
         .build();
     Ok((messages, system, config))
+}
+
+/// A stored `{"cachePoint": {"type": "default", "ttl": "1h"}}` block as the SDK's, if `block` is one.
+fn cache_point(block: &Value) -> Result<Option<CachePointBlock>, CallError> {
+    let Some(c) = block.get("cachePoint") else {
+        return Ok(None);
+    };
+    let mut b = CachePointBlock::builder().r#type(CachePointType::Default);
+    if let Some(ttl) = c["ttl"].as_str() {
+        b = b.ttl(CacheTtl::from(ttl));
+    }
+    b.build().map(Some).map_err(|e| permanent(e.to_string()))
 }
 
 /// The Converse response as JSON, shaped as Bedrock's wire format.
@@ -308,13 +335,28 @@ fn converse_reply(out: &ConverseOutput, elapsed: Duration) -> Reply {
     let usage = out.usage();
     let input = usage.map_or(0, |u| u.input_tokens().max(0) as u64);
     let output = usage.map_or(0, |u| u.output_tokens().max(0) as u64);
+    let read = usage.and_then(|u| u.cache_read_input_tokens());
+    let write = usage.and_then(|u| u.cache_write_input_tokens());
     let latency = out
         .metrics()
         .map_or(elapsed.as_millis() as i64, |m| m.latency_ms());
+    let (cache_read, cache_write) = (
+        read.map_or(0, |n| n.max(0) as u64),
+        write.map_or(0, |n| n.max(0) as u64),
+    );
+    let mut usage_body = json!({
+        "inputTokens": input,
+        "outputTokens": output,
+        "totalTokens": usage.map_or(input + output, |u| u.total_tokens().max(0) as u64),
+    });
+    if read.is_some() || write.is_some() {
+        usage_body["cacheReadInputTokens"] = json!(cache_read);
+        usage_body["cacheWriteInputTokens"] = json!(cache_write);
+    }
     let body = json!({
         "output": { "message": { "role": "assistant", "content": content } },
         "stopReason": out.stop_reason().as_str(),
-        "usage": { "inputTokens": input, "outputTokens": output, "totalTokens": input + output },
+        "usage": usage_body,
         "metrics": { "latencyMs": latency },
     });
     Reply {
@@ -323,6 +365,8 @@ fn converse_reply(out: &ConverseOutput, elapsed: Duration) -> Reply {
         output_tokens: output,
         latency_ms: elapsed.as_millis() as u64,
         tier: out.service_tier().map(|t| t.r#type().as_str().to_string()),
+        cache_read,
+        cache_write,
     }
 }
 

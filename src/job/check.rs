@@ -256,6 +256,12 @@ fn model_table(
         (None, Some(b)) if listed => (b, BurndownFrom::Table),
         (None, b) => (b.unwrap_or(1), BurndownFrom::Default),
     };
+    if m.cache_system && m.system.is_none() {
+        return Err(c.plain(
+            "model.cache-system = true puts a cache point after the system prompt, and model.system is not set; \
+             set model.system, or mark the shared part of input.template with {{ cache_point }}",
+        ));
+    }
     let model = ModelSettings {
         id,
         region: m.region.clone(),
@@ -271,6 +277,8 @@ fn model_table(
         embed: embed_settings(c, m)?,
         service_tier: m.service_tier,
         unsupported_tier: m.unsupported_tier,
+        cache_system: m.cache_system,
+        cache_ttl: m.cache_ttl,
     };
     Ok(model)
 }

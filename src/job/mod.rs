@@ -20,4 +20,6 @@ pub use location::Location;
 pub use settings::{
     BurndownFrom, ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings, Target,
 };
-pub use spec::{Api, InputFormat, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier};
+pub use spec::{
+    Api, CacheTtl, InputFormat, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier,
+};

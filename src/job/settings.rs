@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use super::embed::EmbedSettings;
 use super::location::Location;
-use super::spec::{Api, InputFormat, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier};
+use super::spec::{
+    Api, CacheTtl, InputFormat, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier,
+};
 use crate::catalogue::ModelFacts;
 use crate::s3::S3Settings;
 
@@ -103,6 +105,12 @@ pub struct ModelSettings {
     /// What a run does when a model does not offer `service_tier`.
     #[serde(skip)]
     pub unsupported_tier: UnsupportedTier,
+    /// A cache point after the system prompt. Part of the fingerprint when on: the requests change.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cache_system: bool,
+    /// The cache points' time to live, when not Bedrock's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<CacheTtl>,
 }
 
 /// Where a model's output burndown came from.

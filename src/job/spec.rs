@@ -159,6 +159,24 @@ pub struct ModelTable {
     /// default, with a warning: the target's calls go on in the default tier) or `stop` the run, resumably.
     #[serde(default)]
     pub unsupported_tier: UnsupportedTier,
+    /// Prompt caching: a cache point after `system`, so that the system prompt every record shares is read from
+    /// Bedrock's cache instead of processed again. A prompt template marks its own shared prefix with
+    /// `{{ cache_point }}`.
+    #[serde(default)]
+    pub cache_system: bool,
+    /// How long Bedrock keeps a cached prefix: `5m` (Bedrock's default) or `1h`.
+    pub cache_ttl: Option<CacheTtl>,
+}
+
+/// `model.cache-ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum CacheTtl {
+    /// Five minutes.
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    /// An hour.
+    #[serde(rename = "1h")]
+    OneHour,
 }
 
 /// A Bedrock service tier.

@@ -50,6 +50,9 @@ pub struct ReportFacts {
     /// What each service tier served (records whose calls named one), with the tier's price when the model
     /// table gives it.
     pub tiers: Vec<(TierStats, Option<Price>)>,
+    /// Input tokens read from the prompt cache and written to it (neither in `input_tokens`), and their prices
+    /// per million when the model table gives them.
+    pub cache: ((u64, u64), Option<(f64, f64)>),
 }
 
 /// The numbers the diagnosis rests on.
@@ -468,6 +471,12 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
             };
             // Tokens a tier with a known price served are paid at that price.
             let mut total = at(p, f.input_tokens, f.output_tokens);
+            let ((read, write), cache_prices) = f.cache;
+            total += match cache_prices {
+                Some((r, w)) => (read as f64 * r + write as f64 * w) / 1e6,
+                // Priced as input when the table has no cache prices.
+                None => (read + write) as f64 * p.input / 1e6,
+            };
             let mut priced = Vec::new();
             for (x, tier_price) in &f.tiers {
                 if let Some(tp) = tier_price.filter(|_| x.tier != "default") {
@@ -496,6 +505,7 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
         int(f.output_tokens),
         cost
     );
+    cache_line(&mut t, f);
     budget_lines(&mut t, f, d);
     target_lines(&mut t, f);
     tier_lines(&mut t, f);
@@ -543,6 +553,33 @@ fn target_lines(t: &mut String, f: &ReportFacts) {
             int(x.output_tokens),
         );
     }
+}
+
+/// A job that used the prompt cache: the input tokens read from it and written to it, what the quota was charged
+/// for (Bedrock gives back the tokens read at settlement), and what the cache saved when its prices are known.
+fn cache_line(t: &mut String, f: &ReportFacts) {
+    let ((read, write), prices) = f.cache;
+    if read == 0 && write == 0 {
+        return;
+    }
+    let charged = f.input_tokens + write;
+    let sent = charged + read;
+    let saved = match (prices, &f.price) {
+        (Some((r, w)), Some((p, currency, _))) => {
+            let saved = (read as f64 * (p.input - r) - write as f64 * (w - p.input)) / 1e6;
+            format!("; saved {} against no cache", money(saved, currency))
+        }
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        t,
+        "  cache       {} input tokens read from the prompt cache, {} written to it: the quota was charged {} of the \
+         {} input tokens sent{saved}",
+        int(read),
+        int(write),
+        int(charged),
+        int(sent)
+    );
 }
 
 /// What each service tier served, what it cost, and what the same tokens cost in the default tier.
@@ -791,6 +828,7 @@ mod tests {
             deadline: None,
             targets: Vec::new(),
             tiers: Vec::new(),
+            cache: ((0, 0), None),
         }
     }
 

@@ -181,6 +181,8 @@ async fn process_pack(ctx: &Ctx, pack: Vec<PendingRecord>) -> Vec<Finished> {
                 output_tokens: 0,
                 latency_ms: reply.latency_ms,
                 tier: reply.tier.clone(),
+                cache_read: 0,
+                cache_write: 0,
             };
             done(
                 record.seq,
@@ -277,7 +279,11 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
         let error = match result {
             None => return Called::Stopped,
             Some(Ok(reply)) => {
-                admission.settle(reply.input_tokens, reply.output_tokens);
+                admission.settle_cached(
+                    reply.input_tokens,
+                    (reply.cache_read, reply.cache_write),
+                    reply.output_tokens,
+                );
                 route.answered();
                 daily_answered(ctx, pass, true);
                 return Called::Replied {
@@ -532,6 +538,7 @@ fn done(
         call_records,
         target,
         tier: reply.tier,
+        cached: (reply.cache_read, reply.cache_write),
     }
 }
 

@@ -5,7 +5,7 @@ use minijinja::value::{Serde, ValueKind};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::{Map, Value, json};
 
-use crate::job::{Api, Job, ModelSettings};
+use crate::job::{Api, CacheTtl, Job, ModelSettings};
 use crate::tokens;
 
 /// A request body, with what admission needs to know about it.
@@ -79,6 +79,10 @@ fn render_error(e: minijinja::Error) -> String {
     message.replace('\n', " ")
 }
 
+/// What `{{ cache_point }}` renders to: characters from Unicode's private use area that no text is expected to
+/// hold, replaced by a Converse cache point when the prompt is split into blocks.
+const CACHE_POINT: &str = "\u{E000}batchrun:cache-point\u{E000}";
+
 impl RequestBuilder {
     /// A builder for `job`. The templates were checked when the job was loaded.
     pub fn new(job: &Job) -> Self {
@@ -92,6 +96,8 @@ impl RequestBuilder {
             }
         });
         env.set_formatter(format_value);
+        // `{{ cache_point }}` in a prompt template marks the end of a prefix the records share.
+        env.add_global("cache_point", CACHE_POINT);
         if let Some(t) = &job.input.template {
             env.add_template_owned("prompt", t.clone())
                 .expect("checked at load");
@@ -151,6 +157,8 @@ impl RequestBuilder {
             return Err("empty prompt: the record has no text to send".into());
         }
         if let Some(embed) = &self.model.embed {
+            // Embeddings have no prompt cache.
+            let prompt = prompt.replace(CACHE_POINT, "");
             let body = embed.body(&[&prompt]);
             return Ok(Built {
                 request: body.to_string(),
@@ -158,8 +166,35 @@ impl RequestBuilder {
                 max_tokens: 0,
             });
         }
-        let messages = json!([{ "role": "user", "content": [{ "text": prompt }] }]);
+        let messages = json!([{ "role": "user", "content": self.content(&prompt) }]);
         Ok(self.converse(messages, None))
+    }
+
+    /// A rendered prompt's content blocks: its text, split where the template put `{{ cache_point }}` (the first
+    /// one) with a cache point between the two parts.
+    fn content(&self, prompt: &str) -> Value {
+        match prompt.split_once(CACHE_POINT) {
+            Some((prefix, rest)) => {
+                let rest = rest.replace(CACHE_POINT, "");
+                let mut blocks = vec![json!({ "text": prefix }), self.cache_point()];
+                if !rest.is_empty() {
+                    blocks.push(json!({ "text": rest }));
+                }
+                Value::Array(blocks)
+            }
+            None => json!([{ "text": prompt }]),
+        }
+    }
+
+    /// A Converse cache point, with the job's time to live.
+    fn cache_point(&self) -> Value {
+        match self.model.cache_ttl {
+            Some(CacheTtl::OneHour) => json!({ "cachePoint": { "type": "default", "ttl": "1h" } }),
+            Some(CacheTtl::FiveMinutes) => {
+                json!({ "cachePoint": { "type": "default", "ttl": "5m" } })
+            }
+            None => json!({ "cachePoint": { "type": "default" } }),
+        }
     }
 
     /// A Converse request from a `messages` list (`{"role", "content"}` with content a string or a list of
@@ -241,7 +276,11 @@ impl RequestBuilder {
         let mut body = Map::new();
         body.insert("messages".into(), messages);
         if let Some(s) = system.or(self.model.system.as_deref()) {
-            body.insert("system".into(), json!([{ "text": s }]));
+            let mut blocks = vec![json!({ "text": s })];
+            if self.model.cache_system {
+                blocks.push(self.cache_point());
+            }
+            body.insert("system".into(), Value::Array(blocks));
         }
         let mut config = Map::new();
         let max_tokens = self

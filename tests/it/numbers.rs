@@ -54,6 +54,7 @@ const PROFILE_KEYS: &[&str] = &[
     "faults.hang-ms",
     "flex-latency",
     "priority-latency",
+    "cache-min-tokens",
 ];
 
 /// Numeric flags, with the command that takes them.
