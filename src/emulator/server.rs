@@ -387,6 +387,22 @@ async fn service_quotas(
     resp
 }
 
+/// A model call's service tier header (InvokeModel names its tier there; Converse in its body) and its body.
+async fn read_request(req: Request<Incoming>) -> Result<(Option<String>, Bytes), ErrorReply> {
+    let tier_header = req
+        .headers()
+        .get("x-amzn-bedrock-service-tier")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok((tier_header, collected.to_bytes())),
+        Err(_) => Err(ErrorReply::new(
+            ErrorKind::Validation,
+            "The request body could not be read or is larger than 25,000,000 bytes.",
+        )),
+    }
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply, Abort> {
     let request_id = shared.request_id();
     if req.uri().path() == STATS_PATH {
@@ -430,21 +446,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply
         shared
             .service_quotas
             .live_profile(&shared.config, &model_id, profile, shared.uptime_s());
-    // InvokeModel names its service tier in a header (Converse in its body).
-    let tier_header = req
-        .headers()
-        .get("x-amzn-bedrock-service-tier")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            let err = ErrorReply::new(
-                ErrorKind::Validation,
-                "The request body could not be read or is larger than 25,000,000 bytes.",
-            );
-            return Ok(error_response(&err, &request_id));
-        }
+    let (tier_header, body) = match read_request(req).await {
+        Ok(read) => read,
+        Err(err) => return Ok(error_response(&err, &request_id)),
     };
     let parsed = match op {
         Operation::CountTokens => {

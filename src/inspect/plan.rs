@@ -73,16 +73,7 @@ pub async fn planned_on(
             &owned
         }
     };
-    let (job, account_notes, tpd, targets) = match job.targets.len() {
-        1 => {
-            let (job, notes, tpd) = with_account_quotas(connection, job).await;
-            (job, notes, tpd, Vec::new())
-        }
-        _ => {
-            let (job, notes, targets) = targets_quotas(opts, job).await?;
-            (job, notes, None, targets)
-        }
-    };
+    let (job, account_notes, tpd, targets) = account_quotas(opts, connection, job).await?;
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
     let (learned, observed) = earlier_run(opts, &job).await?;
@@ -134,16 +125,7 @@ pub async fn planned_on(
         tpd,
         over_context: (0, job.model.facts.context),
         targets,
-        tier: job
-            .model
-            .service_tier
-            .filter(|t| *t != crate::job::ServiceTier::Default)
-            .map(|t| {
-                (
-                    t.as_str().to_string(),
-                    prices.tier_price(&job.model.id, t.as_str()),
-                )
-            }),
+        tier: tier_of(&job, &prices),
     };
     // Every record, read as ingest reads it.
     let batches = read_in_batches(&job, files, s3.as_ref());
@@ -214,6 +196,37 @@ async fn with_account_quotas(
         .find(|q| q.measure == "tpd")
         .map(|q| (q.value.round() as u64, q.code));
     (job, notes, tpd)
+}
+
+/// What the plan is computed against: the job's quotas (from the job file, else the account: its target's, or
+/// each target's), lines saying where they came from, the daily quota (a job of one target), and the targets.
+async fn account_quotas(
+    opts: &PlanOptions,
+    connection: &Connection,
+    job: Job,
+) -> Result<(Job, Vec<String>, Option<(u64, String)>, Vec<PlanTarget>), Error> {
+    Ok(match job.targets.len() {
+        1 => {
+            let (job, notes, tpd) = with_account_quotas(connection, job).await;
+            (job, notes, tpd, Vec::new())
+        }
+        _ => {
+            let (job, notes, targets) = targets_quotas(opts, job).await?;
+            (job, notes, None, targets)
+        }
+    })
+}
+
+/// The service tier the job's calls name, other than the default, and its price in `prices`.
+fn tier_of(job: &Job, prices: &Catalogue) -> Option<(String, Option<crate::catalogue::Price>)> {
+    let tier = job
+        .model
+        .service_tier
+        .filter(|t| *t != crate::job::ServiceTier::Default)?;
+    Some((
+        tier.as_str().to_string(),
+        prices.tier_price(&job.model.id, tier.as_str()),
+    ))
 }
 
 /// A job with several targets: each one's quotas (the job file's, else the account's for its model in its

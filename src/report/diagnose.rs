@@ -433,37 +433,10 @@ fn max_tokens_verdict(g: &Signals, held_vs_charged: f64) -> String {
     )
 }
 
-/// The report as text.
-pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
-    let mut t = String::new();
-    let last = f.runs.last();
-    let state = match last {
-        None => "never run".to_string(),
-        Some(r) => r
-            .outcome
-            .clone()
-            .unwrap_or_else(|| "running, or killed".into()),
-    };
-    let _ = writeln!(
-        t,
-        "report for job `{}`{}: {}",
-        f.job,
-        last.map_or(String::new(), |r| format!(" (model {})", r.model_id)),
-        state
-    );
-    let _ = writeln!(
-        t,
-        "  records     {}: {} succeeded, {} failed, {} pending; {} run{}, {} sending",
-        int(f.total),
-        int(f.succeeded),
-        int(f.failed),
-        int(f.total.saturating_sub(f.succeeded + f.failed)),
-        f.runs.len(),
-        if f.runs.len() == 1 { "" } else { "s" },
-        duration(d.sending)
-    );
-    let cost = f
-        .price
+/// `; cost …` for the tokens line: input, output and the prompt cache at the model table's prices, the tokens a
+/// tier with a known price served at that price; empty without a price.
+fn cost_text(f: &ReportFacts) -> String {
+    f.price
         .as_ref()
         .map_or(String::new(), |(p, currency, as_of)| {
             let at = |q: &Price, input: u64, output: u64| {
@@ -497,7 +470,39 @@ pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
                 "; cost {} (on-demand prices as of {as_of}{tiers})",
                 money(total, currency)
             )
-        });
+        })
+}
+
+/// The report as text.
+pub fn render(f: &ReportFacts, d: &Diagnosis) -> String {
+    let mut t = String::new();
+    let last = f.runs.last();
+    let state = match last {
+        None => "never run".to_string(),
+        Some(r) => r
+            .outcome
+            .clone()
+            .unwrap_or_else(|| "running, or killed".into()),
+    };
+    let _ = writeln!(
+        t,
+        "report for job `{}`{}: {}",
+        f.job,
+        last.map_or(String::new(), |r| format!(" (model {})", r.model_id)),
+        state
+    );
+    let _ = writeln!(
+        t,
+        "  records     {}: {} succeeded, {} failed, {} pending; {} run{}, {} sending",
+        int(f.total),
+        int(f.succeeded),
+        int(f.failed),
+        int(f.total.saturating_sub(f.succeeded + f.failed)),
+        f.runs.len(),
+        if f.runs.len() == 1 { "" } else { "s" },
+        duration(d.sending)
+    );
+    let cost = cost_text(f);
     let _ = writeln!(
         t,
         "  tokens      in {} / out {}{}",

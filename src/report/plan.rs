@@ -210,6 +210,68 @@ pub struct Plan {
     pub targets: Vec<(Bound, f64)>,
 }
 
+/// The limit that allows the fewest requests a minute, and how many, of what `rpm`, `tpm` (as requests a
+/// minute) and concurrency allow, for requests charged `charge` and reserving `reservation` tokens for
+/// `l_min` minutes.
+fn binding(
+    (charge, reservation, l_min): (f64, f64, f64),
+    (rpm, tpm_allows, concurrency_allows): (Option<f64>, Option<f64>, f64),
+) -> (Bound, f64) {
+    let tpm_bound = if l_min * reservation > charge {
+        Bound::TpmReservations
+    } else {
+        Bound::TpmCharges
+    };
+    [
+        (Bound::Concurrency, Some(concurrency_allows)),
+        (Bound::Rpm, rpm),
+        (tpm_bound, tpm_allows),
+    ]
+    .into_iter()
+    .filter_map(|(b, allows)| Some((b, allows?)))
+    .min_by(|a, b| a.1.total_cmp(&b.1))
+    .expect("concurrency is always a candidate")
+}
+
+/// A job with several targets: what binds each, with its own quotas and its share of the concurrency.
+fn per_target(
+    f: &PlanFacts,
+    per_request: (f64, f64, f64),
+    concurrency_allows: f64,
+) -> Vec<(Bound, f64)> {
+    let (charge, reservation, l_min) = per_request;
+    let share = concurrency_allows / f.targets.len().max(1) as f64;
+    f.targets
+        .iter()
+        .map(|t| {
+            let by_tokens = t
+                .tpm
+                .map(|t| t as f64 / charge.max(l_min * reservation).max(1.0));
+            binding(per_request, (t.rpm.map(|r| r as f64), by_tokens, share))
+        })
+        .collect()
+}
+
+/// The kind of limit that binds the targets which together allow the most of the job's requests a minute.
+fn most_binding(targets: &[(Bound, f64)]) -> Bound {
+    let share = |k: Bound| -> f64 {
+        targets
+            .iter()
+            .filter(|(b, _)| *b == k)
+            .map(|(_, r)| r)
+            .sum()
+    };
+    [
+        Bound::Rpm,
+        Bound::TpmCharges,
+        Bound::TpmReservations,
+        Bound::Concurrency,
+    ]
+    .into_iter()
+    .max_by(|a, b| share(*a).total_cmp(&share(*b)))
+    .expect("four kinds")
+}
+
 /// The arithmetic.
 pub fn compute(f: &PlanFacts) -> Plan {
     let n = f.records.saturating_sub(f.never_fit_count).max(1) as f64;
@@ -229,56 +291,13 @@ pub fn compute(f: &PlanFacts) -> Plan {
     let rpm_allows = rpm;
     let tpm_allows = tpm.map(|t| t / charge.max(l_min * reservation).max(1.0));
     let concurrency_allows = f.max_concurrency as f64 / l_min;
-    let binding = |rpm: Option<f64>, tpm_allows: Option<f64>, concurrency_allows: f64| {
-        let tpm_bound = if l_min * reservation > charge {
-            Bound::TpmReservations
-        } else {
-            Bound::TpmCharges
-        };
-        [
-            (Bound::Concurrency, Some(concurrency_allows)),
-            (Bound::Rpm, rpm),
-            (tpm_bound, tpm_allows),
-        ]
-        .into_iter()
-        .filter_map(|(b, allows)| Some((b, allows?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("concurrency is always a candidate")
-    };
-    let (mut bound, mut rate) = binding(rpm_allows, tpm_allows, concurrency_allows);
-    // Several targets: each is bound by its own limits, and the job gets what they allow together; the bound
-    // named is the one that holds back the most of it.
-    let per_target = concurrency_allows / f.targets.len().max(1) as f64;
-    let targets: Vec<(Bound, f64)> = f
-        .targets
-        .iter()
-        .map(|t| {
-            let by_tokens = t
-                .tpm
-                .map(|t| t as f64 / charge.max(l_min * reservation).max(1.0));
-            binding(t.rpm.map(|r| r as f64), by_tokens, per_target)
-        })
-        .collect();
+    let per_request = (charge, reservation, l_min);
+    let (mut bound, mut rate) = binding(per_request, (rpm_allows, tpm_allows, concurrency_allows));
+    // Several targets: each is bound by its own limits, and the job gets what they allow together.
+    let targets = per_target(f, per_request, concurrency_allows);
     if !targets.is_empty() {
         rate = targets.iter().map(|(_, a)| a).sum();
-        bound = [
-            Bound::Rpm,
-            Bound::TpmCharges,
-            Bound::TpmReservations,
-            Bound::Concurrency,
-        ]
-        .into_iter()
-        .max_by(|a, b| {
-            let share = |k: Bound| -> f64 {
-                targets
-                    .iter()
-                    .filter(|(b, _)| *b == k)
-                    .map(|(_, r)| r)
-                    .sum()
-            };
-            share(*a).total_cmp(&share(*b))
-        })
-        .expect("four kinds");
+        bound = most_binding(&targets);
     }
     let sendable = f.records.saturating_sub(f.never_fit_count);
     let wall = Duration::from_secs_f64(sendable as f64 / rate.max(1e-9) * 60.0);

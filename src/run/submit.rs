@@ -645,8 +645,6 @@ async fn note_daily_waits(ctx: Arc<worker::Ctx>, store: Store, key: i64, stop: C
     }
 }
 
-/// Says what this run sends: a line, and a `start` event for a JSON log. While the inputs are still read, the
-/// records to send are not all known yet; `ingest` says how far the reading got.
 /// Where the records go: the model, or the targets by name.
 fn destination(job: &Job) -> String {
     match &job.targets[..] {
@@ -658,6 +656,8 @@ fn destination(job: &Job) -> String {
     }
 }
 
+/// Says what this run sends: a line, and a `start` event for a JSON log. While the inputs are still read, the
+/// records to send are not all known yet; `ingest` says how far the reading got.
 fn say_start(job: &Job, counts: &Counts, reading: bool, ingest: Progress) {
     let (done, failed) = (counts.done, counts.failed);
     let pending = counts.pending() + ingest.sendable;

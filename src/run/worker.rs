@@ -300,37 +300,62 @@ async fn call(ctx: &Ctx, request: &str, est_tokens: u64, max_tokens: u64) -> Cal
         } else {
             drop(admission);
         }
-        // A tier the model does not offer: the record goes again in the default tier, or the run stops.
-        match tier_refused(ctx, target, &error) {
-            Some(true) => {
-                daily_answered(ctx, pass, false);
-                continue;
-            }
-            Some(false) => return Called::Stopped,
-            None => {}
-        }
-        // A failure of the target rather than of the record: the record goes to another target.
-        if target_failed(ctx, target, &error) {
-            daily_answered(ctx, pass, false);
-            continue;
-        }
-        if let (Some(gate), Some(pass), true) = (&ctx.daily_gate, pass, is_daily(&error)) {
-            // The gate does the waiting; the record is tried again when it opens.
-            RunStats::bump(&ctx.stats.throttled);
-            daily_closed(ctx, gate, pass, &error.message);
-            continue;
-        }
-        daily_answered(ctx, pass, false);
-        tracing::debug!(attempt = tries.attempts, code = %error.code, "call failed");
-        let wait = match tries.after(ctx, error) {
-            Next::Retry(wait) => wait,
-            Next::Failed(failure) => return Called::Failed(failure),
-            Next::Stop => return Called::Stopped,
+        let wait = match after_error(ctx, (target, pass), &mut tries, error) {
+            Step::Again => continue,
+            Step::Wait(wait) => wait,
+            Step::Ends(called) => return called,
         };
         tokio::select! {
             _ = ctx.shutdown.stop.cancelled() => return Called::Stopped,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// What a record's call does after an error.
+enum Step {
+    /// Goes again at once (elsewhere, or in the default tier, or when the daily gate opens).
+    Again,
+    /// Goes again after this backoff.
+    Wait(Duration),
+    /// Is over.
+    Ends(Called),
+}
+
+/// After `error` from target `target` (the call went through the daily gate with `pass`): a refused tier, a
+/// target out of use, the daily quota, and else the record's own retry policy.
+fn after_error(
+    ctx: &Ctx,
+    (target, pass): (usize, Option<Pass>),
+    tries: &mut Tries,
+    error: CallError,
+) -> Step {
+    // A tier the model does not offer: the record goes again in the default tier, or the run stops.
+    match tier_refused(ctx, target, &error) {
+        Some(true) => {
+            daily_answered(ctx, pass, false);
+            return Step::Again;
+        }
+        Some(false) => return Step::Ends(Called::Stopped),
+        None => {}
+    }
+    // A failure of the target rather than of the record: the record goes to another target.
+    if target_failed(ctx, target, &error) {
+        daily_answered(ctx, pass, false);
+        return Step::Again;
+    }
+    if let (Some(gate), Some(pass), true) = (&ctx.daily_gate, pass, is_daily(&error)) {
+        // The gate does the waiting; the record is tried again when it opens.
+        RunStats::bump(&ctx.stats.throttled);
+        daily_closed(ctx, gate, pass, &error.message);
+        return Step::Again;
+    }
+    daily_answered(ctx, pass, false);
+    tracing::debug!(attempt = tries.attempts, code = %error.code, "call failed");
+    match tries.after(ctx, error) {
+        Next::Retry(wait) => Step::Wait(wait),
+        Next::Failed(failure) => Step::Ends(Called::Failed(failure)),
+        Next::Stop => Step::Ends(Called::Stopped),
     }
 }
 
