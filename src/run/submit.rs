@@ -588,6 +588,7 @@ async fn note_run_budget(h: &Held<'_>, key: i64, targets: &[ConnectedTarget]) ->
         .iter()
         .flat_map(|t| t.sourced.iter().map(|(key, _)| *key))
         .collect();
+    keys.sort_unstable();
     keys.dedup();
     let from = (!keys.is_empty()).then(|| keys.join(","));
     h.store

@@ -278,3 +278,32 @@ async fn plan_shows_what_each_region_allows_and_what_they_allow_together() {
         "{plan}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_denies_access_is_dropped_and_the_job_goes_on() {
+    let east = region(600, true).await;
+    let denied =
+        emulator("[models.\"*\"]\naccess-denied = true\noutput-tokens = { min = 2, max = 4 }\n")
+            .await;
+    let t = job(
+        20,
+        &[
+            ("denied", "eu-west-1", &denied.endpoint()),
+            ("east", "us-east-1", &east.endpoint()),
+        ],
+    );
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("warning: target denied is dropped for this run (AccessDeniedException: "),
+        "{}",
+        run.stderr
+    );
+    let (n, counts) = by_target(&t);
+    assert_eq!(
+        (n, counts.get("east").copied()),
+        (20, Some(20)),
+        "{counts:?}"
+    );
+}
