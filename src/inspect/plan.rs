@@ -126,6 +126,7 @@ pub async fn planned_on(
         over_context: (0, job.model.facts.context),
         targets,
         tier: tier_of(&job, &prices),
+        batch_price: prices.batch_price(&job.model.id),
     };
     // Every record, read as ingest reads it.
     let batches = read_in_batches(&job, files, s3.as_ref());

@@ -81,6 +81,8 @@ pub struct PlanFacts {
     /// The service tier the job's calls name, other than the default, and its price when the model table gives
     /// one.
     pub tier: Option<(String, Option<Price>)>,
+    /// The model's batch-inference price, when the model table gives one.
+    pub batch_price: Option<Price>,
     /// A job with several targets: each one's name and quotas (`rpm` and `tpm` above are their sums, and
     /// `max_concurrency` is theirs together). Empty for a job of one target.
     pub targets: Vec<PlanTarget>,
@@ -404,6 +406,7 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         }
     }
     tier_lines(&mut t, f, p);
+    batch_lines(&mut t, f, p);
     never_fit_lines(&mut t, f);
     daily_lines(&mut t, f, p);
     if let (Some((rpm, tpm, conc)), Some(d)) = (p.needed, f.deadline) {
@@ -420,6 +423,55 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
         );
     }
     t
+}
+
+/// Fewest records a batch-inference job takes. Third-party code of 2025 uses 100; an older AWS sample says
+/// 1,000; the user guide's quota page lists it per model. Check Service Quotas ("Minimum number of records per
+/// batch inference job").
+const BATCH_MIN_RECORDS: u64 = 100;
+/// Most records one batch-inference job takes, in AWS's bedrock-batch-orchestrator sample (a quota per model).
+const BATCH_MAX_RECORDS: u64 = 50_000;
+
+/// What Bedrock's batch inference would cost and take for the job, beside the on-demand run: the batch price
+/// (from the model table), how many batch jobs the records make, and the time AWS allows a job.
+fn batch_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
+    let currency = f.price.as_ref().map(|(_, c, _)| c.as_str());
+    let cost = match (f.batch_price, p.cost, currency) {
+        (Some(b), Some((i, o)), Some(c)) => {
+            let batch = (f.input_tokens as f64 * b.input + p.output_total * b.output) / 1e6;
+            format!(
+                "{} (on demand {}, {:.0} % of it)",
+                money(batch, c),
+                money(i + o, c),
+                100.0 * batch / (i + o).max(1e-12)
+            )
+        }
+        _ => format!(
+            "price unknown (the model table gives no batch price for {})",
+            f.model_id
+        ),
+    };
+    let jobs = p.sendable.div_ceil(BATCH_MAX_RECORDS).max(1);
+    let fits = if p.sendable < BATCH_MIN_RECORDS {
+        format!(
+            "; {} records are fewer than the {BATCH_MIN_RECORDS} a batch job takes at least",
+            int(p.sendable)
+        )
+    } else {
+        format!(
+            "; {} record{} in {jobs} job{} of at most {}",
+            int(p.sendable),
+            if p.sendable == 1 { "" } else { "s" },
+            if jobs == 1 { "" } else { "s" },
+            int(BATCH_MAX_RECORDS)
+        )
+    };
+    let _ = writeln!(
+        t,
+        "batch inference  {cost}{fits}; no on-demand quota used, and each job has up to 24 h to finish (AWS's \
+         default timeout, 24 to 168 h) against {} on demand",
+        duration(p.wall)
+    );
 }
 
 /// A job in the Flex or Priority tier: its cost at the tier's price against the default tier's, or why it is
@@ -714,6 +766,7 @@ mod tests {
             over_context: (0, Some(200_000)),
             targets: Vec::new(),
             tier: None,
+            batch_price: None,
         }
     }
 
@@ -766,6 +819,10 @@ mod tests {
         }];
         f.never_fit_count = 3;
         f.records = 1003;
+        f.batch_price = Some(Price {
+            input: 0.4,
+            output: 2.0,
+        });
         insta::assert_snapshot!(render(&f, &compute(&f)), @r"
             plan for job `j` (model anthropic.claude-3-5-haiku-20241022-v1:0); no model calls were made
 
@@ -785,6 +842,7 @@ mod tests {
 
             expected time    11m29s at 87 requests/min
             expected cost    $0.80 (input $0.40 + output $0.40; on-demand prices as of 2025-11)
+            batch inference  $0.40 (on demand $0.80, 50 % of it); 1,000 records in 1 job of at most 50,000; no on-demand quota used, and each job has up to 24 h to finish (AWS's default timeout, 24 to 168 h) against 11m29s on demand
             never fit        3 records reserve more than the TPM budget of 200,000; they would fail at once — shorten them or lower max-tokens:
                                doc-17 (in.jsonl:17): 204,100 tokens
                                … and 2 more
