@@ -48,6 +48,8 @@ use batchrun::emulator::config::Neighbour;
 use batchrun::emulator::{self, EmulatorConfig, EmulatorHandle, OutputLength, text};
 use serde_json::{Value, json};
 
+mod common;
+
 const MODEL: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
 const POOL: usize = 16;
 
@@ -704,37 +706,7 @@ async fn batchrun(s: &Scenario, emu: &EmulatorHandle, deadline: Duration, record
     );
     std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let started_s = emu.stats().uptime_s;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchrun"))
-        .args(["submit", "job.toml", "--progress", "off", "--grace", "10"])
-        .current_dir(dir.path())
-        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
-        .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap().to_string();
-    let stderr = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut text = String::new();
-        let _ = tokio::io::BufReader::new(stderr)
-            .read_to_string(&mut text)
-            .await;
-        text
-    });
-    if tokio::time::timeout(deadline, child.wait()).await.is_err() {
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status();
-        child.wait().await.unwrap();
-    }
-    let log = log.await.unwrap();
+    let (_, log) = common::submit(dir.path(), deadline).await;
     let store = Store::open(&dir.path().join(".batchrun/state.db"))
         .await
         .expect("the run left its state");

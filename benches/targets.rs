@@ -22,6 +22,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use batchrun::emulator::{self, EmulatorConfig, EmulatorHandle, Stats};
+
+mod common;
 use serde_json::{Value, json};
 
 const MODEL: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -67,45 +69,6 @@ fn job_folder(records: usize, urls: &[String]) -> tempfile::TempDir {
     dir
 }
 
-/// Runs `batchrun submit` in `dir`; Ctrl-C at `deadline` if it has not ended. Returns its exit code and
-/// standard error.
-async fn submit(dir: &Path, deadline: Duration) -> (Option<i32>, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_batchrun"))
-        .args(["submit", "job.toml", "--progress", "off", "--grace", "10"])
-        .current_dir(dir)
-        .env_remove("AWS_BEARER_TOKEN_BEDROCK")
-        .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap().to_string();
-    let stderr = child.stderr.take().unwrap();
-    let log = tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut text = String::new();
-        let _ = tokio::io::BufReader::new(stderr)
-            .read_to_string(&mut text)
-            .await;
-        text
-    });
-    let status = match tokio::time::timeout(deadline, child.wait()).await {
-        Ok(status) => status.unwrap(),
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-INT", &pid])
-                .status();
-            child.wait().await.unwrap()
-        }
-    };
-    (status.code(), log.await.unwrap())
-}
-
 /// Answered and throttled calls of the model, from second `from` to before second `to` of an emulator's clock.
 fn between(stats: &Stats, from: u64, to: u64) -> (u64, u64) {
     stats.models.get(MODEL).map_or((0, 0), |m| {
@@ -142,7 +105,7 @@ async fn scenario(name: &str, regions: usize, halved: bool, seconds: f64) -> Val
     // Enough records to keep every region busy to the deadline.
     let records = (regions as f64 * Q / 60.0 * seconds * 2.0) as usize;
     let dir = job_folder(records, &urls);
-    let (code, log) = submit(dir.path(), Duration::from_secs_f64(seconds)).await;
+    let (code, log) = common::submit(dir.path(), Duration::from_secs_f64(seconds)).await;
     let (sa, sb) = (a.stats(), b.stats());
     let to = seconds as u64;
     let ok_a = between(&sa, 0, to).0;
@@ -197,7 +160,9 @@ async fn region_gone(seconds: f64) -> Value {
     let path = dir.path().to_path_buf();
     let started = Instant::now();
     let run =
-        tokio::spawn(async move { submit(&path, Duration::from_secs_f64(seconds * 3.0)).await });
+        tokio::spawn(
+            async move { common::submit(&path, Duration::from_secs_f64(seconds * 3.0)).await },
+        );
     tokio::time::sleep(Duration::from_secs_f64(third)).await;
     let sa = a.stats();
     a.shutdown().await;

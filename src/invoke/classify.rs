@@ -45,6 +45,11 @@ pub enum Stop {
 }
 
 impl CallError {
+    /// Bedrock's "Too many tokens per day": the daily token quota is used up, which waiting seconds does not cure.
+    pub fn is_daily(&self) -> bool {
+        self.class == Class::Throttled && self.message.to_ascii_lowercase().contains("per day")
+    }
+
     /// Why the calls cannot succeed, when the error is fatal.
     pub fn stop(&self) -> Stop {
         match self.code.as_str() {

@@ -1,7 +1,7 @@
 //! The Bedrock Runtime client and one call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
@@ -58,18 +58,12 @@ pub struct Invoker {
     client: Client,
     model_id: String,
     api: Api,
-    /// The service tier calls name (see [`TIERS`]; 0 for none); shared by clones, so that dropping it (a model
-    /// that does not offer it) holds for every call from then on.
-    tier: Arc<AtomicU8>,
+    /// The service tier the job names for its calls.
+    tier: Option<ServiceTier>,
+    /// Whether calls stopped naming it (the model does not offer it); shared by clones, so that it holds for
+    /// every call from then on.
+    tier_dropped: Arc<AtomicBool>,
 }
-
-/// The tiers an [`Invoker`] names, by their index in its `tier` (0: none).
-const TIERS: [Option<ServiceTier>; 4] = [
-    None,
-    Some(ServiceTier::Default),
-    Some(ServiceTier::Flex),
-    Some(ServiceTier::Priority),
-];
 
 // Connecting to a regional endpoint takes milliseconds; a connect that hangs is a network problem to retry.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,26 +130,24 @@ impl Invoker {
                     .build(),
             )
             .build();
-        let tier = TIERS
-            .iter()
-            .position(|t| *t == job.model.service_tier)
-            .unwrap_or(0);
         Ok(Invoker {
             client: Client::from_conf(config),
             model_id: job.model.id.clone(),
             api: job.model.api,
-            tier: Arc::new(AtomicU8::new(tier as u8)),
+            tier: job.model.service_tier,
+            tier_dropped: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// The service tier calls name, if any.
     pub fn tier(&self) -> Option<ServiceTier> {
-        TIERS[usize::from(self.tier.load(Ordering::Relaxed)).min(TIERS.len() - 1)]
+        self.tier
+            .filter(|_| !self.tier_dropped.load(Ordering::Relaxed))
     }
 
     /// Calls name no service tier from now on (Bedrock serves the default). Returns whether they named one.
     pub fn drop_tier(&self) -> bool {
-        self.tier.swap(0, Ordering::Relaxed) != 0
+        self.tier.is_some() && !self.tier_dropped.swap(true, Ordering::Relaxed)
     }
 
     /// Sends one request body (as stored in the checkpoint) and returns the reply or the classified error.

@@ -50,7 +50,7 @@ struct Health {
 pub enum Verdict {
     /// Nothing: the record's own retry policy applies.
     Record,
-    /// The target starts resting (it failed this many calls in a row); others serve meanwhile.
+    /// The target rests this long (it failed [`FAILURES_TO_REST`] calls in a row); others serve meanwhile.
     Rests(Duration),
     /// The target is dropped for good with this reason; others serve.
     Dropped(String),
@@ -77,9 +77,9 @@ impl Route {
         h.dropped.is_none() && h.resting_until.is_none_or(|t| t <= now)
     }
 
-    /// Why it was dropped, if it was.
-    pub fn dropped(&self) -> Option<String> {
-        self.health().dropped.clone()
+    /// Whether it was dropped for good.
+    pub fn is_dropped(&self) -> bool {
+        self.health().dropped.is_some()
     }
 
     /// A call it served was answered.
@@ -133,8 +133,7 @@ impl Health {
 /// is denied, the profile is unknown), as against a problem of the record or of the moment.
 fn gone_for_good(error: &CallError) -> bool {
     error.class == Class::Fatal
-        || (error.class == Class::Throttled
-            && error.message.to_ascii_lowercase().contains("per day"))
+        || error.is_daily()
         || (error.code == "ValidationException"
             && error
                 .message
@@ -186,13 +185,13 @@ impl Routes {
         self.routes
             .iter()
             .enumerate()
-            .any(|(j, r)| j != i && r.dropped().is_none())
+            .any(|(j, r)| j != i && !r.is_dropped())
     }
 
     /// Whether some target in use could ever admit a request of `tokens` (its TPM budget holds it).
     pub fn can_ever_admit(&self, est_tokens: u64, max_tokens: u64) -> bool {
         self.routes.iter().any(|r| {
-            r.dropped().is_none()
+            !r.is_dropped()
                 && r.budget
                     .can_ever_admit(r.budget.reservation(est_tokens, max_tokens))
         })
@@ -201,6 +200,10 @@ impl Routes {
     /// Waits until a target in use admits a request (estimated input `est_tokens`, output cap `max_tokens`),
     /// the first with room; `None` when every target was dropped.
     pub async fn admit(&self, est_tokens: u64, max_tokens: u64) -> Option<Admitted> {
+        // One target is never dropped nor rested (its errors are the records'): no search.
+        if let [only] = &self.routes[..] {
+            return Some((0, only.budget.admit(est_tokens, max_tokens).await));
+        }
         loop {
             let now = Instant::now();
             let usable: Vec<usize> = (0..self.routes.len())
@@ -211,7 +214,7 @@ impl Routes {
                 let wake = self
                     .routes
                     .iter()
-                    .filter(|r| r.dropped().is_none())
+                    .filter(|r| !r.is_dropped())
                     .filter_map(|r| r.health().resting_until)
                     .min()?;
                 tokio::time::sleep_until(wake).await;

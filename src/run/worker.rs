@@ -344,7 +344,7 @@ fn after_error(
         daily_answered(ctx, pass, false);
         return Step::Again;
     }
-    if let (Some(gate), Some(pass), true) = (&ctx.daily_gate, pass, is_daily(&error)) {
+    if let (Some(gate), Some(pass), true) = (&ctx.daily_gate, pass, error.is_daily()) {
         // The gate does the waiting; the record is tried again when it opens.
         RunStats::bump(&ctx.stats.throttled);
         daily_closed(ctx, gate, pass, &error.message);
@@ -417,7 +417,7 @@ fn target_failed(ctx: &Ctx, i: usize, error: &CallError) -> bool {
                 .routes
                 .all()
                 .iter()
-                .filter(|r| r.dropped().is_none())
+                .filter(|r| !r.is_dropped())
                 .map(|r| r.name.as_str())
                 .collect();
             crate::say!(
@@ -456,11 +456,6 @@ fn brief(message: &str) -> &str {
         .match_indices(" (")
         .find(|(i, _)| dump(&message[i + 2..]))
         .map_or(message, |(i, _)| &message[..i])
-}
-
-/// Bedrock's "Too many tokens per day".
-fn is_daily(error: &CallError) -> bool {
-    error.class == Class::Throttled && error.message.to_ascii_lowercase().contains("per day")
 }
 
 /// A call met the daily throttle: the gate closes (or stays closed); the first closing says so.
@@ -609,7 +604,7 @@ impl Tries {
         let r = ctx.job.retry;
         match error.class {
             // The daily token quota is not met by waiting seconds: the run stops, resumably.
-            Class::Throttled if is_daily(&error) => {
+            Class::Throttled if error.is_daily() => {
                 RunStats::bump(&ctx.stats.throttled);
                 ctx.daily
                     .lock()
