@@ -599,7 +599,14 @@ async fn note_run_budget(h: &Held<'_>, key: i64, targets: &[ConnectedTarget]) ->
 
 /// What stopped the run, if Bedrock did: a fatal error, or the daily token quota.
 fn stopped_by(ctx: &worker::Ctx, job_file: &std::path::Path) -> Result<(), Error> {
-    let model = ctx.job.model.id.clone();
+    // With several targets, the one still in use is the one whose error stopped the run: named with its model.
+    let model = match ctx.routes.all().iter().position(|r| !r.is_dropped()) {
+        Some(i) if ctx.routes.several() => {
+            let t = &ctx.job.targets[i];
+            format!("{} (target {})", t.model, t.name)
+        }
+        _ => ctx.job.model.id.clone(),
+    };
     if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(Error::Fatal {
             model,

@@ -204,6 +204,14 @@ async fn when_every_target_is_dropped_the_run_stops_resumably_and_a_fixed_job_fi
         "{}",
         run.stderr
     );
+    // The message names the target whose error stopped the run: the last one in use, either.
+    assert!(
+        ["a", "b"].iter().any(|n| run
+            .stderr
+            .contains(&format!("model {HAIKU} (target {n}) answered"))),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         t.done_in_state().await,
         (0, 20),
