@@ -19,9 +19,11 @@ use crate::inspect::{
     PlanOptions, QuotasOptions, ReportOptions, Scope, Wanted, plan, quotas, quotas_of_model,
     report, request_quotas, status,
 };
-use crate::job::{Endpoint, Job};
+use crate::job::{Endpoint, Job, Mode};
 use crate::report::progress::ProgressMode;
-use crate::run::{Connection, Endpoints, Expected, RunOutcome, Shutdown, SubmitOptions, submit};
+use crate::run::{
+    Connection, Endpoints, Expected, RunOutcome, Shutdown, SubmitOptions, cancel, submit,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -69,6 +71,9 @@ pub enum Command {
     Quotas(QuotasArgs),
     /// Run a local Bedrock Runtime with a simulated quota, for tests, demos and rehearsing a job.
     Emulator(EmulatorArgs),
+    /// Stop a job's Bedrock batch inference jobs (they run at AWS after Ctrl-C); the records they did not
+    /// answer go on demand, or fail, at the next `submit`.
+    Cancel(CancelArgs),
 }
 
 /// `batchrun quotas`.
@@ -257,6 +262,20 @@ pub struct SubmitArgs {
     /// Progress: `auto` (a bar on a terminal, a line every 10 s otherwise), `lines`, or `off`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "lines", "off"])]
     pub progress: String,
+    /// How the records reach Bedrock, instead of the job file's `job.mode`: `on-demand`, `batch` (Bedrock batch
+    /// inference, `[batch]`) or `auto`.
+    #[arg(long, value_name = "MODE", value_parser = ["on-demand", "batch", "auto"])]
+    pub mode: Option<String>,
+}
+
+/// `batchrun cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// The state database [default: .batchrun/state.db in the job file's folder].
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 /// `batchrun emulator`: flags describe one model profile that serves every model id, or `--profile` names a
@@ -403,6 +422,12 @@ pub async fn run(cli: Cli) -> Result<ExitKind, Error> {
     }
     match cli.command {
         Command::Submit(args) => run_submit(args).await,
+        Command::Cancel(args) => {
+            for line in cancel(&args.job, args.state, &StandardEndpoints).await? {
+                crate::say!("{line}");
+            }
+            Ok(ExitKind::Ok)
+        }
         Command::Plan(args) => {
             let text = plan(&PlanOptions {
                 job_file: args.job,
@@ -513,6 +538,11 @@ async fn run_submit(args: SubmitArgs) -> Result<ExitKind, Error> {
         progress,
         wait: args.wait,
         endpoints: Arc::new(StandardEndpoints),
+        mode: args.mode.as_deref().map(|m| match m {
+            "batch" => Mode::Batch,
+            "auto" => Mode::Auto,
+            _ => Mode::OnDemand,
+        }),
     };
     let shutdown = Shutdown::default();
     shutdown.listen(grace);

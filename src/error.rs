@@ -160,6 +160,32 @@ pub enum Error {
     /// Writing to standard output failed.
     #[error("failed to write to standard output")]
     Stdout(#[source] std::io::Error),
+    /// Bedrock batch inference refused what was asked, or its results could not be read.
+    #[error("{message}")]
+    Batch {
+        /// What happened.
+        message: String,
+        /// What to do.
+        hint: Option<String>,
+    },
+}
+
+impl From<crate::batch::BatchError> for Error {
+    fn from(e: crate::batch::BatchError) -> Self {
+        use crate::batch::BatchError;
+        match e {
+            BatchError::Checkpoint(c) => Error::Checkpoint(c),
+            BatchError::S3(s) => Error::S3(s),
+            BatchError::Refused { message, hint } => Error::Batch {
+                message,
+                hint: Some(hint),
+            },
+            other @ BatchError::Read { .. } => Error::Batch {
+                message: other.to_string(),
+                hint: Some("nothing was lost: run the job again to read the results again".into()),
+            },
+        }
+    }
 }
 
 impl From<EmulatorError> for Error {
@@ -210,7 +236,8 @@ impl Error {
             | Error::Quotas(_)
             | Error::QuotaRequest { .. }
             | Error::JobChanged { .. }
-            | Error::Fatal { .. } => ExitKind::Config,
+            | Error::Fatal { .. }
+            | Error::Batch { .. } => ExitKind::Config,
             Error::S3(_) => ExitKind::Config,
             Error::AlreadyRunning { .. } => ExitKind::Busy,
             Error::DailyQuota { .. } => ExitKind::DailyQuota,
@@ -254,6 +281,7 @@ impl Error {
                 path.display()
             )),
             Error::S3(e) | Error::Source(SourceError::S3(e)) => Some(e.hint()),
+            Error::Batch { hint, .. } => hint.clone(),
             Error::Output(e) if e.source.kind() == std::io::ErrorKind::StorageFull => Some(
                 "the output disk is full: free space there and submit the job again; answers already received \
                  are kept in the state database and are not paid for again"

@@ -24,7 +24,8 @@
 //! `run` drives those stages for `submit`: the job lock, the fingerprint (new, resume or refuse), ingest, a
 //! feeder, the workers, the one writer, parts, and Ctrl-C. `inspect` gathers facts for the commands that only
 //! look — `plan` (reads the inputs as `submit` would), `status` and `report` (read the state database) — and
-//! `report` turns facts into text and pages with pure functions (plus live progress). `catalogue` is the model table (burndown, context, prices). `s3` is the
+//! `report` turns facts into text and pages with pure functions (plus live progress). `catalogue` is the model table (burndown, context, prices). `batch` hands a job's records to
+//! Bedrock batch inference instead (staged on S3, joined back by record id into the same checkpoint). `s3` is the
 //! S3 client for inputs and outputs; `error` folds every module's error into one with a hint and an exit code;
 //! `cli` parses the command line and decides how to reach Bedrock (real, a URL, or the embedded `emulator`, a
 //! local Bedrock Runtime that tests, benchmarks and the demo reach only through the real SDK — it shares no
@@ -43,6 +44,7 @@
 
 pub mod say;
 
+pub mod batch;
 pub mod budget;
 pub mod catalogue;
 pub mod checkpoint;

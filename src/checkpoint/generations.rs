@@ -252,6 +252,7 @@ mod tests {
             target: None,
             tier: None,
             cached: (0, 0),
+            via_batch: false,
         }
     }
 

@@ -17,6 +17,7 @@
 //! | `inputs`   | `input_files`        | which records each input file gave an incremental job        |
 //! | `lock`     | `locks`              | which process runs a job                                     |
 //! | `account`  | `account_quotas`     | the account's quotas as Service Quotas last gave them        |
+//! | `batch`    | `batch_jobs`, `batch_records` | Bedrock batch jobs made of the job's records, and their state |
 //!
 //! `open` creates and migrates the database; `store` holds the [`Store`] handle and the error. It stores and
 //! answers; it never calls back into the runner or the sink.
@@ -29,6 +30,7 @@
 
 mod account;
 mod answers;
+mod batch;
 mod generations;
 mod inputs;
 mod jobs;
@@ -42,6 +44,7 @@ mod runs;
 mod store;
 
 pub use account::CachedQuota;
+pub use batch::{BatchJobRow, BatchProgress, NewShard, STAGED};
 pub use generations::{Deleted, Generation};
 pub use inputs::{InputSpan, StoredRecord};
 pub use jobs::StoredJob;

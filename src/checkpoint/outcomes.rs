@@ -67,6 +67,8 @@ pub struct Finished {
     pub tier: Option<String>,
     /// Input tokens its call read from the prompt cache, and wrote to it.
     pub cached: (u64, u64),
+    /// Answered (or failed) by a Bedrock batch job rather than an on-demand call.
+    pub via_batch: bool,
 }
 
 impl Finished {
@@ -86,6 +88,7 @@ impl Finished {
             target: None,
             tier: None,
             cached: (0, 0),
+            via_batch: false,
         }
     }
 }
@@ -243,7 +246,7 @@ impl Store {
             let mut b = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outcomes (job, seq, status, attempts, result, error_code, error_message, \
                  input_tokens, output_tokens, latency_ms, finished_at, call_records, target, tier, cache_read_tokens, \
-                 cache_write_tokens) ",
+                 cache_write_tokens, via_batch) ",
             );
             b.push_values(chunk, |mut row, o| {
                 row.push_bind(job.to_string())
@@ -261,7 +264,8 @@ impl Store {
                     .push_bind(o.target.clone())
                     .push_bind(o.tier.clone())
                     .push_bind(o.cached.0 as i64)
-                    .push_bind(o.cached.1 as i64);
+                    .push_bind(o.cached.1 as i64)
+                    .push_bind(o.via_batch);
             });
             b.push(" ON CONFLICT DO NOTHING");
             b.build()
@@ -470,6 +474,7 @@ mod tests {
             target: None,
             tier: None,
             cached: (0, 0),
+            via_batch: false,
         }
     }
 

@@ -128,7 +128,9 @@ impl Store {
 
 /// The statements that delete a job's state under its key, every table but `uploads` (whose rows outlive a
 /// fresh start: the uploads they name are still to be aborted) and `locks`.
-pub(super) const JOB_STATE: [&str; 8] = [
+pub(super) const JOB_STATE: [&str; 10] = [
+    "DELETE FROM batch_records WHERE job = ?",
+    "DELETE FROM batch_jobs WHERE job = ?",
     "DELETE FROM parts WHERE job = ?",
     "DELETE FROM input_files WHERE job = ?",
     "DELETE FROM throttles WHERE job = ?",

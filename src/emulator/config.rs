@@ -26,6 +26,54 @@ pub struct EmulatorConfig {
     /// How the Service Quotas API the emulator also serves behaves.
     #[serde(default)]
     pub service_quotas: ServiceQuotasProfile,
+    /// How Bedrock batch inference (the control plane's model-invocation jobs) behaves.
+    #[serde(default)]
+    pub batch: BatchProfile,
+}
+
+/// `[batch]`: Bedrock batch inference, as the emulator serves it. Staged records are read from, and results
+/// written to, the S3 endpoint of the standard AWS configuration (`AWS_ENDPOINT_URL_S3`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BatchProfile {
+    /// Records a batch job processes each second.
+    pub records_per_second: f64,
+    /// Seconds a new batch job spends Submitted and Validating before it starts.
+    pub start_delay_s: f64,
+    /// Share of records, 0 to 1, answered with an `error` instead of a `modelOutput` (drawn per record id).
+    pub failure_share: f64,
+    /// Share of records, 0 to 1, left out of the output altogether (drawn per record id).
+    pub missing_share: f64,
+    /// The fewest records a batch job takes; fewer fail validation.
+    pub min_records: u64,
+    /// The most records a batch job takes; more fail validation.
+    pub max_records: u64,
+    /// Batch jobs of one model not yet ended, at most; a create beyond answers ServiceQuotaExceededException.
+    pub max_jobs_in_flight: u64,
+    /// The S3 endpoint batch jobs read and write (`http://127.0.0.1:PORT`); left out, the standard AWS
+    /// configuration's (`AWS_ENDPOINT_URL_S3`).
+    pub s3_endpoint: Option<String>,
+    /// With `s3-endpoint`: the access key to sign with (left out, the standard AWS configuration's credentials).
+    pub s3_access_key_id: Option<String>,
+    /// With `s3-access-key-id`: its secret.
+    pub s3_secret_access_key: Option<String>,
+}
+
+impl Default for BatchProfile {
+    fn default() -> Self {
+        BatchProfile {
+            records_per_second: 500.0,
+            start_delay_s: 0.2,
+            failure_share: 0.0,
+            missing_share: 0.0,
+            min_records: 100,
+            max_records: 50_000,
+            max_jobs_in_flight: 10,
+            s3_endpoint: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+        }
+    }
 }
 
 /// `[service-quotas]`: the account's Service Quotas, as the emulator serves them.
@@ -436,6 +484,7 @@ impl EmulatorConfig {
             seed,
             models: BTreeMap::from([(ANY_MODEL.to_string(), profile)]),
             service_quotas: ServiceQuotasProfile::default(),
+            batch: BatchProfile::default(),
         }
     }
 
@@ -473,6 +522,7 @@ impl EmulatorConfig {
             check_quota_changes(m, &key)?;
             check_tiers(m, &key)?;
         }
+        check_batch(&self.batch)?;
         if let Some(after) = self.service_quotas.approve_after_s
             && !(after.is_finite() && after >= 0.0)
         {
@@ -568,6 +618,40 @@ fn check_tiers(m: &ModelProfile, key: &dyn Fn(&str) -> String) -> Result<(), Con
                 "must be a factor above 0 and at most 1000",
             ));
         }
+    }
+    Ok(())
+}
+
+/// `[batch]`: a positive rate, shares from 0 to 1, and a minimum no larger than the maximum.
+fn check_batch(b: &BatchProfile) -> Result<(), ConfigError> {
+    if !(b.records_per_second.is_finite() && b.records_per_second > 0.0) {
+        return Err(invalid(
+            "batch.records-per-second",
+            "must be a number above 0",
+        ));
+    }
+    if !(b.start_delay_s.is_finite() && b.start_delay_s >= 0.0) {
+        return Err(invalid("batch.start-delay-s", "must be 0 or more seconds"));
+    }
+    for (v, key) in [
+        (b.failure_share, "batch.failure-share"),
+        (b.missing_share, "batch.missing-share"),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(invalid(key, "must be a share from 0 to 1"));
+        }
+    }
+    if b.s3_access_key_id.is_some() != b.s3_secret_access_key.is_some() {
+        return Err(invalid(
+            "batch.s3-access-key-id",
+            "set it with batch.s3-secret-access-key, or leave both out",
+        ));
+    }
+    if b.min_records > b.max_records || b.max_records == 0 {
+        return Err(invalid(
+            "batch.min-records",
+            "must be at most batch.max-records, which must be at least 1",
+        ));
     }
     Ok(())
 }

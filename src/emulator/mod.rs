@@ -5,9 +5,12 @@
 //! `batchrun emulator` to rehearse a job against a simulated quota. It owns its own quota code
 //! ([`quota`]), written apart from the runner's budget so that the two check each other.
 //!
+//! It also serves the control plane's batch inference jobs ([`batch`]), reading and writing S3.
+//!
 //! It does not own streaming operations (ConverseStream, InvokeModelWithResponseStream), guardrails or async
 //! invocation: batchrun does not use them.
 
+pub mod batch;
 pub mod config;
 pub mod quota;
 mod server;

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{self, BatchJobs};
 use super::config::{ConfigError, EmulatorConfig, Fault, ModelProfile};
 use super::quota::{Quota, Reservation, Throttle};
 use super::servicequotas::{self, ServiceQuotas};
@@ -191,6 +192,8 @@ struct Shared {
     count_tokens_requests: AtomicU64,
     /// The Service Quotas API's state: increase requests and the values they raised.
     service_quotas: ServiceQuotas,
+    /// The batch inference jobs made.
+    batch: Arc<BatchJobs>,
 }
 
 #[derive(Debug)]
@@ -250,6 +253,7 @@ impl Shared {
             next_request: AtomicU64::new(0),
             count_tokens_requests: AtomicU64::new(0),
             service_quotas: ServiceQuotas::default(),
+            batch: Arc::default(),
         }
     }
 
@@ -290,6 +294,7 @@ impl Shared {
                 .iter()
                 .map(|(id, m)| (id.clone(), m.stats.clone()))
                 .collect(),
+            batch: self.batch.stats(),
         }
     }
 
@@ -387,6 +392,28 @@ async fn service_quotas(
     resp
 }
 
+/// A batch inference control-plane operation (restJson1, as Bedrock's control plane frames it).
+async fn batch_operation(
+    shared: &Shared,
+    op: batch::Op,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> HttpReply {
+    let query = req.uri().query().map(str::to_string);
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    match shared
+        .batch
+        .serve(&shared.config, op, query.as_deref(), &body)
+    {
+        Ok(v) => json_response(200, request_id, v.to_string().into_bytes()),
+        Err(err) => error_response(&err, request_id),
+    }
+}
+
 /// A model call's service tier header (InvokeModel names its tier there; Converse in its body) and its body.
 async fn read_request(req: Request<Incoming>) -> Result<(Option<String>, Bytes), ErrorReply> {
     let tier_header = req
@@ -421,6 +448,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<HttpReply
         .map(str::to_string)
     {
         return Ok(service_quotas(&shared, &operation, req, &request_id).await);
+    }
+    if let Some(op) = batch::route(req.method(), req.uri().path()) {
+        return Ok(batch_operation(&shared, op, req, &request_id).await);
     }
     let Some((model_id, op)) =
         wire::route(req.uri().path()).filter(|_| req.method() == Method::POST)

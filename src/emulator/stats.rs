@@ -85,6 +85,9 @@ pub struct Stats {
     pub count_tokens_requests: u64,
     /// Per model id, as received.
     pub models: BTreeMap<String, ModelStats>,
+    /// The batch inference control plane's calls and records.
+    #[serde(default)]
+    pub batch: super::batch::BatchStats,
 }
 
 const SERIES_LIMIT: usize = 24 * 60 * 60;

@@ -34,6 +34,10 @@ pub enum ErrorKind {
     InternalServer,
     /// 404, no such operation (unknown path).
     UnknownOperation,
+    /// 400, the control plane's: too many batch jobs in flight.
+    ServiceQuotaExceeded,
+    /// 400, the control plane's: the resource is not in a state that allows it.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -44,7 +48,7 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => 503,
             ErrorKind::ModelTimeout => 408,
             ErrorKind::ModelError => 424,
-            ErrorKind::Validation => 400,
+            ErrorKind::Validation | ErrorKind::ServiceQuotaExceeded | ErrorKind::Conflict => 400,
             ErrorKind::AccessDenied => 403,
             ErrorKind::ResourceNotFound | ErrorKind::UnknownOperation => 404,
             ErrorKind::InternalServer => 500,
@@ -64,6 +68,8 @@ impl ErrorKind {
             ErrorKind::ResourceNotFound => "ResourceNotFoundException",
             ErrorKind::InternalServer => "InternalServerException",
             ErrorKind::UnknownOperation => "UnknownOperationException",
+            ErrorKind::ServiceQuotaExceeded => "ServiceQuotaExceededException",
+            ErrorKind::Conflict => "ConflictException",
         }
     }
 }

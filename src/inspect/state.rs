@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::report::diagnose::{self, ReportFacts};
 use crate::report::html;
-use crate::report::status::{self, DailyWait, JobStatus, LastError};
+use crate::report::status::{self, BatchJobStatus, DailyWait, JobStatus, LastError};
 use crate::run::lock;
 
 /// Which state database and which job(s).
@@ -145,7 +145,29 @@ async fn job_status(store: &Store, name: &str) -> Result<JobStatus, Error> {
                 message: e.message,
             })
             .collect(),
+        batch_jobs: batch_statuses(store, job).await?,
     })
+}
+
+/// The job's batch jobs as the last run read them.
+async fn batch_statuses(store: &Store, job: &str) -> Result<Vec<BatchJobStatus>, Error> {
+    Ok(store
+        .batch_jobs(job)
+        .await?
+        .into_iter()
+        .map(|b| BatchJobStatus {
+            shard: b.shard,
+            arn: b.arn,
+            status: b.status,
+            message: b.message,
+            records: b.records,
+            processed: b.processed,
+            succeeded: b.succeeded,
+            errored: b.errored,
+            collected: b.collected,
+            updated_at: b.updated_at,
+        })
+        .collect())
 }
 
 /// `batchrun status`: text, or JSON with `json`.

@@ -192,7 +192,7 @@ impl Invoker {
                 let raw = out.body().as_ref();
                 let parsed: Value = serde_json::from_slice(raw)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()));
-                let (input, output) = invoke_usage(&parsed).unwrap_or((est_tokens, 0));
+                let (input, output) = usage_of(&parsed).unwrap_or((est_tokens, 0));
                 Ok(Reply {
                     output: parsed.to_string(),
                     input_tokens: input,
@@ -362,8 +362,9 @@ fn converse_reply(out: &ConverseOutput, elapsed: Duration) -> Reply {
     }
 }
 
-/// Input and output tokens from the native reply bodies of the common model families.
-fn invoke_usage(body: &Value) -> Option<(u64, u64)> {
+/// Input and output tokens from a reply body: Converse's `usage`, or the native bodies of the common model
+/// families.
+pub fn usage_of(body: &Value) -> Option<(u64, u64)> {
     let n = |p: &str| body.pointer(p).and_then(Value::as_u64);
     if let (Some(i), Some(o)) = (n("/usage/input_tokens"), n("/usage/output_tokens")) {
         return Some((i, o));
@@ -400,17 +401,17 @@ mod tests {
     #[test]
     fn usage_from_native_bodies() {
         assert_eq!(
-            invoke_usage(&json!({"usage": {"input_tokens": 3, "output_tokens": 4}})),
+            usage_of(&json!({"usage": {"input_tokens": 3, "output_tokens": 4}})),
             Some((3, 4))
         );
         assert_eq!(
-            invoke_usage(&json!({"prompt_token_count": 5, "generation_token_count": 6})),
+            usage_of(&json!({"prompt_token_count": 5, "generation_token_count": 6})),
             Some((5, 6))
         );
         assert_eq!(
-            invoke_usage(&json!({"embedding": [], "inputTextTokenCount": 7})),
+            usage_of(&json!({"embedding": [], "inputTextTokenCount": 7})),
             Some((7, 0))
         );
-        assert_eq!(invoke_usage(&json!({"embeddings": []})), None);
+        assert_eq!(usage_of(&json!({"embeddings": []})), None);
     }
 }

@@ -10,4 +10,4 @@ mod client;
 pub mod retry;
 
 pub use classify::{CallError, Class, Stop};
-pub use client::{InvokeError, Invoker, Reply, sdk_config};
+pub use client::{InvokeError, Invoker, Reply, sdk_config, usage_of};

@@ -794,8 +794,13 @@ impl Job {
         };
 
         let incremental = incremental(&c, &file.job)?;
+        let (mode, deadline, batch) =
+            super::batch::batch_table(&c, &file.job, file.batch.as_ref(), &model)?;
         Ok(Job {
             incremental,
+            mode,
+            deadline,
+            batch,
             name,
             file: path.to_path_buf(),
             dir,

@@ -4,6 +4,7 @@
 //!
 //! It does not read inputs (that is `source`) nor open the state database (that is `checkpoint`).
 
+pub mod batch;
 mod check;
 pub mod embed;
 mod error;
@@ -13,6 +14,7 @@ mod settings;
 pub mod spec;
 mod targets;
 
+pub use batch::BatchSettings;
 pub use check::{MAX_TOKENS, MIN_CHUNK_TOKENS};
 pub use embed::{EmbedFamily, EmbedSettings};
 pub use error::JobError;
@@ -21,5 +23,6 @@ pub use settings::{
     BurndownFrom, ChunkSettings, Endpoint, Job, ModelSettings, RetrySettings, Settings, Target,
 };
 pub use spec::{
-    Api, CacheTtl, InputFormat, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier,
+    Api, CacheTtl, InputFormat, Mode, OnDailyQuota, OnRecordError, OutputFormat, ServiceTier,
+    UnsupportedTier,
 };

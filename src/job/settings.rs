@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::batch::BatchSettings;
 use super::embed::EmbedSettings;
 use super::location::Location;
 use super::spec::{
-    Api, CacheTtl, InputFormat, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier,
+    Api, CacheTtl, InputFormat, Mode, OnDailyQuota, OutputFormat, ServiceTier, UnsupportedTier,
 };
 use crate::catalogue::ModelFacts;
 use crate::s3::S3Settings;
@@ -43,6 +44,12 @@ pub struct Job {
     pub incremental: Option<u32>,
     /// The quotas that serve the records: at least one.
     pub targets: Vec<Target>,
+    /// How the records reach Bedrock (`job.mode`, or `submit --mode`).
+    pub mode: Mode,
+    /// `job.deadline-hours`.
+    pub deadline: Option<Duration>,
+    /// `[batch]`, when the job has one.
+    pub batch: Option<BatchSettings>,
 }
 
 /// `[[target]]`, checked (or the one target `[model]`, `[budget]` and `[endpoint]` make).

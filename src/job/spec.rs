@@ -49,6 +49,73 @@ pub struct JobFile {
     /// a budget of its own. Left out: one, made of `[model]`, `[budget]` and `[endpoint]`.
     #[serde(default)]
     pub target: Vec<TargetTable>,
+    /// `[batch]`: how records go to Bedrock batch inference (`job.mode = "batch"` or `"auto"`).
+    pub batch: Option<BatchTable>,
+}
+
+/// How a job's records reach Bedrock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// One call a record, as fast as the on-demand quota allows.
+    #[default]
+    OnDemand,
+    /// Bedrock batch inference: staged on S3, answered within hours, at the batch price.
+    Batch,
+    /// Batch when the job is large enough and its deadline allows, else on demand.
+    Auto,
+}
+
+impl Mode {
+    /// The name the job file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::OnDemand => "on-demand",
+            Mode::Batch => "batch",
+            Mode::Auto => "auto",
+        }
+    }
+}
+
+/// `[batch]`: Bedrock batch inference (CreateModelInvocationJob).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BatchTable {
+    /// The IAM role Bedrock assumes to read the staged records and write the results
+    /// (`arn:aws:iam::ACCOUNT:role/NAME`).
+    pub role_arn: Spanned<String>,
+    /// Where records are staged and results written: an S3 prefix `s3://bucket/prefix/` in the model's region.
+    pub staging: Spanned<String>,
+    /// Most records in one batch job [default: 50,000]; more records make more jobs.
+    pub records_per_job: Option<Spanned<u64>>,
+    /// Fewest records Bedrock takes in one batch job [default: 100]; fewer records go on demand.
+    pub min_records: Option<Spanned<u64>>,
+    /// Most bytes of staged records in one batch job [default: 1 GB].
+    pub bytes_per_job: Option<Spanned<u64>>,
+    /// Batch jobs of this job in flight at once [default: 10]; the others wait for a slot.
+    pub max_jobs_in_flight: Option<Spanned<u32>>,
+    /// Hours Bedrock has to finish a batch job before it expires, 24 to 168 [default: 24].
+    pub timeout_hours: Option<Spanned<u32>>,
+    /// Seconds between the first status checks; the wait grows to `poll-max-secs` while nothing changes
+    /// [default: 30].
+    pub poll_secs: Option<Spanned<f64>>,
+    /// Longest wait between status checks, in seconds [default: 300].
+    pub poll_max_secs: Option<Spanned<f64>>,
+    /// A record the batch job failed or left out: `on-demand` (the default) sends it again on demand under the
+    /// budget; `fail` marks it failed with the batch job's error.
+    #[serde(default)]
+    pub on_record_error: OnRecordError,
+}
+
+/// `batch.on-record-error`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnRecordError {
+    /// Send it again on demand, under the budget.
+    #[default]
+    OnDemand,
+    /// Mark it failed with the batch job's error.
+    Fail,
 }
 
 /// `[[target]]`: one quota that can serve the job's records. Requests are shaped by `[model]` whichever target
@@ -105,6 +172,13 @@ pub struct JobTable {
     pub incremental: bool,
     /// Generations kept (state and output) with `incremental`; older ones are pruned. Left out: 3.
     pub keep: Option<Spanned<u32>>,
+    /// `on-demand` (the default), `batch` (Bedrock batch inference, `[batch]`), or `auto`: batch when the job has
+    /// at least `batch.min-records` records and `deadline-hours` allows a batch job's time.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Hours within which the results are wanted; `auto` chooses batch only when a batch job's time
+    /// (`batch.timeout-hours`) fits.
+    pub deadline_hours: Option<Spanned<f64>>,
 }
 
 /// Which Bedrock Runtime operation to call.

@@ -60,6 +60,72 @@ pub struct JobStatus {
     /// While the running job waits for the daily token quota: its next try (Unix seconds) and Bedrock's
     /// message.
     pub daily_wait: Option<DailyWait>,
+    /// The job's Bedrock batch jobs, as last read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batch_jobs: Vec<BatchJobStatus>,
+}
+
+/// One of a job's Bedrock batch jobs, as the run last read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchJobStatus {
+    /// Its number in the job.
+    pub shard: u64,
+    /// Its ARN, once created.
+    pub arn: Option<String>,
+    /// `Staged`, then Bedrock's status.
+    pub status: String,
+    /// Bedrock's message.
+    pub message: Option<String>,
+    /// Records it holds.
+    pub records: u64,
+    /// Processed, answered and failed, as last read.
+    pub processed: u64,
+    /// Answered.
+    pub succeeded: u64,
+    /// Failed.
+    pub errored: u64,
+    /// Its results were read into the job.
+    pub collected: bool,
+    /// When it was last read (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// The batch jobs' lines of `render_one`.
+fn batch_jobs(t: &mut String, jobs: &[BatchJobStatus]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let read = jobs.iter().filter(|j| j.collected).count();
+    let _ = writeln!(
+        t,
+        "  batch     {} Bedrock batch job{}, {} read back",
+        jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
+        read
+    );
+    for j in jobs {
+        let _ = writeln!(
+            t,
+            "    job {:<3} {:<18} {} records: {} processed, {} answered, {} failed{}  {}{}",
+            j.shard,
+            j.status,
+            int(j.records),
+            int(j.processed),
+            int(j.succeeded),
+            int(j.errored),
+            if j.collected { " (read)" } else { "" },
+            j.arn.as_deref().unwrap_or("(not created yet)"),
+            j.message
+                .as_deref()
+                .map(|m| format!(" — {m}"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        t,
+        "    as of {}",
+        utc(jobs.iter().map(|j| j.updated_at).max().unwrap_or(0))
+    );
 }
 
 /// A running job waiting for the daily token quota.
@@ -233,6 +299,7 @@ pub fn render_one(s: &JobStatus) -> String {
             let _ = writeln!(t, "  last run  none yet");
         }
     }
+    batch_jobs(&mut t, &s.batch_jobs);
     if s.last_errors.is_empty() {
         let _ = writeln!(t, "  errors    none");
     } else {
@@ -270,6 +337,7 @@ mod tests {
             }],
             run_by: Some("process 4242 on host worker-1 (since 2026-11-18 11:06:40 UTC)".into()),
             daily_wait: None,
+            batch_jobs: Vec::new(),
         }
     }
 

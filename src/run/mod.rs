@@ -13,6 +13,7 @@
 //! every record to exactly one part.
 
 mod account;
+mod batch;
 mod connect;
 mod daily;
 mod fingerprint;
@@ -27,6 +28,7 @@ mod worker;
 mod writer;
 
 pub use account::{Unread, fill_budget, read_own};
+pub use batch::cancel;
 pub use connect::{Connection, Endpoints, Expected};
 pub use fingerprint::{Fingerprint, describe_changes};
 pub use shutdown::Shutdown;

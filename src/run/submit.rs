@@ -46,6 +46,8 @@ pub struct SubmitOptions {
     pub wait: bool,
     /// How to reach Bedrock for the job.
     pub endpoints: Arc<dyn Endpoints>,
+    /// `--mode`: how the records reach Bedrock, instead of the job file's `job.mode`.
+    pub mode: Option<crate::job::Mode>,
 }
 
 /// How a run ended, when it did not end in an error.
@@ -69,7 +71,10 @@ const PAGE: u32 = 256;
 /// Runs (or resumes) the job in `opts`, stopping early when `shutdown` says so.
 pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutcome, Error> {
     source::prepare();
-    let job = Job::load(&opts.job_file)?;
+    let mut job = Job::load(&opts.job_file)?;
+    if let Some(mode) = opts.mode {
+        super::batch::set_mode(&mut job, mode)?;
+    }
     // S3 locations are checked (listed, the output bucket reached) before anything is sent.
     let s3 = s3_client(&job).await?;
     let files = source::list(&job, s3.as_ref()).await?;
@@ -134,12 +139,12 @@ pub async fn submit(opts: &SubmitOptions, shutdown: Shutdown) -> Result<RunOutco
 }
 
 /// What the run works with while this process holds the job's lock.
-struct Held<'a> {
-    job: &'a Job,
-    store: &'a Store,
-    opts: &'a SubmitOptions,
+pub(super) struct Held<'a> {
+    pub(super) job: &'a Job,
+    pub(super) store: &'a Store,
+    pub(super) opts: &'a SubmitOptions,
     /// An incremental job's generation.
-    generation: Option<&'a generation::Current>,
+    pub(super) generation: Option<&'a generation::Current>,
 }
 
 /// The run, once this process holds the job's lock.
@@ -196,13 +201,21 @@ async fn locked(
     } else {
         None
     };
-    let sending = Sending {
-        counts,
-        parts,
-        reading,
-        following,
-    };
-    let result = run(h, shutdown, &stats, (started, run_key), sending).await;
+    let result = async {
+        let Some((reading, counts)) =
+            super::batch::phase(h, &shutdown.stop, &stats, (reading, counts), s3).await?
+        else {
+            return Ok(RunOutcome::Interrupted);
+        };
+        let sending = Sending {
+            counts,
+            parts,
+            reading,
+            following,
+        };
+        run(h, shutdown, &stats, (started, run_key), sending).await
+    }
+    .await;
     if let Some(key) = run_key {
         note_end(h, (key, started), &stats, &result).await;
     }
@@ -238,7 +251,7 @@ async fn note_end(
 }
 
 /// Inputs to read while the run sends.
-struct Reading<'a> {
+pub(super) struct Reading<'a> {
     files: Vec<source::InputFile>,
     s3: Option<&'a S3>,
     /// The job's settings as its fingerprint holds them.
@@ -293,6 +306,9 @@ async fn reconcile(
             });
         }
         _ => {
+            if opts.fresh {
+                super::batch::refuse_fresh_while_open(h).await?;
+            }
             if kept {
                 crate::say!(
                     "starting job `{}` over (--fresh): earlier results discarded",
@@ -693,7 +709,7 @@ fn say_start(job: &Job, counts: &Counts, reading: bool, ingest: Progress) {
 
 /// Reads the inputs (an incremental job's unchanged files from an earlier generation; its records answered
 /// from earlier generations where they can be) into the checkpoint, until `stop`, and says what it read.
-async fn read_inputs(
+pub(super) async fn read_inputs(
     h: &Held<'_>,
     r: Reading<'_>,
     stop: &CancellationToken,
@@ -757,7 +773,14 @@ async fn learned(h: &Held<'_>) -> Result<Option<LearnedRates>, Error> {
 
 /// The S3 client, when the job reads or writes S3.
 pub(crate) async fn s3_client(job: &Job) -> Result<Option<S3>, Error> {
-    let Some(first) = job.input.location.s3().or(job.output.location.s3()) else {
+    let staging = job.batch.as_ref().map(|b| &b.staging);
+    let Some(first) = job
+        .input
+        .location
+        .s3()
+        .or(job.output.location.s3())
+        .or(staging)
+    else {
         return Ok(None);
     };
     Ok(Some(

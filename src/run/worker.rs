@@ -559,6 +559,7 @@ fn done(
         target,
         tier: reply.tier,
         cached: (reply.cache_read, reply.cache_write),
+        via_batch: false,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per area (ripgrep / jj style).
 
+mod batch;
 mod cache;
 mod common;
 mod config_errors;

@@ -19,9 +19,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("source", &["job", "s3", "tokens"]),
     ("sink", &["checkpoint", "job", "s3"]),
     ("report", &["budget", "catalogue", "checkpoint", "job"]),
+    ("batch", &["checkpoint", "invoke", "job", "s3"]),
     (
         "error",
         &[
+            "batch",
             "catalogue",
             "checkpoint",
             "emulator",
@@ -37,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "run",
         &[
+            "batch",
             "budget",
             "checkpoint",
             "error",
@@ -52,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "inspect",
         &[
+            "batch",
             "budget",
             "catalogue",
             "checkpoint",
