@@ -177,6 +177,29 @@ impl Control {
         })
     }
 
+    /// The ARN and status of the batch job named `name`, if Bedrock has one (ListModelInvocationJobs): for a
+    /// job whose create may have gone through before its ARN was noted.
+    pub async fn find(&self, name: &str) -> Result<Option<(String, String)>, ControlError> {
+        let mut pages = self
+            .client
+            .list_model_invocation_jobs()
+            .name_contains(name)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(classify)?;
+            if let Some(j) = page
+                .invocation_job_summaries()
+                .iter()
+                .find(|j| j.job_name() == name)
+            {
+                let status = j.status().map_or("Submitted", |s| s.as_str());
+                return Ok(Some((j.job_arn().to_string(), status.to_string())));
+            }
+        }
+        Ok(None)
+    }
+
     /// StopModelInvocationJob.
     pub async fn stop(&self, arn: &str) -> Result<(), ControlError> {
         self.client

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{BatchJobRow, BatchProgress, CheckpointError, STAGED, Store};
+use crate::checkpoint::{BatchJobRow, BatchProgress, CREATING, CheckpointError, STAGED, Store};
 use crate::job::{BatchSettings, Job, Mode};
 use crate::s3::{S3, S3Error};
 
@@ -84,27 +84,26 @@ pub struct Choice {
 pub fn choose(job: &Job, pending: u64) -> Choice {
     let on_demand = |why: String| Choice { batch: false, why };
     let Some(b) = &job.batch else {
-        return on_demand("job.mode is on-demand".into());
+        return on_demand("the job has no [batch] table".into());
     };
-    match job.mode {
-        Mode::OnDemand => on_demand("job.mode is on-demand".into()),
-        Mode::Batch if pending < b.min_records => on_demand(format!(
+    let too_few = || {
+        format!(
             "{pending} records are fewer than a batch job takes (batch.min-records = {})",
             b.min_records
-        )),
+        )
+    };
+    match job.mode {
+        Mode::OnDemand => on_demand("job.mode = \"on-demand\"".into()),
+        _ if pending < b.min_records => on_demand(too_few()),
         Mode::Batch => Choice {
             batch: true,
-            why: format!("batch inference for {pending} records (job.mode = \"batch\")"),
+            why: format!("{pending} records, job.mode = \"batch\""),
         },
-        Mode::Auto if pending < b.min_records => on_demand(format!(
-            "auto: {pending} records are fewer than a batch job takes (batch.min-records = {}), so on demand",
-            b.min_records
-        )),
         Mode::Auto => match job.deadline {
             Some(d) if d < Duration::from_secs(u64::from(b.timeout_hours) * 3600) => {
                 on_demand(format!(
-                    "auto: the deadline ({} h) is shorter than the {} h Bedrock may take for a batch job \
-                 (batch.timeout-hours), so on demand",
+                    "the deadline ({} h) is shorter than the {} h Bedrock may take for a batch job \
+                 (batch.timeout-hours)",
                     fmt_hours(d),
                     b.timeout_hours
                 ))
@@ -112,7 +111,7 @@ pub fn choose(job: &Job, pending: u64) -> Choice {
             deadline => Choice {
                 batch: true,
                 why: format!(
-                    "auto: {pending} records (at least {}) and {}, so batch inference at the batch price",
+                    "{pending} records (at least {}) and {}: the batch price, about half of on demand",
                     b.min_records,
                     match deadline {
                         Some(d) => format!(
@@ -125,6 +124,22 @@ pub fn choose(job: &Job, pending: u64) -> Choice {
                 ),
             },
         },
+    }
+}
+
+impl Choice {
+    /// `mode auto: batch inference — why`, as `submit` and `plan` say it.
+    pub fn describe(&self, mode: Mode) -> String {
+        format!(
+            "mode {}: {} — {}",
+            mode.as_str(),
+            if self.batch {
+                "batch inference"
+            } else {
+                "on demand"
+            },
+            self.why
+        )
     }
 }
 
@@ -313,12 +328,14 @@ impl Batch<'_> {
             .filter(|r| r.arn.is_some() && !ended(&r.status))
             .count() as u32;
         let slots = self.settings.max_jobs_in_flight.saturating_sub(running);
-        for row in rows
+        let waiting = rows
             .iter()
-            .filter(|r| r.arn.is_none() && r.status == STAGED)
-            .take(slots as usize)
-        {
+            .filter(|r| r.arn.is_none() && (r.status == STAGED || r.status == CREATING));
+        for row in waiting.take(slots as usize) {
             stage::upload(self.store, self.s3, name, row).await?;
+            // From here the batch job may exist: a kill before its ARN is noted leaves a shard that is created
+            // again with its token (Bedrock gives back the same job), and that `cancel` looks up by name.
+            self.store.mark_batch_creating(name, row.shard).await?;
             let target = &self.job.targets[0];
             match self
                 .control
@@ -355,17 +372,45 @@ impl Batch<'_> {
     }
 }
 
-/// Stops the job's batch jobs that have not ended, and gives up its staged ones that were never created (their
-/// records go on demand at the next run). Returns what was done to each, in a line.
+/// Whether a shard's batch job may be running at Bedrock: created and not ended, or perhaps created (its ARN
+/// not noted yet).
+pub fn may_run(row: &BatchJobRow) -> bool {
+    !row.collected
+        && match &row.arn {
+            Some(_) => !ended(&row.status),
+            None => row.status == CREATING,
+        }
+}
+
+/// Stops the job's batch jobs that have not ended (one perhaps created without its ARN noted is looked up by its
+/// name), and gives up its staged ones that were never created (their records go on demand at the next run).
+/// Returns what was done to each, in a line.
 pub async fn cancel(
     store: &Store,
     job: &str,
     control: &Control,
 ) -> Result<Vec<String>, BatchError> {
     let mut said = Vec::new();
-    for row in store.batch_jobs(job).await? {
-        if row.collected || ended(&row.status) {
+    for mut row in store.batch_jobs(job).await? {
+        if row.collected || (row.arn.is_some() && ended(&row.status)) {
             continue;
+        }
+        if row.arn.is_none() && row.status == CREATING {
+            match control.find(&row.name).await {
+                Ok(Some((arn, status))) => {
+                    store.set_batch_arn(job, row.shard, &arn).await?;
+                    row.arn = Some(arn);
+                    row.status = status;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    said.push(format!(
+                        "job {}: {} could not be looked up: {e}",
+                        row.shard, row.name
+                    ));
+                    continue;
+                }
+            }
         }
         let Some(arn) = &row.arn else {
             let p = BatchProgress {
@@ -375,30 +420,24 @@ pub async fn cancel(
             };
             store.set_batch_progress(job, row.shard, &p, true).await?;
             said.push(format!(
-                "job {}: not created yet; given up ({} records go on demand)",
+                "job {}: not created; given up ({} records go on demand at the next run)",
                 row.shard, row.records
             ));
             continue;
         };
+        if ended(&row.status) {
+            continue;
+        }
         match control.stop(arn).await {
             Ok(()) => {
                 let p = BatchProgress {
                     status: "Stopping".into(),
-                    ..BatchProgress::default()
+                    message: None,
+                    processed: row.processed,
+                    succeeded: row.succeeded,
+                    errored: row.errored,
                 };
-                store
-                    .set_batch_progress(
-                        job,
-                        row.shard,
-                        &BatchProgress {
-                            processed: row.processed,
-                            succeeded: row.succeeded,
-                            errored: row.errored,
-                            ..p
-                        },
-                        false,
-                    )
-                    .await?;
+                store.set_batch_progress(job, row.shard, &p, false).await?;
                 said.push(format!("job {}: {arn} stopping", row.shard));
             }
             Err(e) => said.push(format!(

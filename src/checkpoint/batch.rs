@@ -6,8 +6,11 @@ use sqlx::{FromRow, QueryBuilder, Sqlite};
 use super::records::PendingRecord;
 use super::store::{CheckpointError, ROWS_PER_STATEMENT, Store, failed_to, now};
 
-/// A shard's status before its batch job exists.
+/// A shard's status before its batch job was asked for.
 pub const STAGED: &str = "Staged";
+/// A shard's status from just before CreateModelInvocationJob is sent until Bedrock's ARN is noted: its batch
+/// job may exist.
+pub const CREATING: &str = "Creating";
 
 /// One batch job of a job, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -186,6 +189,19 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(failed_to("read a batch job's records"))
+    }
+
+    /// Notes that shard `shard`'s batch job is about to be created (it may exist from here on).
+    pub async fn mark_batch_creating(&self, job: &str, shard: u64) -> Result<(), CheckpointError> {
+        sqlx::query("UPDATE batch_jobs SET status = ?, updated_at = ? WHERE job = ? AND shard = ?")
+            .bind(CREATING)
+            .bind(now())
+            .bind(job)
+            .bind(shard as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(failed_to("note a batch job being created"))?;
+        Ok(())
     }
 
     /// Notes the ARN Bedrock gave shard `shard`'s batch job.

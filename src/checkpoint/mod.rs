@@ -44,7 +44,7 @@ mod runs;
 mod store;
 
 pub use account::CachedQuota;
-pub use batch::{BatchJobRow, BatchProgress, NewShard, STAGED};
+pub use batch::{BatchJobRow, BatchProgress, CREATING, NewShard, STAGED};
 pub use generations::{Deleted, Generation};
 pub use inputs::{InputSpan, StoredRecord};
 pub use jobs::StoredJob;

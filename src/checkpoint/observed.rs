@@ -176,13 +176,16 @@ impl Store {
         .map_err(failed_to("sum up the job's targets"))
     }
 
-    /// What each service tier served, for the records whose calls named one.
+    /// What each service tier served, for the records whose calls named one, and as tier `batch` what Bedrock
+    /// batch inference answered.
     pub async fn by_tier(&self, job: &str) -> Result<Vec<TierStats>, CheckpointError> {
         sqlx::query_as(
-            "WITH served AS (SELECT tier, latency_ms, input_tokens, output_tokens, \
+            "WITH answered AS (SELECT CASE WHEN via_batch THEN 'batch' ELSE tier END AS tier, latency_ms, \
+               input_tokens, output_tokens FROM outcomes WHERE job = ?1 AND status = 'done'), \
+             served AS (SELECT tier, latency_ms, input_tokens, output_tokens, \
                row_number() OVER (PARTITION BY tier ORDER BY latency_ms) AS i, \
                count(*) OVER (PARTITION BY tier) AS n \
-               FROM outcomes WHERE job = ?1 AND tier IS NOT NULL) \
+               FROM answered WHERE tier IS NOT NULL) \
              SELECT tier, count(*) AS answered, sum(input_tokens) AS input_tokens, \
                sum(output_tokens) AS output_tokens, \
                coalesce(max(CASE WHEN i = (n + 1) / 2 THEN latency_ms END), 0) AS p50_ms \

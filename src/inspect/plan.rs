@@ -127,6 +127,15 @@ pub async fn planned_on(
         targets,
         tier: tier_of(&job, &prices),
         batch_price: prices.batch_price(&job.model.id),
+        batch_limits: job.batch.as_ref().map_or(
+            (
+                crate::job::batch::DEFAULT_MIN_RECORDS,
+                crate::job::batch::DEFAULT_RECORDS_PER_JOB,
+                crate::job::batch::DEFAULT_TIMEOUT_HOURS,
+            ),
+            |b| (b.min_records, b.records_per_job, b.timeout_hours),
+        ),
+        mode: None,
     };
     // Every record, read as ingest reads it.
     let batches = read_in_batches(&job, files, s3.as_ref());
@@ -134,6 +143,10 @@ pub async fn planned_on(
     expect(&mut facts, opts, observed.as_ref(), profile.as_ref());
     drop(counter);
     let plan = compute(&facts);
+    if job.mode != crate::job::Mode::OnDemand {
+        let choice = crate::batch::choose(&job, plan.sendable);
+        facts.mode = Some(choice.describe(job.mode));
+    }
     Ok((facts, plan))
 }
 

@@ -232,7 +232,10 @@ pub async fn report(opts: &ReportOptions) -> Result<String, Error> {
         .await?
         .into_iter()
         .map(|t| {
-            let price = prices.tier_price(&model_id, &t.tier);
+            let price = match t.tier.as_str() {
+                "batch" => prices.batch_price(&model_id),
+                tier => prices.tier_price(&model_id, tier),
+            };
             (t, price)
         })
         .collect();

@@ -601,10 +601,18 @@ fn tier_lines(t: &mut String, f: &ReportFacts) {
                     ("cost", paid - default)
                 };
                 format!(
-                    "; cost {} ({word} {} against the default tier)",
+                    "; cost {} ({word} {} against {})",
                     money(paid, currency),
-                    money(by, currency)
+                    money(by, currency),
+                    if x.tier == "batch" {
+                        "on demand"
+                    } else {
+                        "the default tier"
+                    }
                 )
+            }
+            (None, Some(_)) if x.tier == "batch" => {
+                "; no batch price in the model table (add batch-input and batch-output)".into()
             }
             (None, Some(_)) if x.tier != "default" => {
                 format!(
@@ -614,12 +622,21 @@ fn tier_lines(t: &mut String, f: &ReportFacts) {
             }
             _ => String::new(),
         };
+        // A batch job's records have no latency of their own.
+        let (label, latency) = match x.tier.as_str() {
+            "batch" => ("batch inference".to_string(), String::new()),
+            tier => (
+                format!("tier {tier:<9}"),
+                format!(
+                    ", median latency {}",
+                    duration(Duration::from_millis(x.p50_ms))
+                ),
+            ),
+        };
         let _ = writeln!(
             t,
-            "  tier {:<9} {} records, median latency {}, tokens in {} / out {}{cost}",
-            x.tier,
+            "  {label} {} records{latency}, tokens in {} / out {}{cost}",
             int(x.answered),
-            duration(Duration::from_millis(x.p50_ms)),
             int(x.input_tokens),
             int(x.output_tokens),
         );

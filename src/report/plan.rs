@@ -83,6 +83,11 @@ pub struct PlanFacts {
     pub tier: Option<(String, Option<Price>)>,
     /// The model's batch-inference price, when the model table gives one.
     pub batch_price: Option<Price>,
+    /// The batch limits of the job's `[batch]` (else Bedrock's defaults): the fewest and most records of a
+    /// batch job, and the hours it may take.
+    pub batch_limits: (u64, u64, u32),
+    /// How `submit` will send the records, for a job whose mode is batch or auto: which way, and why.
+    pub mode: Option<String>,
     /// A job with several targets: each one's name and quotas (`rpm` and `tpm` above are their sums, and
     /// `max_concurrency` is theirs together). Empty for a job of one target.
     pub targets: Vec<PlanTarget>,
@@ -425,13 +430,6 @@ pub fn render(f: &PlanFacts, p: &Plan) -> String {
     t
 }
 
-/// Fewest records a batch-inference job takes. Third-party code of 2025 uses 100; an older AWS sample says
-/// 1,000; the user guide's quota page lists it per model. Check Service Quotas ("Minimum number of records per
-/// batch inference job").
-const BATCH_MIN_RECORDS: u64 = 100;
-/// Most records one batch-inference job takes, in AWS's bedrock-batch-orchestrator sample (a quota per model).
-const BATCH_MAX_RECORDS: u64 = 50_000;
-
 /// What Bedrock's batch inference would cost and take for the job, beside the on-demand run: the batch price
 /// (from the model table), how many batch jobs the records make, and the time AWS allows a job.
 fn batch_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
@@ -451,10 +449,11 @@ fn batch_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
             f.model_id
         ),
     };
-    let jobs = p.sendable.div_ceil(BATCH_MAX_RECORDS).max(1);
-    let fits = if p.sendable < BATCH_MIN_RECORDS {
+    let (min, max, hours) = f.batch_limits;
+    let jobs = p.sendable.div_ceil(max).max(1);
+    let fits = if p.sendable < min {
         format!(
-            "; {} records are fewer than the {BATCH_MIN_RECORDS} a batch job takes at least",
+            "; {} records are fewer than the {min} a batch job takes at least",
             int(p.sendable)
         )
     } else {
@@ -463,15 +462,18 @@ fn batch_lines(t: &mut String, f: &PlanFacts, p: &Plan) {
             int(p.sendable),
             if p.sendable == 1 { "" } else { "s" },
             if jobs == 1 { "" } else { "s" },
-            int(BATCH_MAX_RECORDS)
+            int(max)
         )
     };
     let _ = writeln!(
         t,
-        "batch inference  {cost}{fits}; no on-demand quota used, and each job has up to 24 h to finish (AWS's \
-         default timeout, 24 to 168 h) against {} on demand",
+        "batch inference  {cost}{fits}; no on-demand quota used, and each job has up to {hours} h to finish \
+         (batch.timeout-hours; AWS's default 24, up to 168) against {} on demand",
         duration(p.wall)
     );
+    if let Some(mode) = &f.mode {
+        let _ = writeln!(t, "submit sends     {mode}");
+    }
 }
 
 /// A job in the Flex or Priority tier: its cost at the tier's price against the default tier's, or why it is
@@ -767,6 +769,8 @@ mod tests {
             targets: Vec::new(),
             tier: None,
             batch_price: None,
+            batch_limits: (100, 50_000, 24),
+            mode: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::submit::{Held, Reading, read_inputs};
-use crate::batch::{Batch, Control, Ended, choose, ended};
+use crate::batch::{Batch, Control, Ended, choose, ended, may_run};
 use crate::checkpoint::{BatchJobRow, Counts};
 use crate::error::Error;
 use crate::job::Mode;
@@ -58,7 +58,7 @@ pub(super) async fn phase<'a>(
     let counts = store.counts(&job.name).await?;
     let choice = choose(job, counts.pending());
     if job.mode != Mode::OnDemand {
-        crate::say!("{}", choice.why);
+        crate::say!("{}", choice.describe(job.mode));
     }
     if !choice.batch && !open {
         return Ok(Some((None, counts)));
@@ -77,6 +77,10 @@ async fn run_batch<'a>(
     stats: &Arc<RunStats>,
 ) -> Result<AfterBatch<'a>, Error> {
     let (job, store) = (h.job, h.store);
+    if stage_new {
+        // The staging bucket is reached before anything is staged, so that a wrong one stops here.
+        s3.check_bucket(&settings.staging).await?;
+    }
     // Held while the batch jobs are followed: it may keep what serves the control plane alive.
     let (control, _connection) = connect_control(job, h.opts.endpoints.as_ref()).await?;
     let batch = Batch {
@@ -159,17 +163,14 @@ fn say_left_running(running: &[BatchJobRow], job_file: &std::path::Path) {
 /// their records paid for twice.
 pub(super) async fn refuse_fresh_while_open(h: &Held<'_>) -> Result<(), Error> {
     let rows = h.store.batch_jobs(&h.job.name).await?;
-    let open: Vec<&BatchJobRow> = rows
-        .iter()
-        .filter(|r| r.arn.is_some() && !r.collected && !ended(&r.status))
-        .collect();
+    let open: Vec<&BatchJobRow> = rows.iter().filter(|r| may_run(r)).collect();
     if open.is_empty() {
         return Ok(());
     }
     Err(Error::Batch {
         message: format!(
-            "job `{}` has {} batch job{} running at Bedrock; starting over now would lose their results and pay for \
-             their records twice",
+            "job `{}` has {} batch job{} running at Bedrock (or being created); starting over now would lose their \
+             results and pay for their records twice",
             h.job.name,
             open.len(),
             if open.len() == 1 { "" } else { "s" }

@@ -172,6 +172,125 @@ async fn records_the_batch_failed_or_left_out_are_sent_on_demand() {
         run.stderr
     );
     assert_every_record_once(&t, 600);
+    // The report prices what batch inference answered at the batch price, the rest at the on-demand one.
+    t.write("models.toml", PRICES)
+        .env("BATCHRUN_MODELS", Some("models.toml"));
+    let out = t.command(&["report", "job.toml"]).output().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let line = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("batch inference"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        line.contains(&format!(" {} records, tokens in ", b.records_succeeded)),
+        "{line}"
+    );
+    assert!(
+        line.contains("saved") && line.contains("against on demand"),
+        "{line}"
+    );
+    // Half price: what was saved equals what was paid.
+    let amounts: Vec<&str> = line
+        .split('$')
+        .skip(1)
+        .map(|a| a.split([' ', ')']).next().unwrap())
+        .collect();
+    assert_eq!(amounts.len(), 2, "{line}");
+    assert_eq!(amounts[0], amounts[1], "{line}");
+    assert!(report.contains("batch at its price"), "{report}");
+}
+
+/// Prices for model `m`, batch at half of on demand.
+const PRICES: &str =
+    "[models.\"m\"]\ninput = 1.0\noutput = 4.0\nbatch-input = 0.5\nbatch-output = 2.0\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_compares_batch_with_on_demand_and_says_which_way_submit_goes() {
+    let s3 = s3_server(&["stage"]).await;
+    let emu = batch_emulator(&s3, 20_000.0, "").await;
+    let t = TestJob::new();
+    batch_job(
+        &t,
+        &emu,
+        &s3,
+        1200,
+        "mode = \"auto\"",
+        "records-per-job = 500\nmin-records = 200\ntimeout-hours = 48",
+    );
+    t.write("models.toml", PRICES)
+        .env("BATCHRUN_MODELS", Some("models.toml"));
+    let out = t.command(&["plan", "job.toml"]).output().await.unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{plan}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = plan
+        .lines()
+        .find(|l| l.starts_with("batch inference"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(line.contains("50 % of it"), "{line}");
+    assert!(
+        line.contains("1,200 records in 3 jobs of at most 500"),
+        "{line}"
+    );
+    assert!(line.contains("up to 48 h to finish"), "{line}");
+    assert!(
+        plan.contains("submit sends     mode auto: batch inference — 1200 records (at least 200) and no deadline"),
+        "{plan}"
+    );
+    // plan sends nothing.
+    assert_eq!(emu.stats().batch.create_calls, 0);
+    assert_eq!(runtime_calls(&emu), 0);
+}
+
+/// A job of 1,000 records in two batch jobs of 500, one at a time, at `rate` records a second, whose run is
+/// killed once Bedrock made the first batch job and then left as a kill between CreateModelInvocationJob's
+/// answer and the noting of its ARN leaves it: the shard being created, with its token and no ARN.
+async fn killed_before_the_arn_was_noted(rate: f64) -> (S3Server, EmulatorHandle, TestJob) {
+    let s3 = s3_server(&["stage"]).await;
+    let emu = batch_emulator(&s3, rate, "").await;
+    let t = TestJob::new();
+    batch_job(
+        &t,
+        &emu,
+        &s3,
+        1000,
+        "mode = \"batch\"",
+        "records-per-job = 500\nmax-jobs-in-flight = 1",
+    );
+    let mut child = t.spawn_submit();
+    until_created(&emu, 1).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        t.path().join(".batchrun/state.db").display()
+    ))
+    .await
+    .unwrap();
+    let forgotten = sqlx::query(
+        "UPDATE batch_jobs SET arn = NULL, status = 'Creating' WHERE job = 'test' AND shard = 1",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(forgotten.rows_affected(), 1);
+    db.close().await;
+    (s3, emu, t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_create_and_noting_the_arn_the_same_token_gets_the_same_batch_job() {
+    let (_s3, emu, t) = killed_before_the_arn_was_noted(500.0).await;
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let b = emu.stats().batch;
+    assert_eq!((b.jobs_created, b.idempotent_creates), (2, 1), "{b:?}");
+    assert_eq!(b.records_succeeded, 1000, "{b:?}");
+    assert_every_record_once(&t, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,6 +362,19 @@ async fn killed_after_creating_a_batch_job_a_resumed_run_reattaches_and_makes_no
     until_created(&emu, 1).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+    // A --fresh start now would lose the running batch job's results: refused.
+    let fresh = t.submit(&["--fresh"]).await;
+    assert_eq!(fresh.code, Some(2), "{}", fresh.stderr);
+    assert!(
+        fresh.stderr.contains("1 batch job running at Bedrock"),
+        "{}",
+        fresh.stderr
+    );
+    assert!(
+        fresh.stderr.contains("batchrun cancel job.toml"),
+        "{}",
+        fresh.stderr
+    );
     // The first batch job goes on at Bedrock without the process.
     let run = t.submit(&[]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -322,7 +454,7 @@ async fn auto_chooses_batch_for_a_large_job_without_a_deadline() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("auto: 300 records (at least 100) and no deadline"),
+            .contains("mode auto: batch inference — 300 records (at least 100) and no deadline"),
         "{}",
         run.stderr
     );
@@ -341,7 +473,7 @@ async fn auto_chooses_on_demand_for_a_small_job_or_a_short_deadline() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("auto: 60 records are fewer than a batch job takes"),
+            .contains("mode auto: on demand — 60 records are fewer than a batch job takes"),
         "{}",
         run.stderr
     );
@@ -359,7 +491,7 @@ async fn auto_chooses_on_demand_for_a_small_job_or_a_short_deadline() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("auto: the deadline (6 h) is shorter than the 24 h"),
+            .contains("mode auto: on demand — the deadline (6 h) is shorter than the 24 h"),
         "{}",
         run.stderr
     );
@@ -373,4 +505,29 @@ async fn auto_chooses_on_demand_for_a_small_job_or_a_short_deadline() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(emu.stats().batch.jobs_created, 1);
     assert_eq!(runtime_calls(&emu), 360);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_finds_by_name_a_batch_job_whose_arn_was_not_noted() {
+    let (_s3, emu, t) = killed_before_the_arn_was_noted(100.0).await;
+    let cancel = t.command(&["cancel", "job.toml"]).output().await.unwrap();
+    let said = String::from_utf8_lossy(&cancel.stderr);
+    assert_eq!(cancel.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("job 1: arn:aws:bedrock:") && said.contains("stopping"),
+        "{said}"
+    );
+    assert!(
+        said.contains("job 2: not created; given up (500 records go on demand"),
+        "{said}"
+    );
+    let b = emu.stats().batch;
+    assert_eq!((b.list_calls, b.stop_calls), (1, 1), "{b:?}");
+    // Nothing runs at Bedrock now: the next run reads what job 1 answered and sends the rest on demand.
+    let run = t.submit(&[]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let b = emu.stats().batch;
+    assert_eq!(b.jobs_created, 1, "{b:?}");
+    assert_eq!(runtime_calls(&emu), 1000 - b.records_succeeded);
+    assert_every_record_once(&t, 1000);
 }
