@@ -92,7 +92,6 @@ pub async fn planned_on(
     } else {
         None
     };
-
     let mut facts = PlanFacts {
         job_file: opts.job_file.display().to_string(),
         job: job.name.clone(),
@@ -127,14 +126,7 @@ pub async fn planned_on(
         targets,
         tier: tier_of(&job, &prices),
         batch_price: prices.batch_price(&job.model.id),
-        batch_limits: job.batch.as_ref().map_or(
-            (
-                crate::job::batch::DEFAULT_MIN_RECORDS,
-                crate::job::batch::DEFAULT_RECORDS_PER_JOB,
-                crate::job::batch::DEFAULT_TIMEOUT_HOURS,
-            ),
-            |b| (b.min_records, b.records_per_job, b.timeout_hours),
-        ),
+        batch_limits: batch_limits(&job),
         mode: None,
     };
     // Every record, read as ingest reads it.
@@ -143,10 +135,8 @@ pub async fn planned_on(
     expect(&mut facts, opts, observed.as_ref(), profile.as_ref());
     drop(counter);
     let plan = compute(&facts);
-    if job.mode != crate::job::Mode::OnDemand {
-        let choice = crate::batch::choose(&job, plan.sendable);
-        facts.mode = Some(choice.describe(job.mode));
-    }
+    facts.mode = (job.mode != crate::job::Mode::OnDemand)
+        .then(|| crate::batch::choose(&job, plan.sendable).describe(job.mode));
     Ok((facts, plan))
 }
 
@@ -229,6 +219,20 @@ async fn account_quotas(
             (job, notes, None, targets)
         }
     })
+}
+
+/// The fewest and most records of a batch job, and the hours it may take: the job's `[batch]`, else Bedrock's
+/// defaults.
+fn batch_limits(job: &Job) -> (u64, u64, u32) {
+    use crate::job::batch::{DEFAULT_MIN_RECORDS, DEFAULT_RECORDS_PER_JOB, DEFAULT_TIMEOUT_HOURS};
+    job.batch.as_ref().map_or(
+        (
+            DEFAULT_MIN_RECORDS,
+            DEFAULT_RECORDS_PER_JOB,
+            DEFAULT_TIMEOUT_HOURS,
+        ),
+        |b| (b.min_records, b.records_per_job, b.timeout_hours),
+    )
 }
 
 /// The service tier the job's calls name, other than the default, and its price in `prices`.

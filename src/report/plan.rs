@@ -846,7 +846,7 @@ mod tests {
 
             expected time    11m29s at 87 requests/min
             expected cost    $0.80 (input $0.40 + output $0.40; on-demand prices as of 2025-11)
-            batch inference  $0.40 (on demand $0.80, 50 % of it); 1,000 records in 1 job of at most 50,000; no on-demand quota used, and each job has up to 24 h to finish (AWS's default timeout, 24 to 168 h) against 11m29s on demand
+            batch inference  $0.40 (on demand $0.80, 50 % of it); 1,000 records in 1 job of at most 50,000; no on-demand quota used, and each job has up to 24 h to finish (batch.timeout-hours; AWS's default 24, up to 168) against 11m29s on demand
             never fit        3 records reserve more than the TPM budget of 200,000; they would fail at once — shorten them or lower max-tokens:
                                doc-17 (in.jsonl:17): 204,100 tokens
                                … and 2 more
