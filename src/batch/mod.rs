@@ -97,7 +97,10 @@ pub fn choose(job: &Job, pending: u64) -> Choice {
         _ if pending < b.min_records => on_demand(too_few()),
         Mode::Batch => Choice {
             batch: true,
-            why: format!("{pending} records, job.mode = \"batch\""),
+            why: format!(
+                "{pending} records, at least the {} a batch job takes",
+                b.min_records
+            ),
         },
         Mode::Auto => match job.deadline {
             Some(d) if d < Duration::from_secs(u64::from(b.timeout_hours) * 3600) => {

@@ -49,6 +49,10 @@ pub(super) async fn phase<'a>(
     if job.mode == Mode::OnDemand && !open {
         return Ok(Some((reading, counts)));
     }
+    // The staging bucket is reached before the inputs are read, so that a wrong one stops the run at once.
+    if let Some(s3) = s3 {
+        s3.check_bucket(&settings.staging).await?;
+    }
     // A batch job is made of records already stored: every input is read first.
     if let Some(r) = reading
         && !read_inputs(h, r, stop).await?.complete
@@ -77,10 +81,6 @@ async fn run_batch<'a>(
     stats: &Arc<RunStats>,
 ) -> Result<AfterBatch<'a>, Error> {
     let (job, store) = (h.job, h.store);
-    if stage_new {
-        // The staging bucket is reached before anything is staged, so that a wrong one stops here.
-        s3.check_bucket(&settings.staging).await?;
-    }
     // Held while the batch jobs are followed: it may keep what serves the control plane alive.
     let (control, _connection) = connect_control(job, h.opts.endpoints.as_ref()).await?;
     let batch = Batch {
