@@ -79,9 +79,6 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
-/// What Bedrock says of a batch job now.
-pub type JobState = BatchProgress;
-
 /// Whether a batch job's status is an end: nothing more will come of it.
 pub fn ended(status: &str) -> bool {
     matches!(
@@ -159,7 +156,7 @@ impl Control {
     }
 
     /// GetModelInvocationJob: its status, message and counts.
-    pub async fn get(&self, arn: &str) -> Result<JobState, ControlError> {
+    pub async fn get(&self, arn: &str) -> Result<BatchProgress, ControlError> {
         let out = self
             .client
             .get_model_invocation_job()
@@ -168,7 +165,7 @@ impl Control {
             .await
             .map_err(classify)?;
         let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
-        Ok(JobState {
+        Ok(BatchProgress {
             status: out.status().map_or("Submitted", |s| s.as_str()).to_string(),
             message: out.message().map(str::to_string),
             processed: n(out.processed_record_count()),

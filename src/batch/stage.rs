@@ -99,10 +99,11 @@ async fn note(
         rand::random::<u64>(),
         rand::random::<u64>()
     );
-    let dir = format!("{}{}/", settings.staging.key, job_name(job, *shard, &token));
+    let name = job_name(job, *shard, &token);
+    let dir = format!("{}{name}/", settings.staging.key);
     let new = NewShard {
         shard: *shard,
-        name: job_name(job, *shard, &token),
+        name,
         input_uri: settings
             .staging
             .with_key(format!("{dir}records.jsonl"))

@@ -190,11 +190,7 @@ async fn records_the_batch_failed_or_left_out_are_sent_on_demand() {
         "{line}"
     );
     // Half price: what was saved equals what was paid.
-    let amounts: Vec<&str> = line
-        .split('$')
-        .skip(1)
-        .map(|a| a.split([' ', ')']).next().unwrap())
-        .collect();
+    let amounts = crate::common::dollar_amounts(line);
     assert_eq!(amounts.len(), 2, "{line}");
     assert_eq!(amounts[0], amounts[1], "{line}");
     assert!(report.contains("batch at its price"), "{report}");

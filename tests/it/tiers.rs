@@ -207,11 +207,7 @@ async fn plan_and_report_price_a_flex_job_against_the_default_tier() {
         .unwrap_or_else(|| panic!("{report}"));
     assert!(line.contains(" 10 records, median latency "), "{line}");
     // Half the default price: what was saved equals what was paid.
-    let amounts: Vec<&str> = line
-        .split('$')
-        .skip(1)
-        .map(|a| a.split([' ', ')']).next().unwrap())
-        .collect();
+    let amounts = crate::common::dollar_amounts(line);
     assert_eq!(amounts.len(), 2, "{line}");
     assert_eq!(amounts[0], amounts[1], "{line}");
 }

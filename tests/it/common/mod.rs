@@ -139,3 +139,11 @@ pub fn signal(child: &tokio::process::Child, name: &str) {
             .success()
     );
 }
+
+/// The dollar amounts in a line of `plan` or `report` (`$0.40 … $0.80`), as written.
+pub fn dollar_amounts(line: &str) -> Vec<&str> {
+    line.split('$')
+        .skip(1)
+        .map(|a| a.split([' ', ')']).next().unwrap())
+        .collect()
+}
